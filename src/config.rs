@@ -1,0 +1,164 @@
+//! Every limit of the node as one documented field with its default.
+//!
+//! The same struct is the CLI (`sse-edge --help`), the environment (`SSE_EDGE_*`) and the
+//! embedding API (`Config::default()` then set fields). [`Config::validate`] checks the
+//! relations between fields that a single value parser cannot see; it runs in
+//! [`crate::Server::start`], so an embedder gets the same errors as the CLI.
+
+use std::net::SocketAddr;
+
+use clap::Args;
+
+/// Server configuration. Every field is a named bound with a sane default.
+#[derive(Debug, Clone, Args)]
+pub struct Config {
+    /// Address every event loop listens on (each loop binds its own `SO_REUSEPORT` socket).
+    #[arg(long, env = "SSE_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+
+    /// Number of event loops, one thread each [default: number of available cores].
+    #[arg(long, env = "SSE_EDGE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
+
+    /// Listen backlog of each loop's socket (the kernel caps it at `net.core.somaxconn`).
+    #[arg(long, env = "SSE_EDGE_BACKLOG", default_value_t = 4096,
+          value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub backlog: u32,
+
+    /// Pin loop `i` to core `i mod cores` so a connection's cache lines stay on one core.
+    #[arg(long, env = "SSE_EDGE_PIN_THREADS", default_value_t = true, action = clap::ArgAction::Set)]
+    pub pin_threads: bool,
+
+    /// A stream that was sent nothing for this long gets a `:` comment frame, so proxies and
+    /// browsers keep it open.
+    #[arg(long, env = "SSE_EDGE_HEARTBEAT_MS", default_value_t = 25_000,
+          value_parser = clap::value_parser!(u64).range(10..=3_600_000))]
+    pub heartbeat_ms: u64,
+
+    /// The `retry:` reconnection delay sent to every new stream, in milliseconds.
+    #[arg(long, env = "SSE_EDGE_RETRY_MS", default_value_t = 3_000,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    pub retry_ms: u64,
+
+    /// Most frames queued for one connection; past it the oldest unsent frame is dropped.
+    #[arg(long, env = "SSE_EDGE_OUTBOX_MAX_EVENTS", default_value_t = 1024,
+          value_parser = parse_positive_usize)]
+    pub outbox_max_events: usize,
+
+    /// Most bytes queued for one connection; past it the oldest unsent frames are dropped.
+    /// Also the largest single event frame the node accepts (larger publishes get 413).
+    #[arg(long, env = "SSE_EDGE_OUTBOX_MAX_BYTES", default_value_t = 1 << 20,
+          value_parser = parse_positive_usize)]
+    pub outbox_max_bytes: usize,
+
+    /// A connection with queued frames whose socket accepts no byte for this long is closed
+    /// (the client resumes later); protects memory from clients that stopped reading.
+    #[arg(long, env = "SSE_EDGE_STALL_TIMEOUT_MS", default_value_t = 30_000,
+          value_parser = clap::value_parser!(u64).range(10..=86_400_000))]
+    pub stall_timeout_ms: u64,
+
+    /// Largest request line plus headers; a longer target gets 414, longer headers 431.
+    #[arg(long, env = "SSE_EDGE_MAX_REQUEST_BYTES", default_value_t = 8192,
+          value_parser = parse_request_bytes)]
+    pub max_request_bytes: usize,
+
+    /// Largest request body (a publish or a batch of publishes); larger gets 413.
+    #[arg(long, env = "SSE_EDGE_MAX_BODY_BYTES", default_value_t = 1 << 20,
+          value_parser = parse_positive_usize)]
+    pub max_body_bytes: usize,
+
+    /// Most topics one stream may subscribe to in one request; more gets 400.
+    #[arg(long, env = "SSE_EDGE_MAX_TOPICS_PER_STREAM", default_value_t = 64,
+          value_parser = parse_positive_usize)]
+    pub max_topics_per_stream: usize,
+
+    /// Capacity of each hub→loop channel, in events. When any loop's channel is full,
+    /// publishers wait (HTTP publishers are no longer read; `try_publish` returns `Full`).
+    #[arg(long, env = "SSE_EDGE_HUB_QUEUE_EVENTS", default_value_t = 16_384,
+          value_parser = parse_positive_usize)]
+    pub hub_queue_events: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        use clap::{FromArgMatches, Parser};
+        /// Parses an empty command line so defaults have one source of truth.
+        #[derive(Parser)]
+        struct Defaults {
+            #[command(flatten)]
+            config: Config,
+        }
+        let matches =
+            <Defaults as clap::CommandFactory>::command().ignore_errors(true).get_matches_from(["sse-edge"]);
+        Defaults::from_arg_matches(&matches)
+            .map(|d| d.config)
+            .unwrap_or_else(|e| panic!("built-in defaults must parse: {e}"))
+    }
+}
+
+/// A configuration that is internally inconsistent; the message names the options.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// A config for tests and embedders: port 0 on loopback, no pinning, defaults otherwise.
+    pub fn loopback() -> Self {
+        Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), pin_threads: false, ..Config::default() }
+    }
+
+    /// Number of loops to run: `--threads` or the number of cores available to this process.
+    pub fn loop_count(&self) -> usize {
+        match self.threads {
+            Some(n) => usize::from(n),
+            None => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        }
+    }
+
+    /// Checks relations between fields.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.outbox_max_events == 0 || self.outbox_max_bytes == 0 {
+            return Err(ConfigError("--outbox-max-events and --outbox-max-bytes must be at least 1".into()));
+        }
+        if self.max_request_bytes < MIN_REQUEST_BYTES {
+            return Err(ConfigError(format!("--max-request-bytes must be at least {MIN_REQUEST_BYTES}")));
+        }
+        if self.hub_queue_events == 0 {
+            return Err(ConfigError("--hub-queue-events must be at least 1".into()));
+        }
+        Ok(())
+    }
+}
+
+/// Smallest useful request head: a request line and a few short headers.
+pub const MIN_REQUEST_BYTES: usize = 256;
+
+fn parse_positive_usize(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n == 0 {
+        return Err("must be at least 1".into());
+    }
+    Ok(n)
+}
+
+fn parse_request_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n < MIN_REQUEST_BYTES {
+        return Err(format!("must be at least {MIN_REQUEST_BYTES}"));
+    }
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_documented_values() {
+        let c = Config::default();
+        assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(c.heartbeat_ms, 25_000);
+        assert!(c.validate().is_ok());
+        assert!(c.loop_count() >= 1);
+    }
+}

@@ -1,0 +1,115 @@
+//! One connection's state. The loop ([`crate::worker`]) drives it; this file holds the data
+//! and the small operations that touch only the connection itself.
+//!
+//! Lifecycle (numbered invariants):
+//! 1. `Request`: bytes are buffered (at most one incomplete request plus one read chunk) and
+//!    parsed; responses go to the outbox in request order (pipelining keeps order).
+//! 2. `Stream`: after `GET /events` the request buffer is freed; the connection only holds
+//!    its outbox and its topic memberships. Bytes it receives are read and discarded so EOF
+//!    and RST are noticed; they never reach the stream.
+//! 3. `Lingering`: after a response that ends the connection, the write side is shut once the
+//!    outbox is flushed and reads are discarded until EOF or a deadline, so the client reads
+//!    the response instead of a reset.
+//! 4. Registered once for READABLE | WRITABLE, edge-triggered; `writable` turns false on
+//!    `WouldBlock` and true on the next writable event. No re-registration per event.
+
+use std::io::{self, Read};
+use std::net::SocketAddr;
+
+use mio::net::TcpStream;
+
+use crate::outbox::Outbox;
+use crate::publish::{Prepared, Shape};
+use crate::topics::Membership;
+
+/// One socket and what the loop knows about it.
+pub(crate) struct Conn {
+    pub sock: TcpStream,
+    pub peer: SocketAddr,
+    pub phase: Phase,
+    pub outbox: Outbox,
+    /// The socket can take bytes (no `WouldBlock` since the last writable edge).
+    pub writable: bool,
+    /// Already in the loop's flush list for this iteration.
+    pub dirty: bool,
+    /// Close (via lingering) once the outbox is empty.
+    pub close_after_flush: bool,
+    /// Loop clock (ms) when a frame was last queued: heartbeats go to streams idle longer.
+    pub last_queued_ms: u64,
+    /// Loop clock (ms) since which queued bytes have waited with no progress.
+    pub blocked_since_ms: Option<u64>,
+}
+
+pub(crate) enum Phase {
+    Request(Box<Requesting>),
+    Stream(Box<[Membership]>),
+    Lingering { until_ms: u64 },
+}
+
+/// A connection still sending requests.
+#[derive(Default)]
+pub(crate) struct Requesting {
+    pub buf: Vec<u8>,
+    /// `100 Continue` sent for the request at the head of `buf`.
+    pub continue_sent: bool,
+    /// The peer closed its write side; answer what is buffered, then close.
+    pub peer_closed: bool,
+    /// A publish waiting for room in the hub queues; reading is paused meanwhile.
+    pub pending: Option<PendingPublish>,
+}
+
+/// A publish the hub could not take whole yet.
+pub(crate) struct PendingPublish {
+    pub events: Vec<Prepared>,
+    pub ids: Vec<u64>,
+    pub shape: Shape,
+    pub keep_alive: bool,
+}
+
+/// Result of one `read` call.
+pub(crate) enum ReadResult {
+    Data(usize),
+    WouldBlock,
+    Eof,
+    Error(io::Error),
+}
+
+/// One `read` from `sock` into `scratch`.
+pub(crate) fn read_once(sock: &mut TcpStream, scratch: &mut [u8]) -> ReadResult {
+    loop {
+        return match sock.read(scratch) {
+            Ok(0) => ReadResult::Eof,
+            Ok(n) => ReadResult::Data(n),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => ReadResult::WouldBlock,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => ReadResult::Error(e),
+        };
+    }
+}
+
+impl Conn {
+    pub fn new(sock: TcpStream, peer: SocketAddr, now_ms: u64) -> Conn {
+        Conn {
+            sock,
+            peer,
+            phase: Phase::Request(Box::default()),
+            outbox: Outbox::new(),
+            writable: true,
+            dirty: false,
+            close_after_flush: false,
+            last_queued_ms: now_ms,
+            blocked_since_ms: None,
+        }
+    }
+
+    pub fn requesting(&mut self) -> Option<&mut Requesting> {
+        match &mut self.phase {
+            Phase::Request(r) => Some(r),
+            _ => None,
+        }
+    }
+
+    pub fn is_parked(&self) -> bool {
+        matches!(&self.phase, Phase::Request(r) if r.pending.is_some())
+    }
+}

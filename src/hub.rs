@@ -1,0 +1,257 @@
+//! The sequencer: assigns every event its id and hands it to every loop, in id order.
+//!
+//! Invariants:
+//! 1. Ids are u64, strictly increasing, global across topics. Assigning an id and sending the
+//!    event to every loop happen under one lock, so each loop's channel receives events in id
+//!    order, and a loop applies its channel serially: every subscriber sees increasing ids.
+//! 2. Every hub→loop channel is bounded (`--hub-queue-events`). Under the lock the hub first
+//!    computes the room left in the fullest channel and sends at most that many events, so a
+//!    send never fails and never blocks: only lock holders send, and consumers only make room.
+//! 3. Nothing waits while holding the lock. A publisher that finds no room gets back fewer
+//!    ids than events (possibly none) and retries later: a loop parks the publishing
+//!    connection (TCP pushes back on the client), the embedded `publish` sleeps and retries,
+//!    `try_publish` returns `Full`.
+//! 4. Ids start at the wall clock in microseconds, so a restarted node never reissues an id
+//!    a client already saw and resumes from.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use crossbeam_channel::{Receiver, Sender};
+use mio::Waker;
+
+use crate::publish::Prepared;
+use crate::sse;
+
+/// One sequenced event, shared by every loop (one allocation per event, not per loop).
+#[derive(Debug)]
+pub struct Event {
+    /// Global, strictly increasing id.
+    pub id: u64,
+    /// Topic it was published on.
+    pub topic: Arc<str>,
+    /// The complete encoded frame (`id:` line included).
+    pub frame: Bytes,
+    /// When the hub accepted it (the start of delivery lag).
+    pub accepted_at: Instant,
+}
+
+/// What travels on a hub→loop channel.
+#[derive(Debug)]
+pub(crate) enum LoopMsg {
+    /// Fan this event out to local subscribers.
+    Event(Arc<Event>),
+}
+
+/// The hub's end of one loop's channel.
+struct Link {
+    tx: Sender<LoopMsg>,
+    waker: Arc<Waker>,
+    /// Set by a publisher that woke the loop; cleared by the loop before it drains, so a
+    /// burst of publishes costs one wake-up syscall, not one per event.
+    wake_pending: Arc<AtomicBool>,
+}
+
+/// The loop's end of its channel.
+pub(crate) struct Inbox {
+    pub rx: Receiver<LoopMsg>,
+    pub wake_pending: Arc<AtomicBool>,
+}
+
+impl Inbox {
+    /// Call before draining: publishers after this point wake the loop again.
+    pub fn arm(&self) {
+        self.wake_pending.store(false, Ordering::SeqCst);
+    }
+}
+
+/// Publishing failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishError {
+    /// A loop's channel is full; retry later (only from `try_publish`).
+    #[error("hub queue full (--hub-queue-events)")]
+    Full,
+    /// The message is invalid; the text says why.
+    #[error("invalid event: {0}")]
+    Invalid(String),
+    /// The server is shutting down.
+    #[error("server is shut down")]
+    Closed,
+}
+
+/// The sequencer shared by all loops and publishers.
+pub struct Hub {
+    next_id: Mutex<u64>,
+    links: Vec<Link>,
+    capacity: usize,
+    closed: AtomicBool,
+}
+
+impl Hub {
+    /// A hub with one bounded channel per loop; returns the loops' inboxes in loop order.
+    pub(crate) fn new(wakers: Vec<Arc<Waker>>, capacity: usize) -> (Hub, Vec<Inbox>) {
+        let mut links = Vec::with_capacity(wakers.len());
+        let mut inboxes = Vec::with_capacity(wakers.len());
+        for waker in wakers {
+            let (tx, rx) = crossbeam_channel::bounded(capacity);
+            let wake_pending = Arc::new(AtomicBool::new(false));
+            links.push(Link { tx, waker, wake_pending: wake_pending.clone() });
+            inboxes.push(Inbox { rx, wake_pending });
+        }
+        let first = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
+        let hub = Hub { next_id: Mutex::new(first.max(1)), links, capacity, closed: AtomicBool::new(false) };
+        (hub, inboxes)
+    }
+
+    /// Sequences and sends as many of `events` (in order) as every loop has room for and
+    /// returns their ids: all of them, a prefix, or none when a channel is full.
+    /// `from_loop` is the calling loop, which drains its own channel without a wake-up.
+    pub fn try_publish(
+        &self,
+        events: &[Prepared],
+        from_loop: Option<usize>,
+    ) -> Result<Vec<u64>, PublishError> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(PublishError::Closed);
+        }
+        let mut ids = Vec::new();
+        {
+            let mut next_id = self.next_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
+            let take = room.min(events.len());
+            ids.reserve(take);
+            let now = Instant::now();
+            for prepared in &events[..take] {
+                let id = *next_id;
+                *next_id += 1;
+                let digits = itoa_buf(id);
+                let frame = sse::frame_with_id(digits.as_str(), &prepared.body)
+                    .map_err(|e| PublishError::Invalid(e.to_string()))?;
+                let event = Arc::new(Event { id, topic: prepared.topic.clone(), frame, accepted_at: now });
+                for link in &self.links {
+                    // Invariant 2: room was measured under this lock; this cannot fail
+                    // unless the loop has exited, when dropping the event is right.
+                    let _ = link.tx.try_send(LoopMsg::Event(event.clone()));
+                }
+                ids.push(id);
+            }
+        }
+        if !ids.is_empty() {
+            self.wake_all_but(from_loop);
+        }
+        Ok(ids)
+    }
+
+    fn wake_all_but(&self, from_loop: Option<usize>) {
+        for (i, link) in self.links.iter().enumerate() {
+            if Some(i) != from_loop && !link.wake_pending.swap(true, Ordering::SeqCst) {
+                if let Err(e) = link.waker.wake() {
+                    log::error!("hub: waking loop {i} failed: {e}");
+                }
+            }
+        }
+    }
+
+    /// Events waiting in each loop's channel (a gauge of how far each loop is behind).
+    pub fn queue_lengths(&self) -> Vec<usize> {
+        self.links.iter().map(|l| l.tx.len()).collect()
+    }
+
+    /// Capacity of each loop's channel.
+    pub fn queue_capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Refuses further publishes and wakes every loop so it notices shutdown.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        for link in &self.links {
+            let _ = link.waker.wake();
+        }
+    }
+
+    /// Whether [`Hub::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+}
+
+/// Formats a u64 into a stack string (no allocation under the lock).
+fn itoa_buf(n: u64) -> DigitBuf {
+    let mut buf = DigitBuf { bytes: [0; 20], start: 20 };
+    let mut n = n;
+    loop {
+        buf.start -= 1;
+        buf.bytes[buf.start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    buf
+}
+
+struct DigitBuf {
+    bytes: [u8; 20],
+    start: usize,
+}
+
+impl DigitBuf {
+    fn as_str(&self) -> &str {
+        // Only ASCII digits are ever written.
+        std::str::from_utf8(&self.bytes[self.start..]).unwrap_or("0")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::publish::{prepare, Message};
+
+    /// A hub over `loops` channels; one poll per waker, as mio allows one waker per poll.
+    fn hub(loops: usize, capacity: usize) -> (Hub, Vec<Inbox>, Vec<mio::Poll>) {
+        let polls: Vec<_> = (0..loops).map(|_| mio::Poll::new().unwrap()).collect();
+        let wakers =
+            polls.iter().map(|p| Arc::new(Waker::new(p.registry(), mio::Token(0)).unwrap())).collect();
+        let (hub, inboxes) = Hub::new(wakers, capacity);
+        (hub, inboxes, polls)
+    }
+
+    #[test]
+    fn ids_increase_and_every_loop_gets_every_event_in_order() {
+        let (hub, inboxes, _poll) = hub(2, 100);
+        let events: Vec<_> =
+            (0..10).map(|i| prepare(&Message::new("t", i.to_string()), 1000).unwrap()).collect();
+        let ids = hub.try_publish(&events, None).unwrap();
+        assert_eq!(ids.len(), 10);
+        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
+        for inbox in &inboxes {
+            let got: Vec<u64> = inbox.rx.try_iter().map(|LoopMsg::Event(e)| e.id).collect();
+            assert_eq!(got, ids);
+        }
+    }
+
+    #[test]
+    fn a_full_loop_limits_what_is_accepted() {
+        let (hub, inboxes, _poll) = hub(2, 3);
+        let events: Vec<_> =
+            (0..5).map(|i| prepare(&Message::new("t", i.to_string()), 1000).unwrap()).collect();
+        assert_eq!(hub.try_publish(&events, None).unwrap().len(), 3);
+        assert_eq!(hub.try_publish(&events, None).unwrap().len(), 0);
+        inboxes[1].rx.try_recv().unwrap();
+        // Loop 0 is still full: nothing fits anywhere.
+        assert_eq!(hub.try_publish(&events, None).unwrap().len(), 0);
+        inboxes[0].rx.try_recv().unwrap();
+        assert_eq!(hub.try_publish(&events, None).unwrap().len(), 1);
+        hub.close();
+        assert_eq!(hub.try_publish(&events, None), Err(PublishError::Closed));
+    }
+
+    #[test]
+    fn digits_format() {
+        assert_eq!(itoa_buf(0).as_str(), "0");
+        assert_eq!(itoa_buf(u64::MAX).as_str(), u64::MAX.to_string());
+    }
+}

@@ -1,0 +1,256 @@
+//! sse-edge: a thread-per-core Server-Sent Events fan-out server.
+//!
+//! The data path, one module each: accept and loop ([`worker`]) → parse ([`http`]) →
+//! route ([`route`]) → publish ([`publish`]) → sequence ([`hub`]) → fan out to a
+//! connection's bounded outbox ([`outbox`]) → `writev` to the socket. Events are encoded
+//! once ([`sse`]) into a shared `Bytes` frame that every outbox holds by reference.
+//!
+//! Embedding:
+//!
+//! ```no_run
+//! use sse_edge::{Config, Message, Server};
+//!
+//! let handle = Server::start(Config::loopback()).expect("start");
+//! println!("listening on {}", handle.local_addr());
+//! let publisher = handle.publisher();
+//! publisher.publish(&Message::new("jobs", "hello").event("greeting")).expect("publish");
+//! handle.shutdown();
+//! ```
+#![deny(missing_docs)]
+#![forbid(unsafe_code)]
+
+pub mod config;
+mod conn;
+pub mod http;
+pub mod hub;
+pub mod metrics;
+pub mod outbox;
+pub mod publish;
+pub mod route;
+pub mod sse;
+pub mod sys;
+pub mod topics;
+mod worker;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+use mio::{Interest, Poll, Waker};
+
+pub use config::{Config, ConfigError};
+pub use hub::{Event, PublishError};
+pub use metrics::{CloseReason, Stats};
+pub use publish::Message;
+
+use hub::Hub;
+use worker::{Shared, Worker, LISTENER, WAKER};
+
+/// Starting the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// The configuration is inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(#[from] ConfigError),
+    /// Binding the listening address failed.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// Another OS resource (poll instance, waker, thread) could not be created.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being created.
+        what: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+}
+
+/// Entry point of the embedding API.
+pub struct Server;
+
+impl Server {
+    /// Binds one listener per loop, starts the loops and returns at once.
+    pub fn start(config: Config) -> Result<Handle, StartError> {
+        config.validate()?;
+        let loops = config.loop_count();
+        if let Some(max) = sys::listener::somaxconn() {
+            if max < config.backlog {
+                log::warn!(
+                    "net.core.somaxconn={max} caps --backlog={}; see sysctl/99-sse-edge.conf",
+                    config.backlog
+                );
+            }
+        }
+        let io_err = |what| move |source| StartError::Io { what, source };
+        let mut addr = config.listen;
+        let mut parts = Vec::with_capacity(loops);
+        let mut wakers = Vec::with_capacity(loops);
+        for i in 0..loops {
+            let poll = Poll::new().map_err(io_err("creating a poll instance"))?;
+            let mut listener = sys::listener::bind_reuseport(addr, config.backlog)
+                .map_err(|source| StartError::Bind { addr, source })?;
+            if i == 0 {
+                // With port 0 the first bind picks the port; the other loops join it.
+                addr = listener.local_addr().map_err(io_err("reading the bound address"))?;
+            }
+            poll.registry()
+                .register(&mut listener, LISTENER, Interest::READABLE)
+                .map_err(io_err("registering the listener"))?;
+            wakers.push(Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err("creating a waker"))?));
+            parts.push((poll, listener));
+        }
+        let (hub, inboxes) = Hub::new(wakers, config.hub_queue_events);
+        let shared = Arc::new(Shared {
+            stats: (0..loops).map(|_| CachePadded::new(Default::default())).collect(),
+            hub: Arc::new(hub),
+            stop: Default::default(),
+            config,
+        });
+        let cores = if shared.config.pin_threads { sys::affinity::allowed_cores() } else { Vec::new() };
+        let mut threads = Vec::with_capacity(loops);
+        for (index, ((poll, listener), inbox)) in parts.into_iter().zip(inboxes).enumerate() {
+            let worker = Worker::new(index, shared.clone(), poll, listener, inbox);
+            let cores = cores.clone();
+            let thread = std::thread::Builder::new()
+                .name(format!("sse-loop-{index}"))
+                .spawn(move || {
+                    sys::affinity::pin_loop(index, &cores);
+                    worker.run();
+                })
+                .map_err(io_err("spawning a loop thread"))?;
+            threads.push(thread);
+        }
+        let c = &shared.config;
+        log::info!(
+            "sse-edge listening on {addr}: {loops} loops, backlog {}, outbox {} events / {} bytes, heartbeat {} ms, stall timeout {} ms",
+            c.backlog,
+            c.outbox_max_events,
+            c.outbox_max_bytes,
+            c.heartbeat_ms,
+            c.stall_timeout_ms
+        );
+        Ok(Handle { addr, shared, threads })
+    }
+}
+
+/// A running server. Dropping it shuts the server down.
+pub struct Handle {
+    addr: SocketAddr,
+    shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Handle {
+    /// The address the loops listen on (the real port when configured with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// A cloneable, `Send` handle for publishing from this process.
+    pub fn publisher(&self) -> Publisher {
+        Publisher { hub: self.shared.hub.clone(), max_frame: self.shared.config.outbox_max_bytes }
+    }
+
+    /// Counters and gauges summed over all loops.
+    pub fn stats(&self) -> Stats {
+        Stats::sum(self.shared.stats.iter().map(|s| &**s), self.shared.hub.queue_lengths())
+    }
+
+    /// The configuration the server runs with.
+    pub fn config(&self) -> &Config {
+        &self.shared.config
+    }
+
+    /// Blocks until every loop has exited (a loop exits only on a fatal poll error; the
+    /// process's default signal handling ends the binary).
+    pub fn wait(mut self) {
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                log::error!("a loop thread panicked");
+            }
+        }
+    }
+
+    /// Stops accepting, closes every connection, stops the loops and waits for them.
+    pub fn shutdown(mut self) {
+        self.stop();
+    }
+
+    fn stop(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.shared.hub.close();
+        for t in self.threads.drain(..) {
+            if t.join().is_err() {
+                log::error!("a loop thread panicked");
+            }
+        }
+    }
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        if !self.threads.is_empty() {
+            self.stop();
+        }
+    }
+}
+
+/// Publishes events into a running server from this process (no HTTP hop).
+#[derive(Clone)]
+pub struct Publisher {
+    hub: Arc<Hub>,
+    max_frame: usize,
+}
+
+/// Longest sleep between retries of a blocking publish while the hub is full.
+const PUBLISH_BACKOFF_MAX: Duration = Duration::from_millis(2);
+
+impl Publisher {
+    /// Publishes one event, or returns [`PublishError::Full`] at once when a loop's queue is
+    /// full.
+    pub fn try_publish(&self, msg: &Message) -> Result<u64, PublishError> {
+        let prepared =
+            publish::prepare(msg, self.max_frame).map_err(|e| PublishError::Invalid(e.to_string()))?;
+        match self.hub.try_publish(std::slice::from_ref(&prepared), None)?.first() {
+            Some(&id) => Ok(id),
+            None => Err(PublishError::Full),
+        }
+    }
+
+    /// Publishes one event, waiting (sleeping, never spinning) while a loop's queue is full.
+    pub fn publish(&self, msg: &Message) -> Result<u64, PublishError> {
+        Ok(self.publish_batch(std::slice::from_ref(msg))?[0])
+    }
+
+    /// Publishes events in order, waiting while queues are full. Validates all first: an
+    /// invalid message fails the batch before any is sent.
+    pub fn publish_batch(&self, msgs: &[Message]) -> Result<Vec<u64>, PublishError> {
+        let prepared = msgs
+            .iter()
+            .map(|m| publish::prepare(m, self.max_frame))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PublishError::Invalid(e.to_string()))?;
+        let mut ids = Vec::with_capacity(prepared.len());
+        let mut backoff = Duration::from_micros(50);
+        while ids.len() < prepared.len() {
+            let got = self.hub.try_publish(&prepared[ids.len()..], None)?;
+            if got.is_empty() {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(PUBLISH_BACKOFF_MAX);
+            } else {
+                backoff = Duration::from_micros(50);
+                ids.extend(got);
+            }
+        }
+        Ok(ids)
+    }
+}

@@ -1,0 +1,170 @@
+//! Per-loop counters and gauges, summed when someone asks ([`crate::Handle::stats`]).
+//!
+//! Invariants:
+//! 1. Each loop writes only its own [`LoopStats`] (cache-padded, so loops never share a
+//!    line); readers sum all loops. No atomic is shared between loops on the delivery path.
+//! 2. Counters are bumped once per batch (per event fanned out, per flush), never once per
+//!    delivered frame.
+//! 3. Gauges are written by the owning loop: connection counts at once, outbox totals on
+//!    every timer tick (a walk the loop makes anyway for heartbeats and stalls).
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Why a connection was closed. Feeds the log line and the counters in one place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CloseReason {
+    /// The peer closed (EOF) or asked for `Connection: close`.
+    Client,
+    /// Socket error (reset, broken pipe, ...).
+    Error,
+    /// Queued frames and no byte accepted for `--stall-timeout-ms`.
+    Stalled,
+    /// The request was refused with an error status.
+    Rejected,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+impl CloseReason {
+    /// All reasons, in counter order.
+    pub const ALL: [CloseReason; 5] = [
+        CloseReason::Client,
+        CloseReason::Error,
+        CloseReason::Stalled,
+        CloseReason::Rejected,
+        CloseReason::Shutdown,
+    ];
+
+    /// Stable label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            CloseReason::Client => "client",
+            CloseReason::Error => "error",
+            CloseReason::Stalled => "stalled",
+            CloseReason::Rejected => "rejected",
+            CloseReason::Shutdown => "shutdown",
+        }
+    }
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// One loop's counters (monotonic) and gauges (current value).
+#[derive(Debug, Default)]
+pub struct LoopStats {
+    // gauges
+    pub(crate) connections: AtomicU64,
+    pub(crate) streams: AtomicU64,
+    pub(crate) topics: AtomicU64,
+    pub(crate) memberships: AtomicU64,
+    pub(crate) outbox_queued_bytes: AtomicU64,
+    pub(crate) outbox_peak_bytes: AtomicU64,
+    pub(crate) write_blocked: AtomicU64,
+    pub(crate) parked_publishers: AtomicU64,
+    // counters
+    pub(crate) accepted: AtomicU64,
+    pub(crate) closed: [AtomicU64; 5],
+    pub(crate) requests_rejected: AtomicU64,
+    pub(crate) events_in: AtomicU64,
+    pub(crate) deliveries: AtomicU64,
+    pub(crate) frames_evicted: AtomicU64,
+    pub(crate) bytes_written: AtomicU64,
+    pub(crate) heartbeats: AtomicU64,
+    pub(crate) publish_waits: AtomicU64,
+}
+
+impl LoopStats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        if n > 0 {
+            counter.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub(crate) fn set(gauge: &AtomicU64, n: usize) {
+        gauge.store(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn closed(&self, reason: CloseReason) {
+        Self::add(&self.closed[reason.index()], 1);
+    }
+}
+
+/// A point-in-time sum over all loops.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Open connections of any kind.
+    pub connections: u64,
+    /// Open event streams.
+    pub streams: u64,
+    /// Distinct (loop, topic) index entries with at least one subscriber.
+    pub topics: u64,
+    /// (stream, topic) subscriptions.
+    pub memberships: u64,
+    /// Unwritten bytes in all outboxes (as of each loop's last timer tick).
+    pub outbox_queued_bytes: u64,
+    /// The most bytes any single outbox has held since start.
+    pub outbox_peak_bytes: u64,
+    /// Connections waiting for the socket to become writable.
+    pub write_blocked: u64,
+    /// Publishing connections paused because a hub queue is full.
+    pub parked_publishers: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Connections closed, by [`CloseReason::ALL`] order.
+    pub closed: [u64; 5],
+    /// Requests answered with an error status.
+    pub requests_rejected: u64,
+    /// Events taken from the hub, summed over loops (each event counts once per loop).
+    pub events_in: u64,
+    /// Frames queued to streams.
+    pub deliveries: u64,
+    /// Frames dropped from full outboxes.
+    pub frames_evicted: u64,
+    /// Bytes accepted by the kernel.
+    pub bytes_written: u64,
+    /// Heartbeat frames queued.
+    pub heartbeats: u64,
+    /// Times a publisher had to wait for room in the hub queues.
+    pub publish_waits: u64,
+    /// Events waiting in each loop's hub channel.
+    pub hub_queue_lengths: Vec<usize>,
+}
+
+impl Stats {
+    /// Connections closed for `reason`.
+    pub fn closed_for(&self, reason: CloseReason) -> u64 {
+        self.closed[reason.index()]
+    }
+
+    pub(crate) fn sum<'a>(
+        loops: impl Iterator<Item = &'a LoopStats>,
+        hub_queue_lengths: Vec<usize>,
+    ) -> Stats {
+        let mut s = Stats { hub_queue_lengths, ..Stats::default() };
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        for l in loops {
+            s.connections += get(&l.connections);
+            s.streams += get(&l.streams);
+            s.topics += get(&l.topics);
+            s.memberships += get(&l.memberships);
+            s.outbox_queued_bytes += get(&l.outbox_queued_bytes);
+            s.outbox_peak_bytes = s.outbox_peak_bytes.max(get(&l.outbox_peak_bytes));
+            s.write_blocked += get(&l.write_blocked);
+            s.parked_publishers += get(&l.parked_publishers);
+            s.accepted += get(&l.accepted);
+            for (sum, c) in s.closed.iter_mut().zip(&l.closed) {
+                *sum += get(c);
+            }
+            s.requests_rejected += get(&l.requests_rejected);
+            s.events_in += get(&l.events_in);
+            s.deliveries += get(&l.deliveries);
+            s.frames_evicted += get(&l.frames_evicted);
+            s.bytes_written += get(&l.bytes_written);
+            s.heartbeats += get(&l.heartbeats);
+            s.publish_waits += get(&l.publish_waits);
+        }
+        s
+    }
+}

@@ -1,0 +1,210 @@
+//! Publish bodies → validated, pre-encoded events (sans-IO).
+//!
+//! Three body forms, chosen by `Content-Type`:
+//! - anything but the JSON types: the body is the event's data (UTF-8), topic and event name
+//!   from the query (`?topic=t&event=name`);
+//! - `application/json`: one envelope `{"topic","event","data"}`; `data` may be any JSON
+//!   value (a string is sent as is, anything else as compact JSON); the query's `topic` and
+//!   `event` are defaults for the envelope's;
+//! - `application/x-ndjson` (also `application/jsonl`, `application/jsonlines`): one envelope
+//!   per line, blank lines skipped, published in order.
+//!
+//! Invariant: everything that can make a publish fail is checked here, before the hub, so
+//! the hub's lock only assigns ids and enqueues: a batch is accepted or refused whole.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde_json::Value;
+
+use crate::http::{Reject, Request};
+use crate::{sse, topics};
+
+/// One event as a publisher describes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Message {
+    /// Topic to publish on.
+    pub topic: String,
+    /// Optional event name (the SSE `event:` field).
+    pub event: Option<String>,
+    /// The data; line breaks become separate `data:` lines.
+    pub data: String,
+}
+
+impl Message {
+    /// A message with data and no event name.
+    pub fn new(topic: impl Into<String>, data: impl Into<String>) -> Self {
+        Message { topic: topic.into(), event: None, data: data.into() }
+    }
+
+    /// Sets the event name.
+    pub fn event(mut self, name: impl Into<String>) -> Self {
+        self.event = Some(name.into());
+        self
+    }
+}
+
+/// A message checked and encoded, waiting only for its id.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// Interned topic name, shared by the event on every loop.
+    pub topic: Arc<str>,
+    /// The frame without its `id:` line.
+    pub body: Bytes,
+}
+
+/// Checks a message and encodes its frame body. `max_frame` is the largest frame a
+/// connection's outbox can hold (`--outbox-max-bytes`).
+pub fn prepare(msg: &Message, max_frame: usize) -> Result<Prepared, Reject> {
+    topics::validate(&msg.topic).map_err(Reject::BadRequest)?;
+    let body =
+        sse::encode_body(msg.event.as_deref(), &msg.data).map_err(|e| Reject::BadRequest(e.to_string()))?;
+    // `id: ` + 20 digits + `\n` is the most the hub adds.
+    if body.len() + 25 > max_frame {
+        return Err(Reject::PayloadTooLarge(format!(
+            "encoded event of {} bytes exceeds {max_frame} (--outbox-max-bytes)",
+            body.len() + 25
+        )));
+    }
+    Ok(Prepared { topic: Arc::from(msg.topic.as_str()), body })
+}
+
+/// How the publisher framed its request; decides the response shape.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Shape {
+    /// One event: answered `{"id":N}`.
+    Single,
+    /// Newline-delimited batch: answered `{"ids":[...]}`.
+    Batch,
+}
+
+/// Parses a `POST /publish` request into messages.
+pub fn parse(req: &Request) -> Result<(Vec<Message>, Shape), Reject> {
+    let mut topic = None;
+    let mut event = None;
+    for (k, v) in req.query_pairs()? {
+        match k.as_str() {
+            "topic" => topic = Some(v),
+            "event" => event = Some(v),
+            _ => {}
+        }
+    }
+    let content_type = req
+        .header("content-type")
+        .and_then(|v| v.split(';').next())
+        .map(|v| v.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    let text = std::str::from_utf8(&req.body).map_err(|_| Reject::BadRequest("body is not UTF-8".into()))?;
+    let defaults = (topic.as_deref(), event.as_deref());
+    match content_type.as_str() {
+        "application/json" => Ok((vec![envelope(text, defaults)?], Shape::Single)),
+        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
+            let mut batch = Vec::new();
+            for (n, line) in text.lines().enumerate() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                batch.push(envelope(line, defaults).map_err(|e| match e {
+                    Reject::BadRequest(m) => Reject::BadRequest(format!("line {}: {m}", n + 1)),
+                    other => other,
+                })?);
+            }
+            if batch.is_empty() {
+                return Err(Reject::BadRequest("empty batch".into()));
+            }
+            Ok((batch, Shape::Batch))
+        }
+        _ => {
+            let topic = topic.ok_or_else(|| Reject::BadRequest("missing ?topic=".into()))?;
+            Ok((vec![Message { topic, event, data: text.to_string() }], Shape::Single))
+        }
+    }
+}
+
+fn envelope(text: &str, (topic, event): (Option<&str>, Option<&str>)) -> Result<Message, Reject> {
+    let value: Value =
+        serde_json::from_str(text).map_err(|e| Reject::BadRequest(format!("invalid JSON envelope: {e}")))?;
+    let Value::Object(mut map) = value else {
+        return Err(Reject::BadRequest("envelope must be a JSON object".into()));
+    };
+    let field = |map: &mut serde_json::Map<String, Value>, name: &str| match map.remove(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(Reject::BadRequest(format!("envelope field {name:?} must be a string"))),
+    };
+    let topic = field(&mut map, "topic")?
+        .or_else(|| topic.map(str::to_string))
+        .ok_or_else(|| Reject::BadRequest("envelope has no \"topic\" and the query none".into()))?;
+    let event = field(&mut map, "event")?.or_else(|| event.map(str::to_string));
+    let data = match map.remove("data") {
+        None => return Err(Reject::BadRequest("envelope has no \"data\"".into())),
+        Some(Value::String(s)) => s,
+        Some(other) => other.to_string(),
+    };
+    Ok(Message { topic, event, data })
+}
+
+/// The 202 body for accepted ids.
+pub fn accepted_body(ids: &[u64], shape: Shape) -> String {
+    match (shape, ids) {
+        (Shape::Single, [id]) => format!("{{\"id\":{id}}}\n"),
+        _ => format!("{{\"ids\":{}}}\n", Value::from(ids.to_vec())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::http::{self, Limits, Parse};
+
+    fn request(raw: &str) -> Request {
+        match http::parse(raw.as_bytes(), Limits { max_head: 4096, max_body: 4096 }) {
+            Parse::Complete(r, _) => *r,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    fn post(content_type: &str, query: &str, body: &str) -> Request {
+        request(&format!(
+            "POST /publish{query} HTTP/1.1\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+    }
+
+    #[test]
+    fn raw_body_uses_query_topic_and_event() {
+        let (msgs, shape) = parse(&post("text/plain", "?topic=a&event=job.progress", "50%")).unwrap();
+        assert_eq!(shape, Shape::Single);
+        assert_eq!(msgs, vec![Message::new("a", "50%").event("job.progress")]);
+    }
+
+    #[test]
+    fn json_envelope_data_may_be_any_value() {
+        let (msgs, _) = parse(&post("application/json", "", r#"{"topic":"t","data":{"pct":5}}"#)).unwrap();
+        assert_eq!(msgs[0].data, r#"{"pct":5}"#);
+        let (msgs, _) =
+            parse(&post("application/json; charset=utf-8", "?topic=q", r#"{"data":"s"}"#)).unwrap();
+        assert_eq!(msgs[0], Message::new("q", "s"));
+    }
+
+    #[test]
+    fn ndjson_batch_keeps_order_and_names_bad_lines() {
+        let body = "{\"topic\":\"a\",\"data\":1}\n\n{\"topic\":\"b\",\"event\":\"e\",\"data\":\"x\"}\n";
+        let (msgs, shape) = parse(&post("application/x-ndjson", "", body)).unwrap();
+        assert_eq!(shape, Shape::Batch);
+        assert_eq!(msgs, vec![Message::new("a", "1"), Message::new("b", "x").event("e")]);
+        let err =
+            parse(&post("application/x-ndjson", "", "{\"topic\":\"a\",\"data\":1}\n{oops\n")).unwrap_err();
+        assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn invalid_publishes_are_refused() {
+        assert!(parse(&post("text/plain", "", "x")).is_err());
+        assert!(parse(&post("application/json", "", "[1]")).is_err());
+        assert!(parse(&post("application/json", "", r#"{"topic":"a"}"#)).is_err());
+        assert!(prepare(&Message::new("bad topic", "x"), 1000).is_err());
+        assert!(prepare(&Message::new("t", "x").event("a\nb"), 1000).is_err());
+        assert_eq!(prepare(&Message::new("t", "x".repeat(1000)), 1000).unwrap_err().status(), 413);
+    }
+}

@@ -1,0 +1,220 @@
+//! Server-Sent Events wire format: an event is encoded once into a `Bytes` frame.
+//!
+//! Invariants (WHATWG HTML, "Parsing an event stream"):
+//! 1. Every field line is `name: value\n`; the single space after the colon is always written,
+//!    so a value that itself starts with a space survives the parser's strip of one space.
+//! 2. `data` is split on `\r\n`, `\r` and `\n` (all three are line ends to a parser), one
+//!    `data:` line per line; empty data is one empty `data:` line, which still dispatches.
+//! 3. `id` and `event` values may not contain CR, LF or NUL (a parser would split the field,
+//!    or ignore an id with NUL); such values are rejected, never escaped.
+//! 4. A frame ends with one blank line, so frames can be concatenated in any order.
+
+use bytes::{BufMut, Bytes, BytesMut};
+
+/// The heartbeat: one shared comment frame, never allocated per stream.
+pub static HEARTBEAT: Bytes = Bytes::from_static(b":\n\n");
+
+/// Longest accepted event name, in bytes.
+pub const MAX_EVENT_NAME_BYTES: usize = 128;
+
+/// Why a field cannot be encoded.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EncodeError {
+    /// An `id` or `event` value contains CR, LF or NUL.
+    #[error("{field} must not contain CR, LF or NUL")]
+    ControlChar {
+        /// The field name.
+        field: &'static str,
+    },
+    /// An event name is empty or longer than [`MAX_EVENT_NAME_BYTES`].
+    #[error("event name must be 1..={MAX_EVENT_NAME_BYTES} bytes")]
+    EventNameLength,
+}
+
+fn check_field(field: &'static str, value: &str) -> Result<(), EncodeError> {
+    if value.bytes().any(|b| matches!(b, b'\r' | b'\n' | 0)) {
+        return Err(EncodeError::ControlChar { field });
+    }
+    Ok(())
+}
+
+/// Validates an event name (the `event:` field).
+pub fn check_event_name(name: &str) -> Result<(), EncodeError> {
+    if name.is_empty() || name.len() > MAX_EVENT_NAME_BYTES {
+        return Err(EncodeError::EventNameLength);
+    }
+    check_field("event", name)
+}
+
+/// Validates an id (the `id:` field).
+pub fn check_id(id: &str) -> Result<(), EncodeError> {
+    check_field("id", id)
+}
+
+/// Encodes the part of a frame that follows the `id:` line: `event:` (if any), the `data:`
+/// lines and the terminating blank line. Done outside the hub's lock; the hub only prepends
+/// the id with [`frame_with_id`].
+pub fn encode_body(event: Option<&str>, data: &str) -> Result<Bytes, EncodeError> {
+    if let Some(name) = event {
+        check_event_name(name)?;
+    }
+    let lines = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count() + 1;
+    let mut out = BytesMut::with_capacity(event.map_or(0, |e| e.len() + 8) + data.len() + lines * 7 + 1);
+    if let Some(name) = event {
+        out.put_slice(b"event: ");
+        out.put_slice(name.as_bytes());
+        out.put_u8(b'\n');
+    }
+    for line in split_lines(data) {
+        out.put_slice(b"data: ");
+        out.put_slice(line.as_bytes());
+        out.put_u8(b'\n');
+    }
+    out.put_u8(b'\n');
+    Ok(out.freeze())
+}
+
+/// Prepends `id: <id>\n` to an encoded body: the one copy made per event.
+pub fn frame_with_id(id: &str, body: &[u8]) -> Result<Bytes, EncodeError> {
+    check_id(id)?;
+    let mut out = BytesMut::with_capacity(5 + id.len() + body.len());
+    out.put_slice(b"id: ");
+    out.put_slice(id.as_bytes());
+    out.put_u8(b'\n');
+    out.put_slice(body);
+    Ok(out.freeze())
+}
+
+/// The first bytes of every stream: the reconnection delay and a comment, so clients and
+/// proxies see the stream is open before the first event.
+pub fn prelude(retry_ms: u64) -> Bytes {
+    Bytes::from(format!("retry: {retry_ms}\n: ok\n\n"))
+}
+
+/// Splits `data` on `\r\n`, `\r` and `\n`, the way an event-stream parser does.
+/// A trailing line end yields a final empty line, exactly as the parser would see it.
+pub fn split_lines(data: &str) -> impl Iterator<Item = &str> {
+    let bytes = data.as_bytes();
+    let mut start = 0usize;
+    let mut done = false;
+    std::iter::from_fn(move || {
+        if done {
+            return None;
+        }
+        let mut i = start;
+        while i < bytes.len() {
+            match bytes[i] {
+                b'\n' => {
+                    let line = &data[start..i];
+                    start = i + 1;
+                    return Some(line);
+                }
+                b'\r' => {
+                    let line = &data[start..i];
+                    start = if bytes.get(i + 1) == Some(&b'\n') { i + 2 } else { i + 1 };
+                    return Some(line);
+                }
+                _ => i += 1,
+            }
+        }
+        done = true;
+        Some(&data[start..])
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A minimal event-stream parser written from the WHATWG algorithm, to check frames
+    /// against the reader's view rather than against our own encoder.
+    fn parse(stream: &str) -> Vec<(Option<String>, String, String)> {
+        let mut events = Vec::new();
+        let (mut id, mut event, mut data) = (None, String::new(), String::new());
+        for line in split_lines(stream) {
+            if line.is_empty() {
+                if !data.is_empty() {
+                    data.pop();
+                    events.push((id.clone(), std::mem::take(&mut event), std::mem::take(&mut data)));
+                } else {
+                    event.clear();
+                }
+                continue;
+            }
+            if line.starts_with(':') {
+                continue;
+            }
+            let (name, value) = match line.find(':') {
+                Some(i) => {
+                    let v = &line[i + 1..];
+                    (&line[..i], v.strip_prefix(' ').unwrap_or(v))
+                }
+                None => (line, ""),
+            };
+            match name {
+                "data" => {
+                    data.push_str(value);
+                    data.push('\n');
+                }
+                "event" => event = value.to_string(),
+                "id" if !value.contains('\0') => id = Some(value.to_string()),
+                _ => {}
+            }
+        }
+        events
+    }
+
+    fn frame(id: &str, event: Option<&str>, data: &str) -> String {
+        let body = encode_body(event, data).unwrap();
+        String::from_utf8(frame_with_id(id, &body).unwrap().to_vec()).unwrap()
+    }
+
+    #[test]
+    fn simple_frame_is_byte_exact() {
+        assert_eq!(frame("7", Some("job.progress"), "42"), "id: 7\nevent: job.progress\ndata: 42\n\n");
+        assert_eq!(frame("1", None, "x"), "id: 1\ndata: x\n\n");
+    }
+
+    #[test]
+    fn every_line_break_kind_becomes_its_own_data_line() {
+        let f = frame("1", None, "a\r\nb\rc\nd");
+        assert_eq!(f, "id: 1\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
+        assert_eq!(parse(&f), vec![(Some("1".into()), String::new(), "a\nb\nc\nd".into())]);
+    }
+
+    #[test]
+    fn trailing_and_empty_lines_round_trip() {
+        for data in ["", "\n", "a\n", "\r\n\r\n", " leading space", "  two", "colon: inside", "::"] {
+            let f = frame("9", Some("e"), data);
+            let expected = data.replace("\r\n", "\n").replace('\r', "\n");
+            assert_eq!(parse(&f), vec![(Some("9".into()), "e".into(), expected)], "data {data:?}");
+        }
+    }
+
+    #[test]
+    fn empty_data_still_dispatches() {
+        assert_eq!(frame("3", None, ""), "id: 3\ndata: \n\n");
+        assert_eq!(parse(&frame("3", None, "")).len(), 1);
+    }
+
+    #[test]
+    fn control_chars_in_id_or_event_are_rejected() {
+        for bad in ["a\nb", "a\rb", "a\0b"] {
+            assert!(frame_with_id(bad, b"data: x\n\n").is_err(), "id {bad:?}");
+            assert!(encode_body(Some(bad), "x").is_err(), "event {bad:?}");
+        }
+        assert_eq!(encode_body(Some(""), "x"), Err(EncodeError::EventNameLength));
+        let long = "e".repeat(MAX_EVENT_NAME_BYTES + 1);
+        assert_eq!(encode_body(Some(&long), "x"), Err(EncodeError::EventNameLength));
+    }
+
+    #[test]
+    fn frames_concatenate_into_a_parsable_stream() {
+        let prelude = String::from_utf8(prelude(1500).to_vec()).unwrap();
+        let stream = format!("{prelude}{}{}", frame("1", None, "a"), frame("2", Some("b"), "c\nd"));
+        let events = parse(&stream);
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[1], (Some("2".into()), "b".into(), "c\nd".into()));
+        assert_eq!(&HEARTBEAT[..], b":\n\n");
+    }
+}

@@ -1,0 +1,26 @@
+//! Listening sockets: one per loop, all bound to the same address with `SO_REUSEPORT`, so
+//! the kernel spreads incoming connections across loops (and across processes that share
+//! the port) without a shared accept lock.
+
+use std::io;
+use std::net::SocketAddr;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Binds a non-blocking `SO_REUSEPORT` listener on `addr` with `backlog`.
+///
+/// The kernel silently caps `backlog` at `net.core.somaxconn`.
+pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
+    Ok(mio::net::TcpListener::from_std(socket.into()))
+}
+
+/// Reads `net.core.somaxconn`, the kernel's cap on any listen backlog.
+pub fn somaxconn() -> Option<u32> {
+    std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
+}

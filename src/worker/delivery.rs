@@ -1,0 +1,103 @@
+//! Fan-out and write: hub inbox → outboxes → one `writev` per touched connection.
+//!
+//! Invariants:
+//! 1. Events are applied in channel order (= id order), so every stream's frames are in
+//!    increasing id order.
+//! 2. Within one iteration every event drained is queued before any socket is written, so a
+//!    connection with several new frames gets them in one vectored write; at light load the
+//!    flush happens in the same iteration as the event arrives (no holding back).
+//! 3. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
+//!    WRITABLE edge, and the drop-oldest outbox bounds what waits.
+
+use crate::hub::{Event, LoopMsg};
+use crate::metrics::{CloseReason, LoopStats};
+
+use super::{Worker, DRAIN_BUDGET};
+
+impl Worker {
+    /// Takes up to [`DRAIN_BUDGET`] events from the hub and queues them to subscribers.
+    pub(super) fn drain_hub(&mut self) {
+        self.inbox.arm();
+        let mut drained = 0;
+        let (mut deliveries, mut evicted, mut peak) = (0u64, 0u64, 0usize);
+        while drained < DRAIN_BUDGET {
+            let Ok(LoopMsg::Event(event)) = self.inbox.rx.try_recv() else { break };
+            drained += 1;
+            let (d, e, p) = self.fan_out(&event);
+            deliveries += d;
+            evicted += e;
+            peak = peak.max(p);
+        }
+        self.drain_more = drained == DRAIN_BUDGET;
+        let stats = self.stats();
+        LoopStats::add(&stats.events_in, drained as u64);
+        LoopStats::add(&stats.deliveries, deliveries);
+        LoopStats::add(&stats.frames_evicted, evicted);
+        stats.outbox_peak_bytes.fetch_max(peak as u64, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Queues one event to every local subscriber of its topic.
+    /// Returns (frames queued, frames evicted, largest outbox after the push).
+    fn fan_out(&mut self, event: &Event) -> (u64, u64, usize) {
+        let (mut queued, mut evicted, mut peak) = (0u64, 0u64, 0usize);
+        for key in self.topics.subscribers(&event.topic) {
+            let Some(conn) = self.conns.get_mut(key) else { continue };
+            let outcome = conn.outbox.push(event.frame.clone(), self.bounds);
+            evicted += outcome.evicted as u64 + u64::from(outcome.rejected);
+            queued += u64::from(!outcome.rejected);
+            peak = peak.max(conn.outbox.queued_bytes());
+            conn.last_queued_ms = self.now_ms;
+            if !conn.dirty {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+        (queued, evicted, peak)
+    }
+
+    /// Flushes every connection touched this iteration, once each.
+    pub(super) fn flush_dirty(&mut self) {
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &key in &dirty {
+            self.flush(key);
+        }
+        dirty.clear();
+        if self.dirty.is_empty() {
+            self.dirty = dirty; // keep the allocation
+        }
+    }
+
+    /// Writes as much of one outbox as the socket takes; handles close-after-response.
+    pub(super) fn flush(&mut self, key: usize) {
+        let now = self.now_ms;
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.dirty = false;
+        if conn.writable && !conn.outbox.is_empty() {
+            match conn.outbox.flush_to(&mut conn.sock) {
+                Ok(flushed) => {
+                    LoopStats::add(&self.shared.stats[self.index].bytes_written, flushed.bytes as u64);
+                    if flushed.blocked {
+                        conn.writable = false;
+                    }
+                    if conn.outbox.is_empty() {
+                        conn.blocked_since_ms = None;
+                    } else if flushed.bytes > 0 || conn.blocked_since_ms.is_none() {
+                        conn.blocked_since_ms = Some(now);
+                    }
+                }
+                Err(e) => {
+                    log::debug!("loop {} conn {key} peer {}: write: {e}", self.index, conn.peer);
+                    return self.close(key, CloseReason::Error);
+                }
+            }
+        } else if !conn.outbox.is_empty() && conn.blocked_since_ms.is_none() {
+            conn.blocked_since_ms = Some(now);
+        }
+        if conn.close_after_flush
+            && conn.outbox.is_empty()
+            && !matches!(conn.phase, crate::conn::Phase::Lingering { .. })
+        {
+            self.begin_linger(key);
+        }
+    }
+}

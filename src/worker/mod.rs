@@ -1,0 +1,374 @@
+//! One event loop: its own `mio::Poll`, `SO_REUSEPORT` listener, connection slab, topic
+//! index and hub inbox. A connection lives and dies on one loop; nothing here is shared
+//! with another loop except the hub's channels and the loop's own stats.
+//!
+//! One iteration, top to bottom (the data path):
+//! 1. `poll` (timeout 0 when work is left over, else until the next timer or park retry);
+//! 2. dispatch readiness by token: writable → mark for flush; readable → read and handle
+//!    requests ([`requests`]) or discard bytes on streams;
+//! 3. accept up to [`ACCEPT_BUDGET`] connections;
+//! 4. resume reads cut short by a budget, retry publishers parked on a full hub;
+//! 5. drain the hub inbox up to [`DRAIN_BUDGET`] events into outboxes ([`delivery`]);
+//! 6. flush every touched connection once (`writev` over its queued frames);
+//! 7. on the timer tick: heartbeats, stall and linger deadlines, gauges.
+//!
+//! Every drain has a budget, so no single source (a flooding publisher, an accept storm,
+//! a large backlog of events) can starve the others.
+
+mod delivery;
+mod requests;
+
+use std::io;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use crossbeam_utils::CachePadded;
+use mio::net::TcpListener;
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+
+use crate::config::Config;
+use crate::conn::{read_once, Conn, Phase, ReadResult};
+use crate::hub::{Hub, Inbox};
+use crate::metrics::{CloseReason, LoopStats};
+use crate::outbox::Bounds;
+use crate::topics::TopicIndex;
+
+/// The listener's token (slab keys never reach it).
+pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+/// The hub's waker token.
+pub(crate) const WAKER: Token = Token(usize::MAX);
+
+/// Readiness events taken per `poll`.
+const EVENTS_CAPACITY: usize = 1024;
+/// Connections accepted per iteration: an accept storm cannot starve established streams.
+const ACCEPT_BUDGET: usize = 256;
+/// Hub events fanned out per iteration: bounds the time before sockets are flushed.
+const DRAIN_BUDGET: usize = 4096;
+/// Bytes per `read` call; also the size of the loop's one scratch buffer.
+const READ_CHUNK: usize = 64 * 1024;
+/// `read` calls per connection per readiness event before yielding to others.
+const READ_BUDGET: usize = 16;
+/// How often a publisher parked on a full hub queue retries.
+const PARK_RETRY: Duration = Duration::from_millis(1);
+/// How long a closing connection's unread input is drained after the response (so the
+/// client reads the response, not a reset).
+const LINGER_MS: u64 = 2_000;
+/// Pause after `EMFILE`/`ENFILE` on accept before trying again (the listener stays ready,
+/// so retrying at once would spin).
+const ACCEPT_BACKOFF_MS: u64 = 50;
+
+/// What all loops share: config, hub, per-loop stats, the stop flag.
+pub(crate) struct Shared {
+    pub config: Config,
+    pub hub: Arc<Hub>,
+    pub stats: Vec<CachePadded<LoopStats>>,
+    pub stop: AtomicBool,
+}
+
+/// One event loop.
+pub(crate) struct Worker {
+    index: usize,
+    shared: Arc<Shared>,
+    poll: Poll,
+    listener: TcpListener,
+    inbox: Inbox,
+    conns: Slab<Conn>,
+    topics: TopicIndex,
+    scratch: Box<[u8]>,
+    /// Connections with frames queued this iteration, flushed once at its end.
+    dirty: Vec<usize>,
+    /// Publishing connections waiting for hub room.
+    parked: Vec<usize>,
+    /// Connections whose reads were cut short by [`READ_BUDGET`].
+    again: Vec<usize>,
+    /// Connections in the stream phase (kept as a count: gauges must not walk the slab).
+    streams: usize,
+    accept_pending: bool,
+    accept_paused_until_ms: u64,
+    drain_more: bool,
+    epoch: Instant,
+    now_ms: u64,
+    next_tick_ms: u64,
+    tick_ms: u64,
+    bounds: Bounds,
+    prelude: Bytes,
+}
+
+impl Worker {
+    pub(crate) fn new(
+        index: usize,
+        shared: Arc<Shared>,
+        poll: Poll,
+        listener: TcpListener,
+        inbox: Inbox,
+    ) -> Worker {
+        let c = &shared.config;
+        let tick_ms = (c.heartbeat_ms.min(c.stall_timeout_ms) / 4).clamp(5, 1_000);
+        let bounds = Bounds { max_events: c.outbox_max_events, max_bytes: c.outbox_max_bytes };
+        let prelude = crate::sse::prelude(c.retry_ms);
+        Worker {
+            index,
+            shared,
+            poll,
+            listener,
+            inbox,
+            conns: Slab::new(),
+            topics: TopicIndex::new(),
+            scratch: vec![0; READ_CHUNK].into_boxed_slice(),
+            dirty: Vec::new(),
+            parked: Vec::new(),
+            again: Vec::new(),
+            streams: 0,
+            accept_pending: true,
+            accept_paused_until_ms: 0,
+            drain_more: false,
+            epoch: Instant::now(),
+            now_ms: 0,
+            next_tick_ms: tick_ms,
+            tick_ms,
+            bounds,
+            prelude,
+        }
+    }
+
+    fn stats(&self) -> &LoopStats {
+        &self.shared.stats[self.index]
+    }
+
+    /// Runs until the stop flag is set; then closes every connection.
+    pub(crate) fn run(mut self) {
+        let mut events = Events::with_capacity(EVENTS_CAPACITY);
+        while !self.shared.stop.load(Ordering::Acquire) {
+            let timeout = self.poll_timeout();
+            if let Err(e) = self.poll.poll(&mut events, Some(timeout)) {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("loop {}: poll failed: {e}", self.index);
+                    break;
+                }
+            }
+            self.now_ms = self.epoch.elapsed().as_millis() as u64;
+            for event in events.iter() {
+                match event.token() {
+                    LISTENER => self.accept_pending = true,
+                    WAKER => {}
+                    Token(key) => {
+                        if event.is_writable() {
+                            self.on_writable(key);
+                        }
+                        if event.is_readable() || event.is_read_closed() || event.is_error() {
+                            self.on_readable(key);
+                        }
+                    }
+                }
+            }
+            if self.accept_pending && self.now_ms >= self.accept_paused_until_ms {
+                self.accept();
+            }
+            self.resume_reads();
+            self.retry_parked();
+            self.drain_hub();
+            self.flush_dirty();
+            if self.now_ms >= self.next_tick_ms {
+                self.tick();
+                self.next_tick_ms = self.now_ms + self.tick_ms;
+            }
+        }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
+        for key in keys {
+            self.close(key, CloseReason::Shutdown);
+        }
+        log::debug!("loop {} stopped", self.index);
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let busy = (self.accept_pending && self.now_ms >= self.accept_paused_until_ms)
+            || !self.again.is_empty()
+            || self.drain_more;
+        if busy {
+            return Duration::ZERO;
+        }
+        let mut until_ms = self.next_tick_ms;
+        if self.accept_pending {
+            until_ms = until_ms.min(self.accept_paused_until_ms);
+        }
+        let timeout = Duration::from_millis(until_ms.saturating_sub(self.now_ms));
+        if self.parked.is_empty() {
+            timeout
+        } else {
+            timeout.min(PARK_RETRY)
+        }
+    }
+
+    fn accept(&mut self) {
+        for _ in 0..ACCEPT_BUDGET {
+            match self.listener.accept() {
+                Ok((mut sock, peer)) => {
+                    if let Err(e) = sock.set_nodelay(true) {
+                        log::debug!("loop {}: TCP_NODELAY on {peer}: {e}", self.index);
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self.poll.registry().register(&mut sock, Token(key), interest) {
+                        log::warn!("loop {}: cannot register {peer}: {e}", self.index);
+                        continue;
+                    }
+                    entry.insert(Conn::new(sock, peer, self.now_ms));
+                    LoopStats::add(&self.stats().accepted, 1);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.accept_pending = false;
+                    break;
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_resource_exhausted(&e) => {
+                    log::warn!(
+                        "loop {}: accept: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms",
+                        self.index
+                    );
+                    self.accept_paused_until_ms = self.now_ms + ACCEPT_BACKOFF_MS;
+                    break;
+                }
+                Err(e) => log::debug!("loop {}: accept: {e}", self.index),
+            }
+        }
+        self.update_gauges();
+    }
+
+    fn on_writable(&mut self, key: usize) {
+        if let Some(conn) = self.conns.get_mut(key) {
+            conn.writable = true;
+            if !conn.dirty && !conn.outbox.is_empty() {
+                conn.dirty = true;
+                self.dirty.push(key);
+            }
+        }
+    }
+
+    fn on_readable(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        match conn.phase {
+            Phase::Request(_) => self.on_request_readable(key),
+            Phase::Stream(_) | Phase::Lingering { .. } => self.discard_input(key),
+        }
+    }
+
+    /// Streams and lingering connections: read and drop bytes until `WouldBlock`, so EOF and
+    /// resets are seen. Input never reaches a stream (invariant 2 of [`crate::conn`]).
+    fn discard_input(&mut self, key: usize) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            match read_once(&mut conn.sock, &mut self.scratch) {
+                ReadResult::Data(_) => {}
+                ReadResult::WouldBlock => return,
+                ReadResult::Eof => return self.close(key, CloseReason::Client),
+                ReadResult::Error(e) => {
+                    log::debug!("loop {} conn {key}: read: {e}", self.index);
+                    return self.close(key, CloseReason::Error);
+                }
+            }
+        }
+        self.again.push(key);
+    }
+
+    fn resume_reads(&mut self) {
+        let again = std::mem::take(&mut self.again);
+        for key in again {
+            self.on_readable(key);
+        }
+    }
+
+    /// Shuts the write side once the response is out and drains input until EOF or
+    /// [`LINGER_MS`] (invariant 3 of [`crate::conn`]).
+    fn begin_linger(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        if let Err(e) = conn.sock.shutdown(std::net::Shutdown::Write) {
+            log::debug!("loop {} conn {key}: shutdown: {e}", self.index);
+            return self.close(key, CloseReason::Error);
+        }
+        conn.phase = Phase::Lingering { until_ms: self.now_ms + LINGER_MS };
+        self.discard_input(key);
+    }
+
+    /// Removes a connection: topic memberships, poll registration, slab entry, in that order.
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let Some(mut conn) = self.conns.try_remove(key) else { return };
+        if let Phase::Stream(memberships) = &conn.phase {
+            for &m in memberships.iter() {
+                self.topics.unsubscribe(m);
+            }
+            self.streams -= 1;
+        }
+        if let Err(e) = self.poll.registry().deregister(&mut conn.sock) {
+            log::debug!("loop {} conn {key}: deregister: {e}", self.index);
+        }
+        match reason {
+            CloseReason::Stalled => log::info!(
+                "loop {} conn {key} peer {}: closed, stalled with {} bytes queued",
+                self.index,
+                conn.peer,
+                conn.outbox.queued_bytes()
+            ),
+            _ => {
+                log::debug!("loop {} conn {key} peer {}: closed ({})", self.index, conn.peer, reason.label())
+            }
+        }
+        self.stats().closed(reason);
+        self.update_gauges();
+    }
+
+    /// Heartbeats, stall and linger deadlines, outbox gauges: one walk per tick.
+    fn tick(&mut self) {
+        let c = &self.shared.config;
+        let (heartbeat_ms, stall_ms, now) = (c.heartbeat_ms, c.stall_timeout_ms, self.now_ms);
+        let mut to_close = Vec::new();
+        let (mut queued, mut blocked, mut heartbeats) = (0usize, 0usize, 0u64);
+        for (key, conn) in self.conns.iter_mut() {
+            match conn.phase {
+                Phase::Stream(_) if conn.outbox.is_empty() && now - conn.last_queued_ms >= heartbeat_ms => {
+                    conn.outbox.push(crate::sse::HEARTBEAT.clone(), self.bounds);
+                    conn.last_queued_ms = now;
+                    heartbeats += 1;
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.dirty.push(key);
+                    }
+                }
+                Phase::Lingering { until_ms } if now >= until_ms => to_close.push((key, CloseReason::Client)),
+                _ => {}
+            }
+            if conn.blocked_since_ms.is_some_and(|since| now - since >= stall_ms) {
+                to_close.push((key, CloseReason::Stalled));
+            }
+            queued += conn.outbox.queued_bytes();
+            blocked += usize::from(!conn.writable);
+        }
+        for (key, reason) in to_close {
+            self.close(key, reason);
+        }
+        let stats = self.stats();
+        LoopStats::add(&stats.heartbeats, heartbeats);
+        LoopStats::set(&stats.outbox_queued_bytes, queued);
+        LoopStats::set(&stats.write_blocked, blocked);
+        self.flush_dirty();
+    }
+
+    fn update_gauges(&self) {
+        let stats = self.stats();
+        LoopStats::set(&stats.connections, self.conns.len());
+        LoopStats::set(&stats.streams, self.streams);
+        LoopStats::set(&stats.topics, self.topics.topic_count());
+        LoopStats::set(&stats.memberships, self.topics.membership_count());
+        LoopStats::set(&stats.parked_publishers, self.parked.len());
+    }
+}
+
+fn is_resource_exhausted(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
+    )
+}

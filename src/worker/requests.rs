@@ -1,0 +1,191 @@
+//! The request phase: read → parse → route → subscribe or publish, with hub backpressure.
+//!
+//! Invariants:
+//! 1. Responses are queued in request order; pipelined requests after a publish that waits
+//!    for hub room wait with it (nothing is reordered, nothing is dropped).
+//! 2. While a publish waits (the connection is *parked*), the socket is not read: the
+//!    client's bytes stay in the kernel buffers and TCP flow control slows the publisher.
+//!    The loop itself never blocks; it retries parked publishes every
+//!    [`super::PARK_RETRY`].
+//! 3. The request buffer holds at most one incomplete request plus one read chunk: complete
+//!    requests are handled after every read.
+//! 4. After `GET /events` the buffer is dropped with whatever followed the request.
+
+use crate::conn::{read_once, Conn, PendingPublish, Phase, ReadResult};
+use crate::http::{self, Limits, Parse, Reject, Request};
+use crate::hub::PublishError;
+use crate::metrics::{CloseReason, LoopStats};
+use crate::publish;
+use crate::route::{self, Action, RouteLimits};
+
+use super::{Worker, READ_BUDGET};
+
+/// Request buffers larger than this are released once empty, so a connection that sent
+/// one big publish does not keep a big buffer while idle.
+const KEEP_BUFFER_BYTES: usize = 8 * 1024;
+
+impl Worker {
+    /// Reads what the socket has and handles every complete request.
+    pub(super) fn on_request_readable(&mut self, key: usize) {
+        for _ in 0..READ_BUDGET {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Phase::Request(req) = &mut conn.phase else { return self.on_readable(key) };
+            if req.pending.is_some() || req.peer_closed || conn.close_after_flush {
+                return;
+            }
+            match read_once(&mut conn.sock, &mut self.scratch) {
+                ReadResult::Data(n) => req.buf.extend_from_slice(&self.scratch[..n]),
+                ReadResult::WouldBlock => return self.process_requests(key),
+                ReadResult::Eof => req.peer_closed = true,
+                ReadResult::Error(e) => {
+                    log::debug!("loop {} conn {key} peer {}: read: {e}", self.index, conn.peer);
+                    return self.close(key, CloseReason::Error);
+                }
+            }
+            self.process_requests(key);
+        }
+        self.again.push(key);
+    }
+
+    /// Parses and handles buffered requests until one is incomplete, parked or final.
+    pub(super) fn process_requests(&mut self, key: usize) {
+        let limits = Limits {
+            max_head: self.shared.config.max_request_bytes,
+            max_body: self.shared.config.max_body_bytes,
+        };
+        let mut consumed = 0;
+        loop {
+            let Some(conn) = self.conns.get_mut(key) else { return };
+            let Phase::Request(req) = &mut conn.phase else { return };
+            if req.pending.is_some() || conn.close_after_flush {
+                break;
+            }
+            match http::parse(&req.buf[consumed..], limits) {
+                Parse::Partial | Parse::NeedBody { .. } if req.peer_closed => {
+                    conn.close_after_flush = true;
+                    mark_dirty(&mut self.dirty, conn, key);
+                    break;
+                }
+                Parse::Partial => break,
+                Parse::NeedBody { expect_continue, .. } => {
+                    if expect_continue && !req.continue_sent {
+                        req.continue_sent = true;
+                        conn.outbox.push_unbounded(http::CONTINUE.clone());
+                        mark_dirty(&mut self.dirty, conn, key);
+                    }
+                    break;
+                }
+                Parse::Reject(reject) => {
+                    self.refuse(key, &reject, false);
+                    break;
+                }
+                Parse::Complete(request, n) => {
+                    consumed += n;
+                    req.continue_sent = false;
+                    self.handle(key, &request);
+                }
+            }
+        }
+        if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
+            req.buf.drain(..consumed.min(req.buf.len()));
+            if req.buf.is_empty() && req.buf.capacity() > KEEP_BUFFER_BYTES {
+                req.buf = Vec::new();
+            }
+        }
+    }
+
+    fn handle(&mut self, key: usize, request: &Request) {
+        let c = &self.shared.config;
+        let limits = RouteLimits { max_topics: c.max_topics_per_stream, max_frame: c.outbox_max_bytes };
+        match route::route(request, limits) {
+            Ok(Action::Subscribe { topics }) => self.start_stream(key, &topics),
+            Ok(Action::Publish { events, shape }) => {
+                let pending =
+                    PendingPublish { events, ids: Vec::new(), shape, keep_alive: request.keep_alive };
+                self.publish(key, pending);
+            }
+            Err(reject) => self.refuse(key, &reject, request.keep_alive),
+        }
+    }
+
+    /// Queues an error response; without keep-alive the connection closes after it.
+    fn refuse(&mut self, key: usize, reject: &Reject, keep_alive: bool) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        log::debug!("loop {} conn {key} peer {}: {} {reject}", self.index, conn.peer, reject.status());
+        self.respond(key, reject.response(keep_alive), keep_alive);
+        LoopStats::add(&self.stats().requests_rejected, 1);
+    }
+
+    fn respond(&mut self, key: usize, response: bytes::Bytes, keep_alive: bool) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.outbox.push_unbounded(response);
+        if !keep_alive {
+            conn.close_after_flush = true;
+        }
+        mark_dirty(&mut self.dirty, conn, key);
+    }
+
+    /// Turns the connection into an event stream on `topics` (invariant 4).
+    fn start_stream(&mut self, key: usize, topics: &[String]) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let memberships = topics.iter().map(|t| self.topics.subscribe(t, key)).collect();
+        conn.phase = Phase::Stream(memberships);
+        conn.outbox.push_unbounded(http::stream_head());
+        conn.outbox.push_unbounded(self.prelude.clone());
+        conn.last_queued_ms = self.now_ms;
+        mark_dirty(&mut self.dirty, conn, key);
+        self.streams += 1;
+        log::debug!("loop {} conn {key} peer {}: stream on {}", self.index, conn.peer, topics.join(","));
+        self.update_gauges();
+    }
+
+    /// Hands a publish to the hub; parks the connection if the hub has no room for all of it.
+    fn publish(&mut self, key: usize, mut pending: PendingPublish) {
+        let done = pending.ids.len();
+        match self.shared.hub.try_publish(&pending.events[done..], Some(self.index)) {
+            Ok(ids) => pending.ids.extend(ids),
+            Err(PublishError::Closed) => {
+                let body = b"{\"error\":\"server is shutting down\"}\n";
+                let response = http::response(503, "Retry-After: 1\r\n", "application/json", body, false);
+                return self.respond(key, response, false);
+            }
+            Err(e) => return self.refuse(key, &Reject::BadRequest(e.to_string()), pending.keep_alive),
+        }
+        if pending.ids.len() == pending.events.len() {
+            let body = publish::accepted_body(&pending.ids, pending.shape);
+            let response = http::response(202, "", "application/json", body.as_bytes(), pending.keep_alive);
+            return self.respond(key, response, pending.keep_alive);
+        }
+        let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { return };
+        req.pending = Some(pending);
+        self.parked.push(key);
+        LoopStats::add(&self.stats().publish_waits, 1);
+        self.update_gauges();
+    }
+
+    /// Retries every parked publish; a connection that got through resumes its requests and
+    /// its reads (its socket may hold bytes no readiness edge will announce again).
+    pub(super) fn retry_parked(&mut self) {
+        if self.parked.is_empty() {
+            return;
+        }
+        let parked = std::mem::take(&mut self.parked);
+        for key in parked {
+            let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { continue };
+            let Some(pending) = req.pending.take() else { continue };
+            self.publish(key, pending);
+            if self.conns.get(key).is_some_and(|c| !c.is_parked()) {
+                self.process_requests(key);
+                self.on_request_readable(key);
+            }
+        }
+        self.update_gauges();
+    }
+}
+
+fn mark_dirty(dirty: &mut Vec<usize>, conn: &mut Conn, key: usize) {
+    if !conn.dirty {
+        conn.dirty = true;
+        dirty.push(key);
+    }
+}
