@@ -71,6 +71,8 @@ pub struct LoopStats {
     pub(crate) deliveries: AtomicU64,
     pub(crate) frames_evicted: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
+    pub(crate) frames_written: AtomicU64,
+    pub(crate) writes: AtomicU64,
     pub(crate) heartbeats: AtomicU64,
     pub(crate) publish_waits: AtomicU64,
 }
@@ -124,12 +126,18 @@ pub struct Stats {
     pub frames_evicted: u64,
     /// Bytes accepted by the kernel.
     pub bytes_written: u64,
+    /// Frames completely written (responses, preludes, events, heartbeats).
+    pub frames_written: u64,
+    /// Vectored write calls that moved bytes: `frames_written / writes` is the batching.
+    pub writes: u64,
     /// Heartbeat frames queued.
     pub heartbeats: u64,
     /// Times a publisher had to wait for room in the hub queues.
     pub publish_waits: u64,
     /// Events waiting in each loop's hub channel.
     pub hub_queue_lengths: Vec<usize>,
+    /// Open streams on each loop (how evenly the kernel spreads connections).
+    pub loop_streams: Vec<u64>,
 }
 
 impl Stats {
@@ -147,6 +155,7 @@ impl Stats {
         for l in loops {
             s.connections += get(&l.connections);
             s.streams += get(&l.streams);
+            s.loop_streams.push(get(&l.streams));
             s.topics += get(&l.topics);
             s.memberships += get(&l.memberships);
             s.outbox_queued_bytes += get(&l.outbox_queued_bytes);
@@ -162,6 +171,8 @@ impl Stats {
             s.deliveries += get(&l.deliveries);
             s.frames_evicted += get(&l.frames_evicted);
             s.bytes_written += get(&l.bytes_written);
+            s.frames_written += get(&l.frames_written);
+            s.writes += get(&l.writes);
             s.heartbeats += get(&l.heartbeats);
             s.publish_waits += get(&l.publish_waits);
         }

@@ -42,6 +42,8 @@ pub struct Flushed {
     pub bytes: usize,
     /// Frames completely written.
     pub frames: usize,
+    /// `write_vectored` calls that the kernel accepted bytes from.
+    pub writes: usize,
     /// `true` when the socket said `WouldBlock` with frames still queued: wait for the
     /// WRITABLE edge before writing again.
     pub blocked: bool,
@@ -157,7 +159,7 @@ impl Outbox {
     /// Writes queued frames with vectored writes until empty or `WouldBlock`.
     /// Errors other than `WouldBlock`/`Interrupted` are returned; the connection is dead.
     pub fn flush_to<W: Write>(&mut self, sink: &mut W) -> io::Result<Flushed> {
-        let mut flushed = Flushed { bytes: 0, frames: 0, blocked: false };
+        let mut flushed = Flushed { bytes: 0, frames: 0, writes: 0, blocked: false };
         while !self.frames.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let count = self.io_slices(&mut slices);
@@ -165,6 +167,7 @@ impl Outbox {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => {
                     flushed.bytes += n;
+                    flushed.writes += 1;
                     flushed.frames += self.advance(n);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {

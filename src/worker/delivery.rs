@@ -75,7 +75,10 @@ impl Worker {
         if conn.writable && !conn.outbox.is_empty() {
             match conn.outbox.flush_to(&mut conn.sock) {
                 Ok(flushed) => {
-                    LoopStats::add(&self.shared.stats[self.index].bytes_written, flushed.bytes as u64);
+                    let stats = &self.shared.stats[self.index];
+                    LoopStats::add(&stats.bytes_written, flushed.bytes as u64);
+                    LoopStats::add(&stats.frames_written, flushed.frames as u64);
+                    LoopStats::add(&stats.writes, flushed.writes as u64);
                     if flushed.blocked {
                         conn.writable = false;
                     }

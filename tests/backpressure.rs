@@ -1,0 +1,170 @@
+//! Backpressure over real sockets: a flooding publisher is slowed, not answered with loss;
+//! a subscriber that never reads is bounded by its outbox while everyone else gets
+//! everything.
+
+mod util;
+
+use std::io::Write;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use sse_edge::{CloseReason, Config, Message};
+use util::*;
+
+#[test]
+fn flooding_publisher_is_slowed_and_every_event_reaches_every_reader() {
+    const EVENTS: usize = 20_000;
+    const QUEUE: usize = 16;
+    let server =
+        TestServer::start(Config { hub_queue_events: QUEUE, threads: Some(2), ..Config::loopback() });
+    let mut subs: Vec<SseClient> =
+        (0..8).map(|_| SseClient::connect(server.addr, "/events?topic=flood")).collect();
+    server.wait_stats("streams", |s| s.streams == 8);
+
+    // One connection, every request pipelined as fast as the socket takes them.
+    let mut client = Client::connect(server.addr);
+    let mut writer = client.stream().try_clone().unwrap();
+    let flood = thread::spawn(move || {
+        let mut batch = Vec::new();
+        for n in 0..EVENTS {
+            batch.extend_from_slice(&publish_request(
+                "topic=flood",
+                Some("text/plain"),
+                format!("{n}").as_bytes(),
+            ));
+            if batch.len() > 32 * 1024 {
+                writer.write_all(&batch).unwrap();
+                batch.clear();
+            }
+        }
+        writer.write_all(&batch).unwrap();
+    });
+    let readers: Vec<_> = subs
+        .drain(..)
+        .map(|mut sub| {
+            thread::spawn(move || {
+                let mut last = 0u64;
+                for n in 0..EVENTS {
+                    let e = sub.next_event().unwrap_or_else(|e| panic!("event {n}: {e}"));
+                    assert_eq!(e.data, n.to_string(), "events arrive complete and in order");
+                    assert!(e.id_u64() > last);
+                    last = e.id_u64();
+                }
+            })
+        })
+        .collect();
+    let mut ids = Vec::with_capacity(EVENTS);
+    for _ in 0..EVENTS {
+        let r = client.read_response();
+        assert_eq!(r.status, 202);
+        ids.push(r.json()["id"].as_u64().unwrap());
+    }
+    flood.join().unwrap();
+    for r in readers {
+        r.join().unwrap();
+    }
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+    let s = server.stats();
+    assert!(s.publish_waits > 0, "the publisher had to wait for hub room: {s:?}");
+    assert_eq!(s.frames_evicted, 0);
+    assert!(s.hub_queue_lengths.iter().all(|&n| n <= QUEUE));
+}
+
+#[test]
+fn blocking_embedded_publish_waits_for_room_and_loses_nothing() {
+    const EVENTS: usize = 5_000;
+    let server = TestServer::start(Config { hub_queue_events: 4, threads: Some(2), ..Config::loopback() });
+    let mut sub = SseClient::connect(server.addr, "/events?topic=t");
+    server.wait_stats("stream", |s| s.streams == 1);
+    let publisher = server.handle().publisher();
+    let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("t", n.to_string())).collect();
+    let sender = thread::spawn(move || publisher.publish_batch(&msgs).unwrap());
+    let got: Vec<String> = sub.events(EVENTS).into_iter().map(|e| e.data).collect();
+    let ids = sender.join().unwrap();
+    assert_eq!(ids.len(), EVENTS);
+    assert_eq!(got, (0..EVENTS).map(|n| n.to_string()).collect::<Vec<_>>());
+}
+
+#[test]
+fn subscriber_that_never_reads_stays_within_its_outbox_bound() {
+    const OUTBOX_BYTES: usize = 256 * 1024;
+    const EVENT_BYTES: usize = 64 * 1024;
+    const EVENTS: usize = 800; // 50 MiB in total
+    let server = TestServer::start(Config {
+        outbox_max_bytes: OUTBOX_BYTES,
+        stall_timeout_ms: 120_000,
+        threads: Some(2),
+        ..Config::loopback()
+    });
+    // Subscribes, then never reads again.
+    let stalled = SseClient::connect(server.addr, "/events?topic=bulk");
+    let readers: Vec<SseClient> =
+        (0..3).map(|_| SseClient::connect(server.addr, "/events?topic=bulk")).collect();
+    server.wait_stats("streams", |s| s.streams == 4);
+
+    // Readers report progress; the publisher keeps at most IN_FLIGHT events ahead of the
+    // slowest reader, so readers never fall behind by more than their outbox holds, while
+    // the stalled client falls behind by everything.
+    const IN_FLIGHT: usize = 2;
+    let progress: Arc<Vec<AtomicUsize>> = Arc::new((0..3).map(|_| AtomicUsize::new(0)).collect());
+    let reader_threads: Vec<_> = readers
+        .into_iter()
+        .enumerate()
+        .map(|(r, mut sub)| {
+            let progress = progress.clone();
+            thread::spawn(move || {
+                let mut ids = Vec::with_capacity(EVENTS);
+                for n in 0..EVENTS {
+                    let e = sub.next_event().unwrap_or_else(|e| panic!("event {n}: {e}"));
+                    assert_eq!(e.data.len(), EVENT_BYTES);
+                    assert!(e.data.starts_with(&format!("{n}:")), "reader {r} missed event {n}");
+                    ids.push(e.id_u64());
+                    progress[r].store(n + 1, Ordering::Release);
+                }
+                ids
+            })
+        })
+        .collect();
+    let publisher = server.handle().publisher();
+    let mut published = Vec::with_capacity(EVENTS);
+    for n in 0..EVENTS {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while progress.iter().map(|p| p.load(Ordering::Acquire)).min().unwrap_or(0) + IN_FLIGHT < n {
+            assert!(Instant::now() < deadline, "readers stopped at event {n}");
+            thread::yield_now();
+        }
+        let prefix = format!("{n}:");
+        let data = format!("{prefix}{}", "y".repeat(EVENT_BYTES - prefix.len()));
+        published.push(publisher.publish(&Message::new("bulk", data)).unwrap());
+    }
+    for t in reader_threads {
+        assert_eq!(t.join().unwrap(), published, "every reader got every event");
+    }
+    let s = server.wait_stats("outbox gauge refreshed", |s| s.outbox_queued_bytes > 0);
+    assert!(s.outbox_peak_bytes <= OUTBOX_BYTES as u64, "peak {} over bound", s.outbox_peak_bytes);
+    assert!(s.outbox_queued_bytes <= OUTBOX_BYTES as u64);
+    assert!(s.frames_evicted > 0, "the stalled outbox dropped its oldest frames");
+    assert_eq!(s.closed_for(CloseReason::Stalled), 0);
+    // The readers have hung up; the stalled stream is still open.
+    server.wait_stats("only the stalled stream left", |s| s.streams == 1);
+
+    // When it finally reads, the stalled client sees whole frames with increasing ids,
+    // only the newest ones (the oldest were dropped).
+    let mut stalled = stalled;
+    stalled.set_timeout(Duration::from_secs(5));
+    let mut last = 0u64;
+    let mut seen = 0;
+    while let Ok(e) = stalled.next_event() {
+        assert!(e.id_u64() > last);
+        assert_eq!(e.data.len(), EVENT_BYTES);
+        last = e.id_u64();
+        seen += 1;
+        if last == *published.last().unwrap() {
+            break;
+        }
+    }
+    assert!(seen < EVENTS, "some frames were dropped, not buffered without bound");
+    assert_eq!(last, *published.last().unwrap(), "the newest event is delivered");
+}
