@@ -56,7 +56,14 @@ pub(crate) struct Requesting {
     pub peer_closed: bool,
     /// A publish waiting for room in the hub queues; reading is paused meanwhile.
     pub pending: Option<PendingPublish>,
+    /// Responses the client has not read yet exceed [`RESPONSE_BACKLOG_BYTES`]; reading is
+    /// paused until the outbox drains (a pipelining client that never reads its responses
+    /// cannot grow our memory).
+    pub paused_for_output: bool,
 }
+
+/// Unread response bytes past which a connection's requests are no longer read.
+pub(crate) const RESPONSE_BACKLOG_BYTES: usize = 64 * 1024;
 
 /// A publish the hub could not take whole yet.
 pub(crate) struct PendingPublish {

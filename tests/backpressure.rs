@@ -168,3 +168,58 @@ fn subscriber_that_never_reads_stays_within_its_outbox_bound() {
     assert!(seen < EVENTS, "some frames were dropped, not buffered without bound");
     assert_eq!(last, *published.last().unwrap(), "the newest event is delivered");
 }
+
+#[test]
+fn pipelining_client_that_never_reads_responses_is_no_longer_read() {
+    const REQUESTS: usize = 400_000;
+    let server = TestServer::with_threads(2);
+    let mut client = Client::connect(server.addr);
+    let request = |n: usize| publish_request("topic=p", Some("text/plain"), format!("{n:08}").as_bytes());
+    let request_len = request(0).len();
+    let mut writer = client.stream().try_clone().unwrap();
+    writer.set_write_timeout(Some(Duration::from_secs(2))).unwrap();
+    // Writes until the server stops reading and the kernel buffers are full (the write
+    // times out), never reading a response.
+    let written = thread::spawn(move || {
+        let mut total = 0usize;
+        let mut pending: Vec<u8> = Vec::new();
+        for n in 0..REQUESTS {
+            pending.extend_from_slice(&request(n));
+            if pending.len() < 64 * 1024 && n + 1 < REQUESTS {
+                continue;
+            }
+            let mut at = 0;
+            while at < pending.len() {
+                match writer.write(&pending[at..]) {
+                    Ok(k) => at += k,
+                    Err(_) => return total + at,
+                }
+            }
+            total += at;
+            pending.clear();
+        }
+        total
+    })
+    .join()
+    .unwrap();
+    let complete = written / request_len;
+    assert!(complete < REQUESTS, "the server stopped reading before all {REQUESTS} requests");
+    let s = server.wait_stats("outbox gauge", |s| s.outbox_queued_bytes > 0);
+    assert!(s.outbox_queued_bytes <= 80 * 1024, "unread responses are bounded: {}", s.outbox_queued_bytes);
+
+    // Others are served meanwhile.
+    let mut sub = SseClient::connect(server.addr, "/events?topic=other");
+    server.wait_stats("stream", |s| s.streams == 1);
+    let id = publish(server.addr, "other", "still serving");
+    assert_eq!(sub.next_event().unwrap().id_u64(), id);
+
+    // Once the client reads, every complete request is answered, in order.
+    let mut last = 0;
+    for n in 0..complete {
+        let r = client.read_response();
+        assert_eq!(r.status, 202, "response {n}");
+        let id = r.json()["id"].as_u64().unwrap();
+        assert!(id > last);
+        last = id;
+    }
+}

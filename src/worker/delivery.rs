@@ -9,6 +9,7 @@
 //! 3. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
 //!    WRITABLE edge, and the drop-oldest outbox bounds what waits.
 
+use crate::conn::{Phase, RESPONSE_BACKLOG_BYTES};
 use crate::hub::{Event, LoopMsg};
 use crate::metrics::{CloseReason, LoopStats};
 
@@ -96,9 +97,13 @@ impl Worker {
         } else if !conn.outbox.is_empty() && conn.blocked_since_ms.is_none() {
             conn.blocked_since_ms = Some(now);
         }
-        if conn.close_after_flush
-            && conn.outbox.is_empty()
-            && !matches!(conn.phase, crate::conn::Phase::Lingering { .. })
+        if let Phase::Request(req) = &mut conn.phase {
+            if req.paused_for_output && conn.outbox.queued_bytes() <= RESPONSE_BACKLOG_BYTES / 2 {
+                req.paused_for_output = false;
+                self.again.push(key);
+            }
+        }
+        if conn.close_after_flush && conn.outbox.is_empty() && !matches!(conn.phase, Phase::Lingering { .. })
         {
             self.begin_linger(key);
         }

@@ -10,8 +10,10 @@
 //! 3. The request buffer holds at most one incomplete request plus one read chunk: complete
 //!    requests are handled after every read.
 //! 4. After `GET /events` the buffer is dropped with whatever followed the request.
+//! 5. Unread responses are bounded too: past [`RESPONSE_BACKLOG_BYTES`] queued, requests are
+//!    no longer read until the client reads its responses (and the stall timeout applies).
 
-use crate::conn::{read_once, Conn, PendingPublish, Phase, ReadResult};
+use crate::conn::{read_once, Conn, PendingPublish, Phase, ReadResult, RESPONSE_BACKLOG_BYTES};
 use crate::http::{self, Limits, Parse, Reject, Request};
 use crate::hub::PublishError;
 use crate::metrics::{CloseReason, LoopStats};
@@ -30,7 +32,7 @@ impl Worker {
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Request(req) = &mut conn.phase else { return self.on_readable(key) };
-            if req.pending.is_some() || req.peer_closed || conn.close_after_flush {
+            if req.pending.is_some() || req.peer_closed || req.paused_for_output || conn.close_after_flush {
                 return;
             }
             match read_once(&mut conn.sock, &mut self.scratch) {
@@ -58,6 +60,10 @@ impl Worker {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Request(req) = &mut conn.phase else { return };
             if req.pending.is_some() || conn.close_after_flush {
+                break;
+            }
+            if conn.outbox.queued_bytes() > RESPONSE_BACKLOG_BYTES {
+                req.paused_for_output = true;
                 break;
             }
             match http::parse(&req.buf[consumed..], limits) {
