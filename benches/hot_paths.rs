@@ -17,6 +17,8 @@
 
 use std::hint::black_box;
 use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
@@ -24,6 +26,7 @@ use sse_edge::http::{self, Limits, Parse, Request};
 use sse_edge::outbox::{Bounds, Outbox};
 use sse_edge::route::{self, RouteLimits};
 use sse_edge::sse;
+use sse_edge::{Class, Event};
 
 const LIMITS: Limits = Limits { max_head: 8192, max_body: 1 << 20 };
 const ROUTE_LIMITS: RouteLimits = RouteLimits { max_topics: 64, max_frame: 1 << 20 };
@@ -80,35 +83,47 @@ fn bench_encode(c: &mut Criterion) {
     group.finish();
 }
 
-fn push_and_flush(frame: &Bytes, n: usize, bounds: Bounds, sink: &mut CountingSink) -> usize {
+fn push_and_flush(event: &Arc<Event>, n: usize, bounds: Bounds, sink: &mut CountingSink) -> usize {
     let mut outbox = Outbox::new();
     for _ in 0..n {
-        black_box(outbox.push(frame.clone(), bounds));
+        black_box(outbox.push_event(event.clone(), bounds));
     }
-    outbox.flush_to(sink).expect("sink never fails").bytes
+    outbox.flush_to(sink, bounds).expect("sink never fails").bytes
 }
 
 fn bench_outbox(c: &mut Criterion) {
     let frame = encode_one(Some("tick"), &"y".repeat(80));
+    let shared = |class| {
+        Arc::new(Event {
+            id: 1,
+            topic: Arc::from("bench"),
+            class,
+            key: None,
+            frame: frame.clone(),
+            accepted_at: Instant::now(),
+        })
+    };
+    // Reliable for the plain path; droppable for the eviction path (no gap notices).
+    let (reliable, droppable) = (shared(Class::Reliable), shared(Class::Droppable));
     let unbounded = Bounds { max_events: usize::MAX, max_bytes: usize::MAX };
     let mut group = c.benchmark_group("outbox");
     for n in [1usize, 8, 64] {
         let mut sink = CountingSink::default();
-        assert_eq!(push_and_flush(&frame, n, unbounded, &mut sink), n * frame.len());
+        assert_eq!(push_and_flush(&reliable, n, unbounded, &mut sink), n * frame.len());
         assert_eq!(sink.total, (n * frame.len()) as u64);
         group.throughput(Throughput::Bytes((n * frame.len()) as u64));
         group.bench_with_input(BenchmarkId::new("push_flush", n), &n, |b, &n| {
-            b.iter(|| push_and_flush(black_box(&frame), n, unbounded, &mut sink))
+            b.iter(|| push_and_flush(black_box(&reliable), n, unbounded, &mut sink))
         });
     }
     // Bound hit: 2 x max_events pushes, so each of the second half evicts the oldest frame.
     let max_events = 32;
     let bounded = Bounds { max_events, max_bytes: 1 << 20 };
     let mut sink = CountingSink::default();
-    assert_eq!(push_and_flush(&frame, 2 * max_events, bounded, &mut sink), max_events * frame.len());
+    assert_eq!(push_and_flush(&droppable, 2 * max_events, bounded, &mut sink), max_events * frame.len());
     group.throughput(Throughput::Elements((2 * max_events) as u64));
     group.bench_function(BenchmarkId::new("push_evict_flush", 2 * max_events), |b| {
-        b.iter(|| push_and_flush(black_box(&frame), 2 * max_events, bounded, &mut sink))
+        b.iter(|| push_and_flush(black_box(&droppable), 2 * max_events, bounded, &mut sink))
     });
     group.finish();
 }

@@ -72,6 +72,37 @@ pub struct Config {
           value_parser = parse_positive_usize)]
     pub max_topics_per_stream: usize,
 
+    /// Events kept per topic for `Last-Event-ID` resume and the polling endpoints (0 turns
+    /// history off).
+    #[arg(long, env = "SSE_EDGE_HISTORY_MAX_EVENTS", default_value_t = 1000)]
+    pub history_max_events: usize,
+
+    /// Frame bytes kept per topic in history.
+    #[arg(long, env = "SSE_EDGE_HISTORY_MAX_BYTES", default_value_t = 1 << 20,
+          value_parser = parse_positive_usize)]
+    pub history_max_bytes: usize,
+
+    /// Frame bytes kept in history over all topics (frames are shared by all loops, so this
+    /// is the node's bound); past it the least recently published topics are forgotten.
+    #[arg(long, env = "SSE_EDGE_HISTORY_MAX_TOTAL_BYTES", default_value_t = 256 << 20,
+          value_parser = parse_positive_usize)]
+    pub history_max_total_bytes: usize,
+
+    /// Oldest event kept in history, in milliseconds.
+    #[arg(long, env = "SSE_EDGE_HISTORY_MAX_AGE_MS", default_value_t = 300_000,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub history_max_age_ms: u64,
+
+    /// Topics kept in history; past it the least recently published is forgotten.
+    #[arg(long, env = "SSE_EDGE_HISTORY_MAX_TOPICS", default_value_t = 100_000,
+          value_parser = parse_positive_usize)]
+    pub history_max_topics: usize,
+
+    /// At most one `latest` event per topic+key per this interval goes to subscribers; the
+    /// last value of each window is always delivered when it ends (0 turns throttling off).
+    #[arg(long, env = "SSE_EDGE_LATEST_MIN_INTERVAL_MS", default_value_t = 500)]
+    pub latest_min_interval_ms: u64,
+
     /// Capacity of each hub→loop channel, in events. When any loop's channel is full,
     /// publishers wait (HTTP publishers are no longer read; `try_publish` returns `Full`).
     #[arg(long, env = "SSE_EDGE_HUB_QUEUE_EVENTS", default_value_t = 16_384,
@@ -122,6 +153,9 @@ impl Config {
         }
         if self.max_request_bytes < MIN_REQUEST_BYTES {
             return Err(ConfigError(format!("--max-request-bytes must be at least {MIN_REQUEST_BYTES}")));
+        }
+        if self.history_max_bytes > self.history_max_total_bytes {
+            return Err(ConfigError("--history-max-bytes must not exceed --history-max-total-bytes".into()));
         }
         if self.hub_queue_events == 0 {
             return Err(ConfigError("--hub-queue-events must be at least 1".into()));

@@ -34,6 +34,8 @@ pub(crate) struct Conn {
     pub dirty: bool,
     /// Close (via lingering) once the outbox is empty.
     pub close_after_flush: bool,
+    /// The request being answered is `HEAD`: its response goes out without content.
+    pub head_only: bool,
     /// Loop clock (ms) when a frame was last queued: heartbeats go to streams idle longer.
     pub last_queued_ms: u64,
     /// Loop clock (ms) since which queued bytes have waited with no progress.
@@ -67,10 +69,22 @@ pub(crate) const RESPONSE_BACKLOG_BYTES: usize = 64 * 1024;
 
 /// A publish the hub could not take whole yet.
 pub(crate) struct PendingPublish {
+    /// The events to sequence (those the throttle let through), in request order.
     pub events: Vec<Prepared>,
+    /// Ids of `events[..ids.len()]`, already sequenced.
     pub ids: Vec<u64>,
+    /// Per event of the request: held by the `latest` throttle (answered with a null id).
+    pub held: Vec<bool>,
     pub shape: Shape,
     pub keep_alive: bool,
+}
+
+impl PendingPublish {
+    /// Ids in request order, `None` for held events.
+    pub fn answer(&self) -> Vec<Option<u64>> {
+        let mut ids = self.ids.iter();
+        self.held.iter().map(|&held| if held { None } else { ids.next().copied() }).collect()
+    }
 }
 
 /// Result of one `read` call.
@@ -104,6 +118,7 @@ impl Conn {
             writable: true,
             dirty: false,
             close_after_flush: false,
+            head_only: false,
             last_queued_ms: now_ms,
             blocked_since_ms: None,
         }

@@ -149,7 +149,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parse {
             return Parse::Partial;
         }
         Err(httparse::Error::TooManyHeaders) => return Parse::Reject(Reject::HeadersTooLarge),
-        Err(httparse::Error::Version) => return Parse::Reject(Reject::VersionNotSupported),
+        Err(httparse::Error::Version) => return Parse::Reject(version_error(buf)),
         Err(e) => return Parse::Reject(Reject::BadRequest(e.to_string())),
     };
     let target = req.path.unwrap_or("/");
@@ -194,6 +194,18 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parse {
     Parse::Complete(Box::new(request), total)
 }
 
+/// httparse reports any unparsable third token as a version error; only a well-formed
+/// three-token line naming another HTTP version is a 505, anything else is malformed.
+fn version_error(buf: &[u8]) -> Reject {
+    let line = buf.split(|&b| b == b'\n').next().unwrap_or(buf);
+    let line = String::from_utf8_lossy(line);
+    let tokens: Vec<&str> = line.trim_end_matches('\r').split(' ').collect();
+    match tokens.as_slice() {
+        [_, _, version] if version.starts_with("HTTP/") => Reject::VersionNotSupported,
+        _ => Reject::BadRequest("malformed request line".into()),
+    }
+}
+
 fn oversized_head(buf: &[u8], max_head: usize) -> Reject {
     let window = &buf[..buf.len().min(max_head)];
     if window.contains(&b'\n') {
@@ -219,7 +231,11 @@ fn body_length(req: &Request) -> Result<usize, Reject> {
     }
     let mut length: Option<usize> = None;
     for (_, v) in req.headers.iter().filter(|(n, _)| n == "content-length") {
-        let n: usize = v.parse().map_err(|_| Reject::BadRequest(format!("invalid Content-Length {v:?}")))?;
+        // `1*DIGIT`: Rust's integer parser would also take a sign.
+        let n: usize = Some(v)
+            .filter(|v| !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| Reject::BadRequest(format!("invalid Content-Length {v:?}")))?;
         if length.is_some_and(|l| l != n) {
             return Err(Reject::BadRequest("conflicting Content-Length headers".into()));
         }
@@ -254,6 +270,7 @@ fn percent_decode(s: &str) -> Result<String, Reject> {
             b'%' => {
                 let hex = bytes
                     .get(i + 1..i + 3)
+                    .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                     .and_then(|h| std::str::from_utf8(h).ok())
                     .and_then(|h| u8::from_str_radix(h, 16).ok())
                     .ok_or_else(|| Reject::BadRequest(format!("bad percent-encoding in {s:?}")))?;
@@ -304,6 +321,15 @@ pub fn response(status: u16, extra: &str, content_type: &str, body: &[u8], keep_
     .into_bytes();
     out.extend_from_slice(body);
     Bytes::from(out)
+}
+
+/// The response to a `HEAD` request: `full` without its content (RFC 9112 §6.3), headers
+/// (and so `Content-Length`) unchanged.
+pub fn head_only(full: Bytes) -> Bytes {
+    match full.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) => full.slice(..end + 4),
+        None => full,
+    }
 }
 
 /// The head of an event stream: no length, the body ends when the connection does.
@@ -369,6 +395,9 @@ mod tests {
         assert_eq!(rejected(b"POST /publish HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"), 411);
         assert_eq!(rejected(b"POST /p HTTP/1.1\r\nContent-Length: 65\r\n\r\n"), 413);
         assert_eq!(rejected(b"POST /p HTTP/1.1\r\nContent-Length: x\r\n\r\n"), 400);
+        assert_eq!(rejected(b"POST /p HTTP/1.1\r\nContent-Length: +1\r\n\r\nx"), 400);
+        assert_eq!(rejected(b"GET /a b HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(rejected(b"GET /a HTTP/2.0\r\n\r\n"), 505);
         assert_eq!(rejected(b"POST /p HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"), 400);
         let long_target = format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(MAX_TARGET_BYTES));
         assert_eq!(rejected(long_target.as_bytes()), 414);
@@ -402,6 +431,7 @@ mod tests {
     fn query_decoding_rejects_bad_escapes() {
         assert!(query_pairs("a=%zz").is_err());
         assert!(query_pairs("a=%ff").is_err());
+        assert!(query_pairs("a=%+9").is_err());
         assert_eq!(query_pairs("a=1&&b").unwrap(), vec![("a".into(), "1".into()), ("b".into(), "".into())]);
     }
 

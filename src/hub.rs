@@ -16,14 +16,15 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use crossbeam_channel::{Receiver, Sender};
 use mio::Waker;
 
-use crate::publish::Prepared;
+use crate::publish::{Class, Prepared};
 use crate::sse;
+use crate::throttle::Throttle;
 
 /// One sequenced event, shared by every loop (one allocation per event, not per loop).
 #[derive(Debug)]
@@ -32,6 +33,10 @@ pub struct Event {
     pub id: u64,
     /// Topic it was published on.
     pub topic: Arc<str>,
+    /// Delivery class.
+    pub class: Class,
+    /// Conflation key of a `latest` event.
+    pub key: Option<Arc<str>>,
     /// The complete encoded frame (`id:` line included).
     pub frame: Bytes,
     /// When the hub accepted it (the start of delivery lag).
@@ -81,17 +86,31 @@ pub enum PublishError {
     Closed,
 }
 
+/// What the hub's lock protects: the id counter and the per-class publish counters
+/// (plain integers: they are only touched under the lock that assigns ids anyway).
+struct Sequencer {
+    next_id: u64,
+    published: [u64; 3],
+}
+
 /// The sequencer shared by all loops and publishers.
 pub struct Hub {
-    next_id: Mutex<u64>,
+    seq: Mutex<Sequencer>,
+    first_id: u64,
     links: Vec<Link>,
     capacity: usize,
     closed: AtomicBool,
+    /// The publish-side throttle for `latest` events.
+    pub throttle: Throttle,
 }
 
 impl Hub {
     /// A hub with one bounded channel per loop; returns the loops' inboxes in loop order.
-    pub(crate) fn new(wakers: Vec<Arc<Waker>>, capacity: usize) -> (Hub, Vec<Inbox>) {
+    pub(crate) fn new(
+        wakers: Vec<Arc<Waker>>,
+        capacity: usize,
+        latest_interval: Duration,
+    ) -> (Hub, Vec<Inbox>) {
         let mut links = Vec::with_capacity(wakers.len());
         let mut inboxes = Vec::with_capacity(wakers.len());
         for waker in wakers {
@@ -100,9 +119,67 @@ impl Hub {
             links.push(Link { tx, waker, wake_pending: wake_pending.clone() });
             inboxes.push(Inbox { rx, wake_pending });
         }
-        let first = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64);
-        let hub = Hub { next_id: Mutex::new(first.max(1)), links, capacity, closed: AtomicBool::new(false) };
+        let first = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64).max(1);
+        let hub = Hub {
+            seq: Mutex::new(Sequencer { next_id: first, published: [0; 3] }),
+            first_id: first,
+            links,
+            capacity,
+            closed: AtomicBool::new(false),
+            throttle: Throttle::new(latest_interval),
+        };
         (hub, inboxes)
+    }
+
+    /// The first id this process assigns; anything below predates it.
+    pub fn first_id(&self) -> u64 {
+        self.first_id
+    }
+
+    /// Events sequenced so far, by [`Class::index`].
+    pub fn published(&self) -> [u64; 3] {
+        self.lock().published
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Sequencer> {
+        self.seq.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Runs `latest` events through the throttle. Returns the events to publish now and,
+    /// per input event, whether the throttle held it (it goes out later, or is replaced).
+    pub fn admit(&self, events: Vec<Prepared>) -> (Vec<Prepared>, Vec<bool>) {
+        let now = Instant::now();
+        let mut held = Vec::with_capacity(events.len());
+        let mut send = Vec::with_capacity(events.len());
+        for event in events {
+            match self.throttle.admit(event, now) {
+                Some(e) => {
+                    send.push(e);
+                    held.push(false);
+                }
+                None => held.push(true),
+            }
+        }
+        (send, held)
+    }
+
+    /// The throttle's trailing edge: publishes each held value whose window ended, waiting
+    /// for hub room as the embedded `publish` does. Returns when the throttle is stopped.
+    pub(crate) fn run_throttle_flusher(&self) {
+        loop {
+            let (due, stopped) = self.throttle.next_due();
+            if stopped {
+                return;
+            }
+            let mut sent = 0;
+            while sent < due.len() {
+                match self.try_publish(&due[sent..], None) {
+                    Ok(ids) if ids.is_empty() => std::thread::sleep(Duration::from_millis(1)),
+                    Ok(ids) => sent += ids.len(),
+                    Err(_) => return,
+                }
+            }
+        }
     }
 
     /// Sequences and sends as many of `events` (in order) as every loop has room for and
@@ -118,18 +195,26 @@ impl Hub {
         }
         let mut ids = Vec::new();
         {
-            let mut next_id = self.next_id.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let mut seq = self.lock();
             let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
             let take = room.min(events.len());
             ids.reserve(take);
             let now = Instant::now();
             for prepared in &events[..take] {
-                let id = *next_id;
-                *next_id += 1;
+                let id = seq.next_id;
+                seq.next_id += 1;
+                seq.published[prepared.class.index()] += 1;
                 let digits = itoa_buf(id);
                 let frame = sse::frame_with_id(digits.as_str(), &prepared.body)
                     .map_err(|e| PublishError::Invalid(e.to_string()))?;
-                let event = Arc::new(Event { id, topic: prepared.topic.clone(), frame, accepted_at: now });
+                let event = Arc::new(Event {
+                    id,
+                    topic: prepared.topic.clone(),
+                    class: prepared.class,
+                    key: prepared.key.clone(),
+                    frame,
+                    accepted_at: now,
+                });
                 for link in &self.links {
                     // Invariant 2: room was measured under this lock; this cannot fail
                     // unless the loop has exited, when dropping the event is right.
@@ -167,6 +252,7 @@ impl Hub {
     /// Refuses further publishes and wakes every loop so it notices shutdown.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
+        self.throttle.stop();
         for link in &self.links {
             let _ = link.waker.wake();
         }
@@ -215,7 +301,7 @@ mod tests {
         let polls: Vec<_> = (0..loops).map(|_| mio::Poll::new().unwrap()).collect();
         let wakers =
             polls.iter().map(|p| Arc::new(Waker::new(p.registry(), mio::Token(0)).unwrap())).collect();
-        let (hub, inboxes) = Hub::new(wakers, capacity);
+        let (hub, inboxes) = Hub::new(wakers, capacity, Duration::ZERO);
         (hub, inboxes, polls)
     }
 

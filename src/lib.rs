@@ -21,14 +21,17 @@
 
 pub mod config;
 mod conn;
+pub mod history;
 pub mod http;
 pub mod hub;
 pub mod metrics;
 pub mod outbox;
+pub mod polling;
 pub mod publish;
 pub mod route;
 pub mod sse;
 pub mod sys;
+pub mod throttle;
 pub mod topics;
 mod worker;
 
@@ -45,7 +48,7 @@ use mio::{Interest, Poll, Waker};
 pub use config::{Config, ConfigError};
 pub use hub::{Event, PublishError};
 pub use metrics::{CloseReason, Stats};
-pub use publish::Message;
+pub use publish::{Class, Message};
 
 use hub::Hub;
 use worker::{Shared, Worker, LISTENER, WAKER};
@@ -108,7 +111,8 @@ impl Server {
             wakers.push(Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err("creating a waker"))?));
             parts.push((poll, listener));
         }
-        let (hub, inboxes) = Hub::new(wakers, config.hub_queue_events);
+        let latest_interval = Duration::from_millis(config.latest_min_interval_ms);
+        let (hub, inboxes) = Hub::new(wakers, config.hub_queue_events, latest_interval);
         let shared = Arc::new(Shared {
             stats: (0..loops).map(|_| CachePadded::new(Default::default())).collect(),
             hub: Arc::new(hub),
@@ -129,6 +133,12 @@ impl Server {
                 .map_err(io_err("spawning a loop thread"))?;
             threads.push(thread);
         }
+        let hub = shared.hub.clone();
+        let flusher = std::thread::Builder::new()
+            .name("sse-throttle".into())
+            .spawn(move || hub.run_throttle_flusher())
+            .map_err(io_err("spawning the throttle thread"))?;
+        threads.push(flusher);
         let c = &shared.config;
         log::info!(
             "sse-edge listening on {addr}: {loops} loops, backlog {}, outbox {} events / {} bytes, heartbeat {} ms, stall timeout {} ms",
@@ -162,7 +172,11 @@ impl Handle {
 
     /// Counters and gauges summed over all loops.
     pub fn stats(&self) -> Stats {
-        Stats::sum(self.shared.stats.iter().map(|s| &**s), self.shared.hub.queue_lengths())
+        let hub = &self.shared.hub;
+        let mut stats = Stats::sum(self.shared.stats.iter().map(|s| &**s), hub.queue_lengths());
+        stats.published_by_class = hub.published();
+        stats.throttled = hub.throttle.replaced();
+        stats
     }
 
     /// The configuration the server runs with.
@@ -215,34 +229,42 @@ pub struct Publisher {
 const PUBLISH_BACKOFF_MAX: Duration = Duration::from_millis(2);
 
 impl Publisher {
+    fn prepare(&self, msgs: &[Message]) -> Result<Vec<publish::Prepared>, PublishError> {
+        msgs.iter()
+            .map(|m| publish::prepare(m, self.max_frame))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| PublishError::Invalid(e.to_string()))
+    }
+
     /// Publishes one event, or returns [`PublishError::Full`] at once when a loop's queue is
-    /// full.
-    pub fn try_publish(&self, msg: &Message) -> Result<u64, PublishError> {
-        let prepared =
-            publish::prepare(msg, self.max_frame).map_err(|e| PublishError::Invalid(e.to_string()))?;
-        match self.hub.try_publish(std::slice::from_ref(&prepared), None)?.first() {
-            Some(&id) => Ok(id),
+    /// full. `Ok(None)`: a `latest` event the throttle holds (it goes out when its window
+    /// ends, unless a newer value for its key replaces it).
+    pub fn try_publish(&self, msg: &Message) -> Result<Option<u64>, PublishError> {
+        let (send, _) = self.hub.admit(self.prepare(std::slice::from_ref(msg))?);
+        if send.is_empty() {
+            return Ok(None);
+        }
+        match self.hub.try_publish(&send, None)?.first() {
+            Some(&id) => Ok(Some(id)),
             None => Err(PublishError::Full),
         }
     }
 
     /// Publishes one event, waiting (sleeping, never spinning) while a loop's queue is full.
-    pub fn publish(&self, msg: &Message) -> Result<u64, PublishError> {
+    /// `Ok(None)` as for [`Publisher::try_publish`].
+    pub fn publish(&self, msg: &Message) -> Result<Option<u64>, PublishError> {
         Ok(self.publish_batch(std::slice::from_ref(msg))?[0])
     }
 
     /// Publishes events in order, waiting while queues are full. Validates all first: an
-    /// invalid message fails the batch before any is sent.
-    pub fn publish_batch(&self, msgs: &[Message]) -> Result<Vec<u64>, PublishError> {
-        let prepared = msgs
-            .iter()
-            .map(|m| publish::prepare(m, self.max_frame))
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| PublishError::Invalid(e.to_string()))?;
-        let mut ids = Vec::with_capacity(prepared.len());
+    /// invalid message fails the batch before any is sent. Ids in order, `None` for
+    /// `latest` events the throttle holds.
+    pub fn publish_batch(&self, msgs: &[Message]) -> Result<Vec<Option<u64>>, PublishError> {
+        let (send, held) = self.hub.admit(self.prepare(msgs)?);
+        let mut ids = Vec::with_capacity(send.len());
         let mut backoff = Duration::from_micros(50);
-        while ids.len() < prepared.len() {
-            let got = self.hub.try_publish(&prepared[ids.len()..], None)?;
+        while ids.len() < send.len() {
+            let got = self.hub.try_publish(&send[ids.len()..], None)?;
             if got.is_empty() {
                 std::thread::sleep(backoff);
                 backoff = (backoff * 2).min(PUBLISH_BACKOFF_MAX);
@@ -251,6 +273,7 @@ impl Publisher {
                 ids.extend(got);
             }
         }
-        Ok(ids)
+        let mut ids = ids.into_iter();
+        Ok(held.into_iter().map(|h| if h { None } else { ids.next() }).collect())
     }
 }

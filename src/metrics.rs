@@ -63,13 +63,18 @@ pub struct LoopStats {
     pub(crate) outbox_peak_bytes: AtomicU64,
     pub(crate) write_blocked: AtomicU64,
     pub(crate) parked_publishers: AtomicU64,
+    pub(crate) history_topics: AtomicU64,
+    pub(crate) history_events: AtomicU64,
+    pub(crate) history_bytes: AtomicU64,
     // counters
     pub(crate) accepted: AtomicU64,
     pub(crate) closed: [AtomicU64; 5],
     pub(crate) requests_rejected: AtomicU64,
     pub(crate) events_in: AtomicU64,
     pub(crate) deliveries: AtomicU64,
-    pub(crate) frames_evicted: AtomicU64,
+    pub(crate) evicted: [AtomicU64; 3],
+    pub(crate) conflated: AtomicU64,
+    pub(crate) gaps_reported: AtomicU64,
     pub(crate) bytes_written: AtomicU64,
     pub(crate) frames_written: AtomicU64,
     pub(crate) writes: AtomicU64,
@@ -122,8 +127,24 @@ pub struct Stats {
     pub events_in: u64,
     /// Frames queued to streams.
     pub deliveries: u64,
-    /// Frames dropped from full outboxes.
+    /// Frames dropped from full outboxes (all classes).
     pub frames_evicted: u64,
+    /// Frames dropped from full outboxes, by [`crate::publish::Class::index`].
+    pub evicted_by_class: [u64; 3],
+    /// Queued `latest` values replaced by newer ones in an outbox.
+    pub conflated: u64,
+    /// `event: gap` notices sent (outbox evictions and resumes from beyond history).
+    pub gaps_reported: u64,
+    /// Events sequenced by the hub, by class.
+    pub published_by_class: [u64; 3],
+    /// `latest` values the publish-side throttle replaced before their window ended.
+    pub throttled: u64,
+    /// Topics in history (largest over loops; every loop holds the same history).
+    pub history_topics: u64,
+    /// Events in history (largest over loops).
+    pub history_events: u64,
+    /// Frame bytes referenced by history (largest over loops; frames are shared).
+    pub history_bytes: u64,
     /// Bytes accepted by the kernel.
     pub bytes_written: u64,
     /// Frames completely written (responses, preludes, events, heartbeats).
@@ -169,13 +190,21 @@ impl Stats {
             s.requests_rejected += get(&l.requests_rejected);
             s.events_in += get(&l.events_in);
             s.deliveries += get(&l.deliveries);
-            s.frames_evicted += get(&l.frames_evicted);
+            for (sum, c) in s.evicted_by_class.iter_mut().zip(&l.evicted) {
+                *sum += get(c);
+            }
+            s.conflated += get(&l.conflated);
+            s.gaps_reported += get(&l.gaps_reported);
+            s.history_topics = s.history_topics.max(get(&l.history_topics));
+            s.history_events = s.history_events.max(get(&l.history_events));
+            s.history_bytes = s.history_bytes.max(get(&l.history_bytes));
             s.bytes_written += get(&l.bytes_written);
             s.frames_written += get(&l.frames_written);
             s.writes += get(&l.writes);
             s.heartbeats += get(&l.heartbeats);
             s.publish_waits += get(&l.publish_waits);
         }
+        s.frames_evicted = s.evicted_by_class.iter().sum();
         s
     }
 }

@@ -1,17 +1,33 @@
-//! A connection's bounded drop-oldest queue of shared frames, flushed with vectored writes.
+//! A connection's bounded queue of shared frames with class-aware eviction, flushed with
+//! vectored writes.
 //!
 //! Invariants:
-//! 1. `queued_bytes() <= max_bytes` and `len() <= max_events` after every `push`.
+//! 1. `queued_bytes() <= max_bytes` and `len() <= max_events` after every bounded push
+//!    (pinned frames — responses, stream head, gap notices — are bounded by what caused them).
 //! 2. The head frame, once partly written (`head_offset > 0`), is never evicted: dropping it
-//!    would cut a frame in half on the wire and corrupt the stream.
-//! 3. Frames leave in push order; an evicted frame is gone as a whole.
-//! 4. The queue holds `Bytes` handles (refcounts), never copies of payloads; an empty outbox
-//!    holds no heap memory.
+//!    would cut a frame in half on the wire and corrupt the stream. Pinned frames are never
+//!    evicted either.
+//! 3. Frames leave in push order; an evicted frame is gone as a whole. A `latest` event
+//!    replaces (conflates) a queued, unstarted event with the same topic and key: the old one
+//!    is removed and the new one appended, so ids on the wire still increase.
+//! 4. Eviction takes the oldest evictable frame of the cheapest class present: droppable
+//!    (and heartbeats), then latest, then reliable.
+//! 5. Every reliable event that leaves the queue unsent (evicted, or refused for lack of room)
+//!    joins the pending gap range; at the next flush an `event: gap` frame with
+//!    `{"from","to"}` is placed before the first unsent evictable frame (merged into an unsent
+//!    notice already there: at most one waits), so the client learns of the loss before it
+//!    receives anything newer. The notice is placed within the bounds too.
+//! 6. The queue holds refcounted handles, never copies of payloads; an empty outbox holds no
+//!    heap memory.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Write};
+use std::sync::Arc;
 
 use bytes::Bytes;
+
+use crate::hub::Event;
+use crate::publish::Class;
 
 /// Most frames handed to one `writev`: bounds the stack array and the kernel's iovec walk
 /// (Linux caps iovcnt at 1024; 64 frames already fill a socket buffer at typical sizes).
@@ -26,13 +42,23 @@ pub struct Bounds {
     pub max_bytes: usize,
 }
 
-/// What one `push` did beyond queueing.
+/// What one push did beyond queueing.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct PushOutcome {
-    /// Older frames dropped to make room.
-    pub evicted: usize,
-    /// The new frame itself was dropped: it could not fit beside a partly written head.
+    /// Older frames dropped to make room, by [`Class::index`].
+    pub evicted: [u32; 3],
+    /// A queued older value with the same topic and key was replaced.
+    pub conflated: bool,
+    /// The new frame itself was dropped: it could not fit beside pinned or partly written
+    /// frames.
     pub rejected: bool,
+}
+
+impl PushOutcome {
+    /// Frames evicted, all classes.
+    pub fn evicted_total(&self) -> u64 {
+        self.evicted.iter().map(|&n| u64::from(n)).sum()
+    }
 }
 
 /// What one flush did.
@@ -44,17 +70,56 @@ pub struct Flushed {
     pub frames: usize,
     /// `write_vectored` calls that the kernel accepted bytes from.
     pub writes: usize,
+    /// Gap notices placed in front of the queue by this flush.
+    pub gaps: usize,
     /// `true` when the socket said `WouldBlock` with frames still queued: wait for the
     /// WRITABLE edge before writing again.
     pub blocked: bool,
 }
 
+/// Room kept for one gap notice: `event: gap\ndata: {"from":<20 digits>,"to":<20 digits>}\n\n`.
+pub const GAP_FRAME_MAX_BYTES: usize = 80;
+
+#[derive(Debug)]
+enum Entry {
+    Event(Arc<Event>),
+    Frame {
+        bytes: Bytes,
+        pinned: bool,
+    },
+    /// A gap notice not yet started; pinned, and merged with later losses (boxed: rare).
+    Gap(Box<(u64, u64, Bytes)>),
+}
+
+impl Entry {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            Entry::Event(e) => &e.frame,
+            Entry::Frame { bytes, .. } => bytes,
+            Entry::Gap(g) => &g.2,
+        }
+    }
+
+    /// The eviction class, `None` when pinned.
+    fn class(&self) -> Option<Class> {
+        match self {
+            Entry::Event(e) => Some(e.class),
+            Entry::Frame { pinned: false, .. } => Some(Class::Droppable),
+            Entry::Frame { pinned: true, .. } | Entry::Gap(_) => None,
+        }
+    }
+}
+
 /// Bounded queue of frames with an offset into the partly written head.
 #[derive(Debug, Default)]
 pub struct Outbox {
-    frames: VecDeque<Bytes>,
+    entries: VecDeque<Entry>,
     head_offset: usize,
     queued: usize,
+    /// Evictable entries queued, by [`Class::index`] (lets pushes skip scans).
+    counts: [u32; 3],
+    /// Reliable ids dropped since the last flush, as an inclusive range.
+    gap: Option<(u64, u64)>,
 }
 
 impl Outbox {
@@ -65,12 +130,12 @@ impl Outbox {
 
     /// Frames queued (including a partly written head).
     pub fn len(&self) -> usize {
-        self.frames.len()
+        self.entries.len()
     }
 
-    /// Nothing left to write.
+    /// Nothing left to write and no gap to report.
     pub fn is_empty(&self) -> bool {
-        self.frames.is_empty()
+        self.entries.is_empty() && self.gap.is_none()
     }
 
     /// Unwritten bytes queued.
@@ -78,55 +143,155 @@ impl Outbox {
         self.queued
     }
 
-    /// Queues `frame`, evicting the oldest whole unsent frames while a bound is exceeded.
-    pub fn push(&mut self, frame: Bytes, bounds: Bounds) -> PushOutcome {
+    /// Reliable ids lost and not yet reported.
+    pub fn pending_gap(&self) -> Option<(u64, u64)> {
+        self.gap
+    }
+
+    /// Queues a shared event: conflates a `latest` value, evicts by class while a bound is
+    /// exceeded.
+    pub fn push_event(&mut self, event: Arc<Event>, bounds: Bounds) -> PushOutcome {
         let mut outcome = PushOutcome::default();
-        if frame.is_empty() {
-            return outcome;
-        }
-        while !self.fits(frame.len(), bounds) {
-            if !self.evict_oldest() {
-                outcome.rejected = true;
-                return outcome;
+        if event.class == Class::Latest && self.counts[Class::Latest.index()] > 0 {
+            let start = self.first_unstarted();
+            let same = |e: &Entry| match e {
+                Entry::Event(q) => q.class == Class::Latest && q.topic == event.topic && q.key == event.key,
+                Entry::Frame { .. } | Entry::Gap(_) => false,
+            };
+            if let Some(i) = self.entries.iter().skip(start).position(same) {
+                self.remove(start + i);
+                outcome.conflated = true;
             }
-            outcome.evicted += 1;
         }
-        self.queued += frame.len();
-        self.frames.push_back(frame);
+        let (id, class) = (event.id, event.class);
+        self.push_entry(Entry::Event(event), bounds, &mut outcome);
+        if outcome.rejected && class == Class::Reliable {
+            self.note_gap(id);
+        }
         outcome
     }
 
-    /// Queues `frame` with no bound: only for a connection's own small responses and stream
-    /// prelude, which are bounded by the request that caused them.
+    /// Queues an evictable raw frame (a heartbeat), bounded like a droppable event.
+    pub fn push(&mut self, frame: Bytes, bounds: Bounds) -> PushOutcome {
+        let mut outcome = PushOutcome::default();
+        if !frame.is_empty() {
+            self.push_entry(Entry::Frame { bytes: frame, pinned: false }, bounds, &mut outcome);
+        }
+        outcome
+    }
+
+    /// Queues a pinned frame with no bound: only a connection's own responses, stream head
+    /// and notices, which are bounded by the request or event that caused them.
     pub fn push_unbounded(&mut self, frame: Bytes) {
         if !frame.is_empty() {
             self.queued += frame.len();
-            self.frames.push_back(frame);
+            self.entries.push_back(Entry::Frame { bytes: frame, pinned: true });
         }
     }
 
-    fn fits(&self, len: usize, bounds: Bounds) -> bool {
-        self.frames.len() < bounds.max_events && self.queued + len <= bounds.max_bytes
-    }
-
-    /// Drops the oldest frame that has not started to go out. Returns `false` when none.
-    fn evict_oldest(&mut self) -> bool {
-        let index = usize::from(self.head_offset > 0);
-        match self.frames.remove(index) {
-            Some(frame) => {
-                self.queued -= frame.len();
-                true
+    fn push_entry(&mut self, entry: Entry, bounds: Bounds, outcome: &mut PushOutcome) {
+        let len = entry.bytes().len();
+        while self.entries.len() >= bounds.max_events || self.queued + len > bounds.max_bytes {
+            match self.evict_one() {
+                Some(class) => outcome.evicted[class.index()] += 1,
+                None => {
+                    outcome.rejected = true;
+                    return;
+                }
             }
-            None => false,
         }
+        if let Some(class) = entry.class() {
+            self.counts[class.index()] += 1;
+        }
+        self.queued += len;
+        self.entries.push_back(entry);
+    }
+
+    /// Index of the first entry no byte of which has been written.
+    fn first_unstarted(&self) -> usize {
+        usize::from(self.head_offset > 0)
+    }
+
+    /// Removes the oldest evictable entry of the cheapest class present (invariant 4). The
+    /// partly written head counts in `counts` but is skipped, so a class whose only entry is
+    /// the head falls through to the next class.
+    fn evict_one(&mut self) -> Option<Class> {
+        let start = self.first_unstarted();
+        for class in [Class::Droppable, Class::Latest, Class::Reliable] {
+            if self.counts[class.index()] == 0 {
+                continue;
+            }
+            let Some(i) = self.entries.iter().skip(start).position(|e| e.class() == Some(class)) else {
+                continue;
+            };
+            if let Some(Entry::Event(e)) = self.remove(start + i) {
+                if class == Class::Reliable {
+                    self.note_gap(e.id);
+                }
+            }
+            return Some(class);
+        }
+        None
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Entry> {
+        let entry = self.entries.remove(i)?;
+        self.queued -= entry.bytes().len();
+        if let Some(class) = entry.class() {
+            self.counts[class.index()] -= 1;
+        }
+        Some(entry)
+    }
+
+    fn note_gap(&mut self, id: u64) {
+        self.gap = Some(match self.gap {
+            Some((from, to)) => (from.min(id), to.max(id)),
+            None => (id, id),
+        });
+    }
+
+    /// Puts the pending gap notice before the first unsent evictable frame (invariant 5):
+    /// merged into an unsent notice already there, or as a new one after evicting what it
+    /// needs to keep both bounds (which may widen the range it reports).
+    fn place_gap(&mut self, bounds: Bounds) -> bool {
+        if self.gap.is_none() {
+            return false;
+        }
+        let start = self.first_unstarted();
+        let existing = self.entries.iter().skip(start).position(|e| matches!(e, Entry::Gap(_)));
+        if existing.is_none() {
+            while self.entries.len() >= bounds.max_events
+                || self.queued + GAP_FRAME_MAX_BYTES > bounds.max_bytes
+            {
+                if self.evict_one().is_none() {
+                    break;
+                }
+            }
+        }
+        let Some((mut from, mut to)) = self.gap.take() else { return false };
+        let at = match existing {
+            Some(i) => {
+                let i = start + i;
+                if let Some(Entry::Gap(old)) = self.entries.remove(i) {
+                    self.queued -= old.2.len();
+                    (from, to) = (from.min(old.0), to.max(old.1));
+                }
+                i
+            }
+            None => start + self.entries.iter().skip(start).take_while(|e| e.class().is_none()).count(),
+        };
+        let bytes = crate::sse::gap_frame(from, to);
+        self.queued += bytes.len();
+        self.entries.insert(at, Entry::Gap(Box::new((from, to, bytes))));
+        existing.is_none()
     }
 
     /// Fills `slices` with the unwritten queued bytes, head first; returns how many were set.
     pub fn io_slices<'a>(&'a self, slices: &mut [IoSlice<'a>]) -> usize {
         let mut n = 0;
-        for (i, frame) in self.frames.iter().enumerate().take(slices.len()) {
+        for (i, entry) in self.entries.iter().enumerate().take(slices.len()) {
             let start = if i == 0 { self.head_offset } else { 0 };
-            slices[i] = IoSlice::new(&frame[start..]);
+            slices[i] = IoSlice::new(&entry.bytes()[start..]);
             n += 1;
         }
         n
@@ -137,30 +302,34 @@ impl Outbox {
         let mut completed = 0;
         self.queued -= written.min(self.queued);
         while written > 0 {
-            let Some(head) = self.frames.front() else { break };
-            let left = head.len() - self.head_offset;
+            let Some(head) = self.entries.front() else { break };
+            let left = head.bytes().len() - self.head_offset;
             if written >= left {
                 written -= left;
                 self.head_offset = 0;
-                self.frames.pop_front();
+                if let Some(class) = self.entries.pop_front().and_then(|e| e.class()) {
+                    self.counts[class.index()] -= 1;
+                }
                 completed += 1;
             } else {
                 self.head_offset += written;
                 written = 0;
             }
         }
-        if self.frames.is_empty() {
-            // Invariant 4: an idle stream keeps no ring allocation.
-            self.frames = VecDeque::new();
+        if self.entries.is_empty() {
+            // Invariant 6: an idle stream keeps no ring allocation.
+            self.entries = VecDeque::new();
         }
         completed
     }
 
-    /// Writes queued frames with vectored writes until empty or `WouldBlock`.
-    /// Errors other than `WouldBlock`/`Interrupted` are returned; the connection is dead.
-    pub fn flush_to<W: Write>(&mut self, sink: &mut W) -> io::Result<Flushed> {
-        let mut flushed = Flushed { bytes: 0, frames: 0, writes: 0, blocked: false };
-        while !self.frames.is_empty() {
+    /// Writes queued frames with vectored writes until empty or `WouldBlock`, after placing
+    /// the pending gap notice within `bounds`. Errors other than `WouldBlock`/`Interrupted`
+    /// are returned; the connection is dead.
+    pub fn flush_to<W: Write>(&mut self, sink: &mut W, bounds: Bounds) -> io::Result<Flushed> {
+        let mut flushed = Flushed { bytes: 0, frames: 0, writes: 0, gaps: 0, blocked: false };
+        flushed.gaps = usize::from(self.place_gap(bounds));
+        while !self.entries.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let count = self.io_slices(&mut slices);
             match sink.write_vectored(&slices[..count]) {
@@ -183,132 +352,4 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use proptest::prelude::*;
-
-    /// A socket that accepts at most `budget` bytes per call and then says `WouldBlock`
-    /// once the total `capacity` is used, like a kernel send buffer.
-    struct FakeSock {
-        out: Vec<u8>,
-        per_call: usize,
-        capacity: usize,
-    }
-
-    impl Write for FakeSock {
-        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-            self.write_vectored(&[IoSlice::new(buf)])
-        }
-        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-            let room = self.capacity.saturating_sub(self.out.len()).min(self.per_call);
-            if room == 0 {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let mut taken = 0;
-            for b in bufs {
-                let n = b.len().min(room - taken);
-                self.out.extend_from_slice(&b[..n]);
-                taken += n;
-                if taken == room {
-                    break;
-                }
-            }
-            Ok(taken)
-        }
-        fn flush(&mut self) -> io::Result<()> {
-            Ok(())
-        }
-    }
-
-    const B: Bounds = Bounds { max_events: 4, max_bytes: 40 };
-
-    fn f(s: &'static str) -> Bytes {
-        Bytes::from_static(s.as_bytes())
-    }
-
-    #[test]
-    fn drops_oldest_when_full_by_count() {
-        let mut o = Outbox::new();
-        for s in ["a", "b", "c", "d"] {
-            assert_eq!(o.push(f(s), B).evicted, 0);
-        }
-        assert_eq!(o.push(f("e"), B).evicted, 1);
-        let mut sock = FakeSock { out: vec![], per_call: 100, capacity: 100 };
-        o.flush_to(&mut sock).unwrap();
-        assert_eq!(sock.out, b"bcde");
-        assert!(o.is_empty());
-        assert_eq!(o.queued_bytes(), 0);
-    }
-
-    #[test]
-    fn partial_head_is_never_evicted() {
-        let mut o = Outbox::new();
-        o.push(f("0123456789"), B);
-        let mut sock = FakeSock { out: vec![], per_call: 3, capacity: 3 };
-        let r = o.flush_to(&mut sock).unwrap();
-        assert!(r.blocked);
-        assert_eq!(o.queued_bytes(), 7);
-        // Fill by bytes: the head (7 left) stays; the others rotate.
-        for s in ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd"] {
-            o.push(f(s), B);
-        }
-        sock.capacity = 1000;
-        sock.per_call = 1000;
-        o.flush_to(&mut sock).unwrap();
-        assert_eq!(sock.out, b"0123456789bbbbbbbbbbccccccccccdddddddddd".to_vec());
-    }
-
-    #[test]
-    fn frame_that_cannot_fit_beside_partial_head_is_rejected() {
-        let mut o = Outbox::new();
-        o.push(f("0123456789012345678901234567890123456789"), B);
-        let mut sock = FakeSock { out: vec![], per_call: 1, capacity: 1 };
-        o.flush_to(&mut sock).unwrap();
-        let r = o.push(f("xy"), B);
-        assert!(r.rejected);
-        assert_eq!(o.len(), 1);
-    }
-
-    proptest! {
-        #[test]
-        fn order_bounds_and_partial_heads_hold(ops in proptest::collection::vec((0u8..3, 1usize..30), 1..200)) {
-            let bounds = Bounds { max_events: 5, max_bytes: 60 };
-            let mut o = Outbox::new();
-            let mut sock = FakeSock { out: vec![], per_call: 0, capacity: usize::MAX };
-            let mut next = 0u32;
-            for (op, n) in ops {
-                match op {
-                    0 | 1 => {
-                        // Each frame is "<seq>:<padding>;" so the output can be checked.
-                        let body = format!("{next}:{};", "x".repeat(n));
-                        next += 1;
-                        o.push(Bytes::from(body), bounds);
-                        prop_assert!(o.len() <= bounds.max_events);
-                        prop_assert!(o.queued_bytes() <= bounds.max_bytes);
-                    }
-                    _ => {
-                        sock.per_call = n;
-                        let before = sock.out.len();
-                        let r = o.flush_to(&mut sock).unwrap();
-                        prop_assert_eq!(r.bytes, sock.out.len() - before);
-                        sock.capacity = sock.out.len(); // blocked until the next flush op
-                        sock.capacity += n * 3;
-                    }
-                }
-            }
-            sock.per_call = usize::MAX;
-            sock.capacity = usize::MAX;
-            o.flush_to(&mut sock).unwrap();
-            // Every frame arrived whole and in increasing sequence order.
-            let text = String::from_utf8(sock.out).unwrap();
-            let mut last: i64 = -1;
-            for frame in text.split_terminator(';') {
-                let (seq, pad) = frame.split_once(':').unwrap();
-                prop_assert!(pad.bytes().all(|b| b == b'x'));
-                let seq: i64 = seq.parse().unwrap();
-                prop_assert!(seq > last);
-                last = seq;
-            }
-        }
-    }
-}
+mod tests;

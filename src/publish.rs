@@ -9,6 +9,9 @@
 //! - `application/x-ndjson` (also `application/jsonl`, `application/jsonlines`): one envelope
 //!   per line, blank lines skipped, published in order.
 //!
+//! Every form carries a delivery class: `class` = `reliable` (default) | `latest` (needs a
+//! `key`) | `droppable`, from the envelope or the query (`?class=latest&key=job-42`).
+//!
 //! Invariant: everything that can make a publish fail is checked here, before the hub, so
 //! the hub's lock only assigns ids and enqueues: a batch is accepted or refused whole.
 
@@ -20,6 +23,50 @@ use serde_json::Value;
 use crate::http::{Reject, Request};
 use crate::{sse, topics};
 
+/// How an event is treated when a subscriber falls behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Class {
+    /// Evicted only when nothing cheaper is queued; every eviction is reported to the client
+    /// as an `event: gap` with the missed id range.
+    #[default]
+    Reliable,
+    /// Progress-like state for one `key`: a queued, unsent older value is replaced by the
+    /// newer one, and publishes are throttled per topic+key (the last value always goes out).
+    Latest,
+    /// Dropped first when an outbox is full; shed in overload mode.
+    Droppable,
+}
+
+impl Class {
+    /// All classes, in counter order (cheapest last).
+    pub const ALL: [Class; 3] = [Class::Reliable, Class::Latest, Class::Droppable];
+
+    /// The name used in the API, metrics and JSON.
+    pub fn label(self) -> &'static str {
+        match self {
+            Class::Reliable => "reliable",
+            Class::Latest => "latest",
+            Class::Droppable => "droppable",
+        }
+    }
+
+    /// Index into per-class counters.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Parses an API name.
+    pub fn parse(name: &str) -> Result<Class, String> {
+        Class::ALL
+            .into_iter()
+            .find(|c| c.label() == name)
+            .ok_or_else(|| format!("class {name:?} is not one of reliable, latest, droppable"))
+    }
+}
+
+/// Longest `key` of a `latest` event, in bytes.
+pub const MAX_KEY_BYTES: usize = 256;
+
 /// One event as a publisher describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -29,17 +76,35 @@ pub struct Message {
     pub event: Option<String>,
     /// The data; line breaks become separate `data:` lines.
     pub data: String,
+    /// Delivery class.
+    pub class: Class,
+    /// Conflation key (required for, and only allowed with, [`Class::Latest`]).
+    pub key: Option<String>,
 }
 
 impl Message {
-    /// A message with data and no event name.
+    /// A reliable message with data and no event name.
     pub fn new(topic: impl Into<String>, data: impl Into<String>) -> Self {
-        Message { topic: topic.into(), event: None, data: data.into() }
+        Message { topic: topic.into(), event: None, data: data.into(), class: Class::Reliable, key: None }
     }
 
     /// Sets the event name.
     pub fn event(mut self, name: impl Into<String>) -> Self {
         self.event = Some(name.into());
+        self
+    }
+
+    /// Makes this a [`Class::Latest`] event for `key`.
+    pub fn latest(mut self, key: impl Into<String>) -> Self {
+        self.class = Class::Latest;
+        self.key = Some(key.into());
+        self
+    }
+
+    /// Makes this a [`Class::Droppable`] event.
+    pub fn droppable(mut self) -> Self {
+        self.class = Class::Droppable;
+        self.key = None;
         self
     }
 }
@@ -51,12 +116,16 @@ pub struct Prepared {
     pub topic: Arc<str>,
     /// The frame without its `id:` line.
     pub body: Bytes,
+    /// Delivery class.
+    pub class: Class,
+    /// Conflation key of a `latest` event.
+    pub key: Option<Arc<str>>,
 }
 
 /// Checks a message and encodes its frame body. `max_frame` is the largest frame a
 /// connection's outbox can hold (`--outbox-max-bytes`).
 pub fn prepare(msg: &Message, max_frame: usize) -> Result<Prepared, Reject> {
-    topics::validate(&msg.topic).map_err(Reject::BadRequest)?;
+    validate(msg)?;
     let body =
         sse::encode_body(msg.event.as_deref(), &msg.data).map_err(|e| Reject::BadRequest(e.to_string()))?;
     // `id: ` + 20 digits + `\n` is the most the hub adds.
@@ -66,7 +135,30 @@ pub fn prepare(msg: &Message, max_frame: usize) -> Result<Prepared, Reject> {
             body.len() + 25
         )));
     }
-    Ok(Prepared { topic: Arc::from(msg.topic.as_str()), body })
+    Ok(Prepared {
+        topic: Arc::from(msg.topic.as_str()),
+        body,
+        class: msg.class,
+        key: msg.key.as_deref().map(Arc::from),
+    })
+}
+
+/// Checks topic, event name, class and key: everything but the encoded size.
+pub fn validate(msg: &Message) -> Result<(), Reject> {
+    topics::validate(&msg.topic).map_err(Reject::BadRequest)?;
+    if let Some(name) = &msg.event {
+        sse::check_event_name(name).map_err(|e| Reject::BadRequest(e.to_string()))?;
+    }
+    match (msg.class, &msg.key) {
+        (Class::Latest, None) => Err(Reject::BadRequest("class latest needs a key".into())),
+        (Class::Latest, Some(k)) if k.is_empty() || k.len() > MAX_KEY_BYTES => {
+            Err(Reject::BadRequest(format!("key must be 1..={MAX_KEY_BYTES} bytes")))
+        }
+        (Class::Reliable | Class::Droppable, Some(_)) => {
+            Err(Reject::BadRequest("key is only allowed with class latest".into()))
+        }
+        _ => Ok(()),
+    }
 }
 
 /// How the publisher framed its request; decides the response shape.
@@ -80,12 +172,13 @@ pub enum Shape {
 
 /// Parses a `POST /publish` request into messages.
 pub fn parse(req: &Request) -> Result<(Vec<Message>, Shape), Reject> {
-    let mut topic = None;
-    let mut event = None;
+    let mut defaults = Defaults::default();
     for (k, v) in req.query_pairs()? {
         match k.as_str() {
-            "topic" => topic = Some(v),
-            "event" => event = Some(v),
+            "topic" => defaults.topic = Some(v),
+            "event" => defaults.event = Some(v),
+            "class" => defaults.class = Some(Class::parse(&v).map_err(Reject::BadRequest)?),
+            "key" => defaults.key = Some(v),
             _ => {}
         }
     }
@@ -95,16 +188,16 @@ pub fn parse(req: &Request) -> Result<(Vec<Message>, Shape), Reject> {
         .map(|v| v.trim().to_ascii_lowercase())
         .unwrap_or_default();
     let text = std::str::from_utf8(&req.body).map_err(|_| Reject::BadRequest("body is not UTF-8".into()))?;
-    let defaults = (topic.as_deref(), event.as_deref());
     match content_type.as_str() {
-        "application/json" => Ok((vec![envelope(text, defaults)?], Shape::Single)),
+        "application/json" => Ok((vec![envelope(text, &defaults)?], Shape::Single)),
         "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
             let mut batch = Vec::new();
             for (n, line) in text.lines().enumerate() {
                 if line.trim().is_empty() {
                     continue;
                 }
-                batch.push(envelope(line, defaults).map_err(|e| match e {
+                let msg = envelope(line, &defaults).and_then(|m| validate(&m).map(|()| m));
+                batch.push(msg.map_err(|e| match e {
                     Reject::BadRequest(m) => Reject::BadRequest(format!("line {}: {m}", n + 1)),
                     other => other,
                 })?);
@@ -115,13 +208,24 @@ pub fn parse(req: &Request) -> Result<(Vec<Message>, Shape), Reject> {
             Ok((batch, Shape::Batch))
         }
         _ => {
+            let Defaults { topic, event, class, key } = defaults;
             let topic = topic.ok_or_else(|| Reject::BadRequest("missing ?topic=".into()))?;
-            Ok((vec![Message { topic, event, data: text.to_string() }], Shape::Single))
+            let class = class.unwrap_or(if key.is_some() { Class::Latest } else { Class::Reliable });
+            Ok((vec![Message { topic, event, data: text.to_string(), class, key }], Shape::Single))
         }
     }
 }
 
-fn envelope(text: &str, (topic, event): (Option<&str>, Option<&str>)) -> Result<Message, Reject> {
+/// Values from the query that apply to every message of the request unless overridden.
+#[derive(Default)]
+struct Defaults {
+    topic: Option<String>,
+    event: Option<String>,
+    class: Option<Class>,
+    key: Option<String>,
+}
+
+fn envelope(text: &str, defaults: &Defaults) -> Result<Message, Reject> {
     let value: Value =
         serde_json::from_str(text).map_err(|e| Reject::BadRequest(format!("invalid JSON envelope: {e}")))?;
     let Value::Object(mut map) = value else {
@@ -133,21 +237,28 @@ fn envelope(text: &str, (topic, event): (Option<&str>, Option<&str>)) -> Result<
         Some(_) => Err(Reject::BadRequest(format!("envelope field {name:?} must be a string"))),
     };
     let topic = field(&mut map, "topic")?
-        .or_else(|| topic.map(str::to_string))
+        .or_else(|| defaults.topic.clone())
         .ok_or_else(|| Reject::BadRequest("envelope has no \"topic\" and the query none".into()))?;
-    let event = field(&mut map, "event")?.or_else(|| event.map(str::to_string));
+    let event = field(&mut map, "event")?.or_else(|| defaults.event.clone());
+    let key = field(&mut map, "key")?.or_else(|| defaults.key.clone());
+    let class = match field(&mut map, "class")? {
+        Some(name) => Class::parse(&name).map_err(Reject::BadRequest)?,
+        None => defaults.class.unwrap_or(if key.is_some() { Class::Latest } else { Class::Reliable }),
+    };
     let data = match map.remove("data") {
         None => return Err(Reject::BadRequest("envelope has no \"data\"".into())),
         Some(Value::String(s)) => s,
         Some(other) => other.to_string(),
     };
-    Ok(Message { topic, event, data })
+    Ok(Message { topic, event, data, class, key })
 }
 
-/// The 202 body for accepted ids.
-pub fn accepted_body(ids: &[u64], shape: Shape) -> String {
+/// The 202 body: the id of each event, or `null` for a `latest` event the throttle holds
+/// (it goes out, with a later id, when its window ends unless a newer value replaces it).
+pub fn accepted_body(ids: &[Option<u64>], shape: Shape) -> String {
     match (shape, ids) {
-        (Shape::Single, [id]) => format!("{{\"id\":{id}}}\n"),
+        (Shape::Single, [Some(id)]) => format!("{{\"id\":{id}}}\n"),
+        (Shape::Single, [None]) => "{\"id\":null,\"throttled\":true}\n".to_string(),
         _ => format!("{{\"ids\":{}}}\n", Value::from(ids.to_vec())),
     }
 }
@@ -196,6 +307,21 @@ mod tests {
         let err =
             parse(&post("application/x-ndjson", "", "{\"topic\":\"a\",\"data\":1}\n{oops\n")).unwrap_err();
         assert!(err.to_string().contains("line 2"), "{err}");
+    }
+
+    #[test]
+    fn class_and_key_from_query_or_envelope() {
+        let (msgs, _) = parse(&post("text/plain", "?topic=a&class=latest&key=job-1", "5%")).unwrap();
+        assert_eq!(msgs[0], Message::new("a", "5%").latest("job-1"));
+        let (msgs, _) = parse(&post("text/plain", "?topic=a&key=job-1", "5%")).unwrap();
+        assert_eq!(msgs[0].class, Class::Latest, "a key alone implies latest");
+        let body = r#"{"topic":"a","data":1,"class":"droppable"}"#;
+        assert_eq!(parse(&post("application/json", "", body)).unwrap().0[0].class, Class::Droppable);
+        assert!(parse(&post("text/plain", "?topic=a&class=urgent", "x")).is_err());
+        assert!(prepare(&Message { key: None, ..Message::new("a", "x").latest("k") }, 1000).is_err());
+        assert!(prepare(&Message { key: Some("k".into()), ..Message::new("a", "x") }, 1000).is_err());
+        assert_eq!(accepted_body(&[None], Shape::Single), "{\"id\":null,\"throttled\":true}\n");
+        assert_eq!(accepted_body(&[Some(3), None], Shape::Batch), "{\"ids\":[3,null]}\n");
     }
 
     #[test]

@@ -2,8 +2,10 @@
 //!
 //! | request | action |
 //! |---|---|
-//! | `GET /events?topic=a&topic=b` | [`Action::Subscribe`] |
+//! | `GET /events?topic=a&topic=b` (+ `Last-Event-ID` or `?lastEventId=`) | [`Action::Subscribe`] |
 //! | `POST /publish?topic=t` (raw, JSON or NDJSON body) | [`Action::Publish`] |
+//! | `GET /topics/{topic}/latest` | [`Action::Latest`] |
+//! | `GET /topics/{topic}/events?after=ID&limit=N` | [`Action::EventsAfter`] |
 //! | a known path with another method | 405 with `Allow` |
 //! | anything else | 404 |
 
@@ -27,6 +29,8 @@ pub enum Action {
     Subscribe {
         /// Topic names in request order.
         topics: Vec<String>,
+        /// Resume after this id (`Last-Event-ID` header, else `?lastEventId=`).
+        last_event_id: Option<u64>,
     },
     /// Publish these events in order.
     Publish {
@@ -35,7 +39,26 @@ pub enum Action {
         /// The response shape.
         shape: Shape,
     },
+    /// The newest retained event of a topic, as JSON.
+    Latest {
+        /// Validated topic name.
+        topic: String,
+    },
+    /// Retained events of a topic after an id, as a JSON array.
+    EventsAfter {
+        /// Validated topic name.
+        topic: String,
+        /// Events with larger ids only (0: from the oldest retained).
+        after: u64,
+        /// At most this many (1..=[`MAX_POLL_LIMIT`], default [`DEFAULT_POLL_LIMIT`]).
+        limit: usize,
+    },
 }
+
+/// Most events one polling request returns.
+pub const MAX_POLL_LIMIT: usize = 1000;
+/// Events a polling request returns without `limit`.
+pub const DEFAULT_POLL_LIMIT: usize = 100;
 
 /// Decides what to do with `req`.
 pub fn route(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
@@ -51,8 +74,37 @@ pub fn route(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
             Ok(Action::Publish { events, shape })
         }
         ("/publish", _) => Err(Reject::MethodNotAllowed("POST")),
-        _ => Err(Reject::NotFound),
+        (path, method) => match path.strip_prefix("/topics/").and_then(|rest| rest.split_once('/')) {
+            Some((topic, tail @ ("latest" | "events"))) => {
+                if method != "GET" {
+                    return Err(Reject::MethodNotAllowed("GET"));
+                }
+                topics::validate(topic).map_err(Reject::BadRequest)?;
+                let topic = topic.to_string();
+                if tail == "latest" {
+                    return Ok(Action::Latest { topic });
+                }
+                let (mut after, mut limit) = (0, DEFAULT_POLL_LIMIT);
+                for (k, v) in req.query_pairs()? {
+                    match k.as_str() {
+                        "after" => after = parse_id("after", &v)?,
+                        "limit" => {
+                            limit = v.parse().ok().filter(|n| (1..=MAX_POLL_LIMIT).contains(n)).ok_or_else(
+                                || Reject::BadRequest(format!("limit must be 1..={MAX_POLL_LIMIT}")),
+                            )?
+                        }
+                        _ => {}
+                    }
+                }
+                Ok(Action::EventsAfter { topic, after, limit })
+            }
+            _ => Err(Reject::NotFound),
+        },
     }
+}
+
+fn parse_id(what: &str, v: &str) -> Result<u64, Reject> {
+    v.trim().parse().map_err(|_| Reject::BadRequest(format!("{what} must be an event id (u64), got {v:?}")))
 }
 
 fn subscribe(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
@@ -66,12 +118,18 @@ fn subscribe(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
         }
     }
     let mut topics_wanted: Vec<String> = Vec::new();
+    let mut last_event_id = match req.header("last-event-id") {
+        Some(v) => Some(parse_id("Last-Event-ID", v)?),
+        None => None,
+    };
     for (k, v) in req.query_pairs()? {
         if k == "topic" {
             topics::validate(&v).map_err(Reject::BadRequest)?;
             if !topics_wanted.contains(&v) {
                 topics_wanted.push(v);
             }
+        } else if k == "lastEventId" && last_event_id.is_none() {
+            last_event_id = Some(parse_id("lastEventId", &v)?);
         }
     }
     if topics_wanted.is_empty() {
@@ -84,7 +142,7 @@ fn subscribe(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
             limits.max_topics
         )));
     }
-    Ok(Action::Subscribe { topics: topics_wanted })
+    Ok(Action::Subscribe { topics: topics_wanted, last_event_id })
 }
 
 #[cfg(test)]
@@ -108,9 +166,30 @@ mod tests {
     #[test]
     fn subscribe_dedupes_topics() {
         match route(&req("GET /events?topic=a&topic=b&topic=a HTTP/1.1\r\n\r\n"), L).unwrap() {
-            Action::Subscribe { topics } => assert_eq!(topics, vec!["a", "b"]),
+            Action::Subscribe { topics, last_event_id } => {
+                assert_eq!(topics, vec!["a", "b"]);
+                assert_eq!(last_event_id, None);
+            }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn resume_id_from_header_wins_over_query() {
+        let r = route(&req("GET /events?topic=a&lastEventId=5 HTTP/1.1\r\nLast-Event-ID: 7\r\n\r\n"), L);
+        assert!(matches!(r, Ok(Action::Subscribe { last_event_id: Some(7), .. })));
+        let r = route(&req("GET /events?topic=a&lastEventId=5 HTTP/1.1\r\n\r\n"), L);
+        assert!(matches!(r, Ok(Action::Subscribe { last_event_id: Some(5), .. })));
+    }
+
+    #[test]
+    fn polling_routes() {
+        let r = route(&req("GET /topics/jobs/events?after=9&limit=3 HTTP/1.1\r\n\r\n"), L).unwrap();
+        assert!(matches!(r, Action::EventsAfter { ref topic, after: 9, limit: 3 } if topic == "jobs"));
+        assert!(matches!(
+            route(&req("GET /topics/jobs/latest HTTP/1.1\r\n\r\n"), L),
+            Ok(Action::Latest { .. })
+        ));
     }
 
     #[test]
@@ -123,5 +202,12 @@ mod tests {
         assert_eq!(status("POST /events HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), 405);
         assert_eq!(status("GET /publish HTTP/1.1\r\n\r\n"), 405);
         assert_eq!(status("GET /nope HTTP/1.1\r\n\r\n"), 404);
+        assert_eq!(status("GET /events?topic=a HTTP/1.1\r\nLast-Event-ID: x\r\n\r\n"), 400);
+        assert_eq!(status("GET /events?topic=a&lastEventId=-1 HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET /topics/a/events?after=z HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET /topics/a/events?limit=0 HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("GET /topics/a%20b/latest HTTP/1.1\r\n\r\n"), 400);
+        assert_eq!(status("POST /topics/a/latest HTTP/1.1\r\nContent-Length: 0\r\n\r\n"), 405);
+        assert_eq!(status("GET /topics/a/other HTTP/1.1\r\n\r\n"), 404);
     }
 }

@@ -91,6 +91,34 @@ pub fn prelude(retry_ms: u64) -> Bytes {
     Bytes::from(format!("retry: {retry_ms}\n: ok\n\n"))
 }
 
+/// The notice a client gets when reliable events with ids `from..=to` were dropped for it:
+/// `event: gap` with `{"from","to"}` and no `id:` line (its Last-Event-ID stays put).
+pub fn gap_frame(from: u64, to: u64) -> Bytes {
+    Bytes::from(format!("event: gap\ndata: {{\"from\":{from},\"to\":{to}}}\n\n"))
+}
+
+/// Reads an encoded frame back into its event name and data (lines joined by `\n`), as a
+/// client would see them. Used by the JSON polling endpoints, so payloads are stored once.
+pub fn decode_frame(frame: &[u8]) -> (Option<String>, String) {
+    let text = String::from_utf8_lossy(frame);
+    let mut event = None;
+    let mut data: Option<String> = None;
+    for line in text.split('\n') {
+        if let Some(v) = line.strip_prefix("event: ") {
+            event = Some(v.to_string());
+        } else if let Some(v) = line.strip_prefix("data: ") {
+            match &mut data {
+                Some(d) => {
+                    d.push('\n');
+                    d.push_str(v);
+                }
+                None => data = Some(v.to_string()),
+            }
+        }
+    }
+    (event, data.unwrap_or_default())
+}
+
 /// Splits `data` on `\r\n`, `\r` and `\n`, the way an event-stream parser does.
 /// A trailing line end yields a final empty line, exactly as the parser would see it.
 pub fn split_lines(data: &str) -> impl Iterator<Item = &str> {
@@ -195,6 +223,15 @@ mod tests {
     fn empty_data_still_dispatches() {
         assert_eq!(frame("3", None, ""), "id: 3\ndata: \n\n");
         assert_eq!(parse(&frame("3", None, "")).len(), 1);
+    }
+
+    #[test]
+    fn frames_decode_back_to_event_and_data() {
+        let body = encode_body(Some("e"), "a\r\nb").unwrap();
+        let f = frame_with_id("5", &body).unwrap();
+        assert_eq!(decode_frame(&f), (Some("e".into()), "a\nb".into()));
+        let f = frame_with_id("5", &encode_body(None, "").unwrap()).unwrap();
+        assert_eq!(decode_frame(&f), (None, String::new()));
     }
 
     #[test]

@@ -137,7 +137,9 @@ fn subscriber_that_never_reads_stays_within_its_outbox_bound() {
         }
         let prefix = format!("{n}:");
         let data = format!("{prefix}{}", "y".repeat(EVENT_BYTES - prefix.len()));
-        published.push(publisher.publish(&Message::new("bulk", data)).unwrap());
+        published.push(
+            publisher.publish(&Message::new("bulk", data)).unwrap().expect("reliable events get an id"),
+        );
     }
     for t in reader_threads {
         assert_eq!(t.join().unwrap(), published, "every reader got every event");
@@ -150,23 +152,37 @@ fn subscriber_that_never_reads_stays_within_its_outbox_bound() {
     // The readers have hung up; the stalled stream is still open.
     server.wait_stats("only the stalled stream left", |s| s.streams == 1);
 
-    // When it finally reads, the stalled client sees whole frames with increasing ids,
-    // only the newest ones (the oldest were dropped).
+    // When it finally reads, the stalled client sees whole frames with increasing ids, and
+    // every event it did not get is covered by an `event: gap` notice that came before
+    // anything newer: nothing reliable is lost silently.
     let mut stalled = stalled;
     stalled.set_timeout(Duration::from_secs(5));
-    let mut last = 0u64;
-    let mut seen = 0;
+    let (mut last, mut seen, mut gaps) = (0u64, Vec::new(), Vec::new());
     while let Ok(e) = stalled.next_event() {
+        if e.event.as_deref() == Some("gap") {
+            let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+            let (from, to) = (v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap());
+            assert!(from > last, "a gap notice comes before newer events");
+            gaps.push((from, to));
+            continue;
+        }
         assert!(e.id_u64() > last);
         assert_eq!(e.data.len(), EVENT_BYTES);
         last = e.id_u64();
-        seen += 1;
+        seen.push(last);
         if last == *published.last().unwrap() {
             break;
         }
     }
-    assert!(seen < EVENTS, "some frames were dropped, not buffered without bound");
+    assert!(seen.len() < EVENTS, "some frames were dropped, not buffered without bound");
     assert_eq!(last, *published.last().unwrap(), "the newest event is delivered");
+    for id in &published {
+        assert!(
+            seen.contains(id) || gaps.iter().any(|&(f, t)| f <= *id && *id <= t),
+            "event {id} neither delivered nor reported in a gap"
+        );
+    }
+    assert!(server.stats().gaps_reported >= gaps.len() as u64);
 }
 
 #[test]

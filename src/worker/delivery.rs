@@ -6,54 +6,52 @@
 //! 2. Within one iteration every event drained is queued before any socket is written, so a
 //!    connection with several new frames gets them in one vectored write; at light load the
 //!    flush happens in the same iteration as the event arrives (no holding back).
-//! 3. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
+//! 3. Every event is recorded in the loop's history before it is fanned out, so a stream
+//!    that subscribes later can replay it.
+//! 4. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
 //!    WRITABLE edge, and the drop-oldest outbox bounds what waits.
 
 use crate::conn::{Phase, RESPONSE_BACKLOG_BYTES};
+use std::sync::Arc;
+
 use crate::hub::{Event, LoopMsg};
 use crate::metrics::{CloseReason, LoopStats};
+use crate::outbox::PushOutcome;
+use crate::publish::Class;
 
 use super::{Worker, DRAIN_BUDGET};
 
 impl Worker {
-    /// Takes up to [`DRAIN_BUDGET`] events from the hub and queues them to subscribers.
+    /// Takes up to [`DRAIN_BUDGET`] events from the hub, records them in history and queues
+    /// them to subscribers.
     pub(super) fn drain_hub(&mut self) {
         self.inbox.arm();
         let mut drained = 0;
-        let (mut deliveries, mut evicted, mut peak) = (0u64, 0u64, 0usize);
+        let mut tally = FanOut::default();
         while drained < DRAIN_BUDGET {
             let Ok(LoopMsg::Event(event)) = self.inbox.rx.try_recv() else { break };
             drained += 1;
-            let (d, e, p) = self.fan_out(&event);
-            deliveries += d;
-            evicted += e;
-            peak = peak.max(p);
+            self.history.record(&event);
+            self.fan_out(&event, &mut tally);
         }
         self.drain_more = drained == DRAIN_BUDGET;
         let stats = self.stats();
         LoopStats::add(&stats.events_in, drained as u64);
-        LoopStats::add(&stats.deliveries, deliveries);
-        LoopStats::add(&stats.frames_evicted, evicted);
-        stats.outbox_peak_bytes.fetch_max(peak as u64, std::sync::atomic::Ordering::Relaxed);
+        tally.record(stats);
     }
 
     /// Queues one event to every local subscriber of its topic.
-    /// Returns (frames queued, frames evicted, largest outbox after the push).
-    fn fan_out(&mut self, event: &Event) -> (u64, u64, usize) {
-        let (mut queued, mut evicted, mut peak) = (0u64, 0u64, 0usize);
+    fn fan_out(&mut self, event: &Arc<Event>, tally: &mut FanOut) {
         for key in self.topics.subscribers(&event.topic) {
             let Some(conn) = self.conns.get_mut(key) else { continue };
-            let outcome = conn.outbox.push(event.frame.clone(), self.bounds);
-            evicted += outcome.evicted as u64 + u64::from(outcome.rejected);
-            queued += u64::from(!outcome.rejected);
-            peak = peak.max(conn.outbox.queued_bytes());
+            let outcome = conn.outbox.push_event(event.clone(), self.bounds);
+            tally.add(&outcome, event.class, conn.outbox.queued_bytes());
             conn.last_queued_ms = self.now_ms;
             if !conn.dirty {
                 conn.dirty = true;
                 self.dirty.push(key);
             }
         }
-        (queued, evicted, peak)
     }
 
     /// Flushes every connection touched this iteration, once each.
@@ -74,12 +72,13 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.dirty = false;
         if conn.writable && !conn.outbox.is_empty() {
-            match conn.outbox.flush_to(&mut conn.sock) {
+            match conn.outbox.flush_to(&mut conn.sock, self.bounds) {
                 Ok(flushed) => {
                     let stats = &self.shared.stats[self.index];
                     LoopStats::add(&stats.bytes_written, flushed.bytes as u64);
                     LoopStats::add(&stats.frames_written, flushed.frames as u64);
                     LoopStats::add(&stats.writes, flushed.writes as u64);
+                    LoopStats::add(&stats.gaps_reported, flushed.gaps as u64);
                     if flushed.blocked {
                         conn.writable = false;
                     }
@@ -107,5 +106,38 @@ impl Worker {
         {
             self.begin_linger(key);
         }
+    }
+}
+
+/// Counts of one drain, added to the loop's stats once per drain (not per delivery).
+#[derive(Default)]
+pub(super) struct FanOut {
+    queued: u64,
+    evicted: [u64; 3],
+    conflated: u64,
+    peak: usize,
+}
+
+impl FanOut {
+    pub(super) fn add(&mut self, outcome: &PushOutcome, class: Class, queued_bytes: usize) {
+        for (sum, n) in self.evicted.iter_mut().zip(outcome.evicted) {
+            *sum += u64::from(n);
+        }
+        if outcome.rejected {
+            self.evicted[class.index()] += 1;
+        } else {
+            self.queued += 1;
+        }
+        self.conflated += u64::from(outcome.conflated);
+        self.peak = self.peak.max(queued_bytes);
+    }
+
+    pub(super) fn record(&self, stats: &LoopStats) {
+        LoopStats::add(&stats.deliveries, self.queued);
+        for (counter, &n) in stats.evicted.iter().zip(&self.evicted) {
+            LoopStats::add(counter, n);
+        }
+        LoopStats::add(&stats.conflated, self.conflated);
+        stats.outbox_peak_bytes.fetch_max(self.peak as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -31,6 +31,7 @@ use slab::Slab;
 
 use crate::config::Config;
 use crate::conn::{read_once, Conn, Phase, ReadResult};
+use crate::history::{History, HistoryLimits};
 use crate::hub::{Hub, Inbox};
 use crate::metrics::{CloseReason, LoopStats};
 use crate::outbox::Bounds;
@@ -77,6 +78,7 @@ pub(crate) struct Worker {
     inbox: Inbox,
     conns: Slab<Conn>,
     topics: TopicIndex,
+    history: History,
     scratch: Box<[u8]>,
     /// Connections with frames queued this iteration, flushed once at its end.
     dirty: Vec<usize>,
@@ -109,6 +111,16 @@ impl Worker {
         let tick_ms = (c.heartbeat_ms.min(c.stall_timeout_ms) / 4).clamp(5, 1_000);
         let bounds = Bounds { max_events: c.outbox_max_events, max_bytes: c.outbox_max_bytes };
         let prelude = crate::sse::prelude(c.retry_ms);
+        let history = History::new(
+            HistoryLimits {
+                max_events: c.history_max_events,
+                max_bytes: c.history_max_bytes,
+                max_age: Duration::from_millis(c.history_max_age_ms),
+                max_topics: c.history_max_topics,
+                max_total_bytes: c.history_max_total_bytes,
+            },
+            shared.hub.first_id().saturating_sub(1),
+        );
         Worker {
             index,
             shared,
@@ -117,6 +129,7 @@ impl Worker {
             inbox,
             conns: Slab::new(),
             topics: TopicIndex::new(),
+            history,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             dirty: Vec::new(),
             parked: Vec::new(),
@@ -349,7 +362,12 @@ impl Worker {
         for (key, reason) in to_close {
             self.close(key, reason);
         }
+        self.history.expire(Instant::now());
+        let (history_topics, history_events) = self.history.size();
         let stats = self.stats();
+        LoopStats::set(&stats.history_topics, history_topics);
+        LoopStats::set(&stats.history_events, history_events);
+        LoopStats::set(&stats.history_bytes, self.history.total_bytes());
         LoopStats::add(&stats.heartbeats, heartbeats);
         LoopStats::set(&stats.outbox_queued_bytes, queued);
         LoopStats::set(&stats.write_blocked, blocked);

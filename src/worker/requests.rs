@@ -17,9 +17,12 @@ use crate::conn::{read_once, Conn, PendingPublish, Phase, ReadResult, RESPONSE_B
 use crate::http::{self, Limits, Parse, Reject, Request};
 use crate::hub::PublishError;
 use crate::metrics::{CloseReason, LoopStats};
-use crate::publish;
-use crate::route::{self, Action, RouteLimits};
+use std::time::Instant;
 
+use crate::route::{self, Action, RouteLimits};
+use crate::{polling, publish, sse};
+
+use super::delivery::FanOut;
 use super::{Worker, READ_BUDGET};
 
 /// Request buffers larger than this are released once empty, so a connection that sent
@@ -101,16 +104,31 @@ impl Worker {
     }
 
     fn handle(&mut self, key: usize, request: &Request) {
+        if request.method == "HEAD" {
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.head_only = true;
+            }
+        }
         let c = &self.shared.config;
         let limits = RouteLimits { max_topics: c.max_topics_per_stream, max_frame: c.outbox_max_bytes };
+        let keep_alive = request.keep_alive;
+        let now = Instant::now();
         match route::route(request, limits) {
-            Ok(Action::Subscribe { topics }) => self.start_stream(key, &topics),
+            Ok(Action::Subscribe { topics, last_event_id }) => self.start_stream(key, &topics, last_event_id),
             Ok(Action::Publish { events, shape }) => {
-                let pending =
-                    PendingPublish { events, ids: Vec::new(), shape, keep_alive: request.keep_alive };
+                let (events, held) = self.shared.hub.admit(events);
+                let pending = PendingPublish { events, ids: Vec::new(), held, shape, keep_alive };
                 self.publish(key, pending);
             }
-            Err(reject) => self.refuse(key, &reject, request.keep_alive),
+            Ok(Action::Latest { topic }) => {
+                let response = polling::latest(&self.history, &topic, now, keep_alive);
+                self.respond(key, response, keep_alive);
+            }
+            Ok(Action::EventsAfter { topic, after, limit }) => {
+                let response = polling::events_after(&self.history, &topic, after, limit, now, keep_alive);
+                self.respond(key, response, keep_alive);
+            }
+            Err(reject) => self.refuse(key, &reject, keep_alive),
         }
     }
 
@@ -124,6 +142,7 @@ impl Worker {
 
     fn respond(&mut self, key: usize, response: bytes::Bytes, keep_alive: bool) {
         let Some(conn) = self.conns.get_mut(key) else { return };
+        let response = if std::mem::take(&mut conn.head_only) { http::head_only(response) } else { response };
         conn.outbox.push_unbounded(response);
         if !keep_alive {
             conn.close_after_flush = true;
@@ -131,13 +150,30 @@ impl Worker {
         mark_dirty(&mut self.dirty, conn, key);
     }
 
-    /// Turns the connection into an event stream on `topics` (invariant 4).
-    fn start_stream(&mut self, key: usize, topics: &[String]) {
+    /// Turns the connection into an event stream on `topics` (invariant 4); with a resume
+    /// id, first replays history (a gap notice, then retained events in id order). The
+    /// replay and the registration happen in one step of the loop, so no event published
+    /// meanwhile can fall between them or come twice.
+    fn start_stream(&mut self, key: usize, topics: &[String], last_event_id: Option<u64>) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         let memberships = topics.iter().map(|t| self.topics.subscribe(t, key)).collect();
         conn.phase = Phase::Stream(memberships);
         conn.outbox.push_unbounded(http::stream_head());
         conn.outbox.push_unbounded(self.prelude.clone());
+        if let Some(after) = last_event_id {
+            let (gap, events) = self.history.replay(topics, after, Instant::now());
+            if let Some((from, to)) = gap {
+                conn.outbox.push_unbounded(sse::gap_frame(from, to));
+                LoopStats::add(&self.shared.stats[self.index].gaps_reported, 1);
+            }
+            let mut tally = FanOut::default();
+            for event in events {
+                let class = event.class;
+                let outcome = conn.outbox.push_event(event, self.bounds);
+                tally.add(&outcome, class, conn.outbox.queued_bytes());
+            }
+            tally.record(&self.shared.stats[self.index]);
+        }
         conn.last_queued_ms = self.now_ms;
         mark_dirty(&mut self.dirty, conn, key);
         self.streams += 1;
@@ -158,7 +194,7 @@ impl Worker {
             Err(e) => return self.refuse(key, &Reject::BadRequest(e.to_string()), pending.keep_alive),
         }
         if pending.ids.len() == pending.events.len() {
-            let body = publish::accepted_body(&pending.ids, pending.shape);
+            let body = publish::accepted_body(&pending.answer(), pending.shape);
             let response = http::response(202, "", "application/json", body.as_bytes(), pending.keep_alive);
             return self.respond(key, response, pending.keep_alive);
         }

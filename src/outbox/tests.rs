@@ -1,0 +1,273 @@
+//! Outbox tests: a fake socket that takes N bytes per write, class eviction, conflation,
+//! gap placement, and a property test over random push/flush/partial-write sequences.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use proptest::prelude::*;
+
+use super::*;
+
+/// A socket that accepts at most `per_call` bytes per call and says `WouldBlock` once
+/// `capacity` bytes are in, like a kernel send buffer.
+struct FakeSock {
+    out: Vec<u8>,
+    per_call: usize,
+    capacity: usize,
+}
+
+impl FakeSock {
+    fn open() -> FakeSock {
+        FakeSock { out: vec![], per_call: usize::MAX, capacity: usize::MAX }
+    }
+}
+
+impl Write for FakeSock {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.write_vectored(&[IoSlice::new(buf)])
+    }
+    fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let room = self.capacity.saturating_sub(self.out.len()).min(self.per_call);
+        if room == 0 {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let mut taken = 0;
+        for b in bufs {
+            let n = b.len().min(room - taken);
+            self.out.extend_from_slice(&b[..n]);
+            taken += n;
+            if taken == room {
+                break;
+            }
+        }
+        Ok(taken)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+const B: Bounds = Bounds { max_events: 4, max_bytes: 1000 };
+
+fn ev(id: u64, class: Class, key: Option<&str>, pad: usize) -> Arc<Event> {
+    let frame = Bytes::from(format!("id: {id}\ndata: {}\n\n", "x".repeat(pad)));
+    Arc::new(Event {
+        id,
+        topic: Arc::from("t"),
+        class,
+        key: key.map(Arc::from),
+        frame,
+        accepted_at: Instant::now(),
+    })
+}
+
+fn f(s: &'static str) -> Bytes {
+    Bytes::from_static(s.as_bytes())
+}
+
+/// What a client sees: event ids and gap ranges, in order.
+#[derive(Debug, PartialEq, Eq, Clone, Copy)]
+enum Seen {
+    Id(u64),
+    Gap(u64, u64),
+}
+
+fn seen(out: &[u8]) -> Vec<Seen> {
+    let text = std::str::from_utf8(out).unwrap();
+    text.split_terminator("\n\n")
+        .filter_map(|frame| {
+            if let Some(rest) = frame.strip_prefix("id: ") {
+                return Some(Seen::Id(rest.lines().next().unwrap().parse().unwrap()));
+            }
+            let json = frame.strip_prefix("event: gap\ndata: ")?;
+            let v: serde_json::Value = serde_json::from_str(json).unwrap();
+            Some(Seen::Gap(v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn drops_oldest_raw_frames_when_full_by_count() {
+    let mut o = Outbox::new();
+    for s in ["a", "b", "c", "d"] {
+        assert_eq!(o.push(f(s), B).evicted_total(), 0);
+    }
+    assert_eq!(o.push(f("e"), B).evicted_total(), 1);
+    let mut sock = FakeSock::open();
+    o.flush_to(&mut sock, B).unwrap();
+    assert_eq!(sock.out, b"bcde");
+    assert!(o.is_empty());
+    assert_eq!(o.queued_bytes(), 0);
+}
+
+#[test]
+fn partial_head_is_never_evicted() {
+    let bounds = Bounds { max_events: 4, max_bytes: 40 };
+    let mut o = Outbox::new();
+    o.push(f("0123456789"), bounds);
+    let mut sock = FakeSock { out: vec![], per_call: 3, capacity: 3 };
+    assert!(o.flush_to(&mut sock, B).unwrap().blocked);
+    assert_eq!(o.queued_bytes(), 7);
+    for s in ["aaaaaaaaaa", "bbbbbbbbbb", "cccccccccc", "dddddddddd"] {
+        o.push(f(s), bounds);
+    }
+    let mut rest = FakeSock::open();
+    o.flush_to(&mut rest, B).unwrap();
+    assert_eq!(rest.out, b"3456789bbbbbbbbbbccccccccccdddddddddd".to_vec());
+}
+
+#[test]
+fn reliable_frame_that_cannot_fit_is_reported_as_a_gap() {
+    let bounds = Bounds { max_events: 4, max_bytes: 40 };
+    let mut o = Outbox::new();
+    o.push_unbounded(Bytes::from("p".repeat(39)));
+    let r = o.push_event(ev(7, Class::Reliable, None, 5), bounds);
+    assert!(r.rejected);
+    assert_eq!(o.pending_gap(), Some((7, 7)));
+    let mut sock = FakeSock::open();
+    assert_eq!(o.flush_to(&mut sock, B).unwrap().gaps, 1);
+    assert_eq!(seen(&sock.out[39..]), vec![Seen::Gap(7, 7)]);
+}
+
+#[test]
+fn eviction_goes_droppable_then_latest_then_reliable_and_reports_reliable_gaps() {
+    let mut o = Outbox::new();
+    o.push_event(ev(1, Class::Reliable, None, 1), B);
+    o.push_event(ev(2, Class::Latest, Some("k"), 1), B);
+    o.push_event(ev(3, Class::Droppable, None, 1), B);
+    o.push_event(ev(4, Class::Reliable, None, 1), B);
+    assert_eq!(o.push_event(ev(5, Class::Reliable, None, 1), B).evicted, [0, 0, 1]);
+    assert_eq!(o.push_event(ev(6, Class::Reliable, None, 1), B).evicted, [0, 1, 0]);
+    assert_eq!(o.push_event(ev(7, Class::Reliable, None, 1), B).evicted, [1, 0, 0]);
+    assert_eq!(o.push_event(ev(8, Class::Reliable, None, 1), B).evicted, [1, 0, 0]);
+    assert_eq!(o.pending_gap(), Some((1, 4)));
+    let mut sock = FakeSock::open();
+    o.flush_to(&mut sock, B).unwrap();
+    // Placing the notice within the 4-frame bound takes one more slot: 5 joins the gap.
+    assert_eq!(seen(&sock.out), vec![Seen::Gap(1, 5), Seen::Id(6), Seen::Id(7), Seen::Id(8)]);
+}
+
+#[test]
+fn latest_replaces_the_queued_value_for_its_key_and_keeps_id_order() {
+    let mut o = Outbox::new();
+    let big = Bounds { max_events: 100, max_bytes: 100_000 };
+    o.push_event(ev(1, Class::Latest, Some("job-1"), 1), big);
+    o.push_event(ev(2, Class::Reliable, None, 1), big);
+    o.push_event(ev(3, Class::Latest, Some("job-2"), 1), big);
+    assert!(o.push_event(ev(4, Class::Latest, Some("job-1"), 1), big).conflated);
+    assert!(o.push_event(ev(5, Class::Latest, Some("job-1"), 1), big).conflated);
+    assert_eq!(o.len(), 3);
+    let mut sock = FakeSock::open();
+    o.flush_to(&mut sock, B).unwrap();
+    assert_eq!(seen(&sock.out), vec![Seen::Id(2), Seen::Id(3), Seen::Id(5)]);
+}
+
+#[test]
+fn a_partly_written_latest_value_is_not_conflated() {
+    let mut o = Outbox::new();
+    let big = Bounds { max_events: 100, max_bytes: 100_000 };
+    o.push_event(ev(1, Class::Latest, Some("k"), 50), big);
+    let mut sock = FakeSock { out: vec![], per_call: 5, capacity: 5 };
+    o.flush_to(&mut sock, B).unwrap();
+    assert!(!o.push_event(ev(2, Class::Latest, Some("k"), 1), big).conflated);
+    sock.capacity = usize::MAX;
+    sock.per_call = usize::MAX;
+    o.flush_to(&mut sock, B).unwrap();
+    assert_eq!(seen(&sock.out), vec![Seen::Id(1), Seen::Id(2)]);
+}
+
+#[test]
+fn gap_notice_goes_after_a_partial_head_and_pinned_frames() {
+    let bounds = Bounds { max_events: 3, max_bytes: 10_000 };
+    let mut o = Outbox::new();
+    o.push_event(ev(1, Class::Reliable, None, 20), bounds);
+    let mut sock = FakeSock { out: vec![], per_call: 4, capacity: 4 };
+    o.flush_to(&mut sock, B).unwrap();
+    o.push_event(ev(2, Class::Reliable, None, 1), bounds);
+    o.push_event(ev(3, Class::Reliable, None, 1), bounds);
+    o.push_event(ev(4, Class::Reliable, None, 1), bounds); // evicts 2, not the partial 1
+    sock.capacity = usize::MAX;
+    sock.per_call = usize::MAX;
+    o.flush_to(&mut sock, B).unwrap();
+    assert_eq!(seen(&sock.out), vec![Seen::Id(1), Seen::Gap(2, 2), Seen::Id(3), Seen::Id(4)]);
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    Push(u8, usize),
+    Heartbeat,
+    Flush(usize),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        4 => (0u8..4, 1usize..40).prop_map(|(c, n)| Op::Push(c, n)),
+        1 => Just(Op::Heartbeat),
+        2 => (1usize..60).prop_map(Op::Flush),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn order_bounds_partial_heads_and_gap_reports_hold(ops in proptest::collection::vec(op(), 1..300)) {
+        let bounds = Bounds { max_events: 6, max_bytes: 200 };
+        let mut o = Outbox::new();
+        let mut sock = FakeSock { out: vec![], per_call: 0, capacity: 0 };
+        let mut next = 1u64;
+        let mut reliable = BTreeSet::new();
+        for op in ops {
+            match op {
+                Op::Push(c, pad) => {
+                    let (class, key) = match c {
+                        0 | 1 => (Class::Reliable, None),
+                        2 => (Class::Latest, Some(if pad % 2 == 0 { "a" } else { "b" })),
+                        _ => (Class::Droppable, None),
+                    };
+                    if class == Class::Reliable {
+                        reliable.insert(next);
+                    }
+                    o.push_event(ev(next, class, key, pad), bounds);
+                    next += 1;
+                    prop_assert!(o.len() <= bounds.max_events);
+                    prop_assert!(o.queued_bytes() <= bounds.max_bytes);
+                }
+                Op::Heartbeat => {
+                    o.push(Bytes::from_static(b":\n\n"), bounds);
+                }
+                Op::Flush(n) => {
+                    // The socket takes at most n more bytes, in calls of at most n / 2 + 1.
+                    sock.capacity = sock.out.len() + n;
+                    sock.per_call = n / 2 + 1;
+                    let before = sock.out.len();
+                    let r = o.flush_to(&mut sock, bounds).unwrap();
+                    prop_assert_eq!(r.bytes, sock.out.len() - before);
+                    prop_assert!(o.len() <= bounds.max_events);
+                    prop_assert!(o.queued_bytes() <= bounds.max_bytes);
+                }
+            }
+        }
+        sock.capacity = usize::MAX;
+        sock.per_call = usize::MAX;
+        o.flush_to(&mut sock, B).unwrap();
+        prop_assert!(o.is_empty());
+        // Frames arrived whole (every frame parses), ids strictly increase.
+        let text = String::from_utf8(sock.out.clone()).unwrap();
+        prop_assert!(text.is_empty() || text.ends_with("\n\n"));
+        let seen = seen(&sock.out);
+        let ids: Vec<u64> = seen.iter().filter_map(|s| match s { Seen::Id(i) => Some(*i), _ => None }).collect();
+        prop_assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids out of order: {:?}", ids);
+        // Every reliable id is delivered, or covered by a gap notice that arrives before
+        // any frame with a larger id.
+        for &id in &reliable {
+            if ids.contains(&id) {
+                continue;
+            }
+            let gap_at = seen.iter().position(|s| matches!(s, Seen::Gap(f, t) if *f <= id && id <= *t));
+            prop_assert!(gap_at.is_some(), "reliable {} lost silently: {:?}", id, seen);
+            let first_newer = seen.iter().position(|s| matches!(s, Seen::Id(i) if *i > id));
+            if let (Some(g), Some(n)) = (gap_at, first_newer) {
+                prop_assert!(g < n, "gap for {} after a newer frame: {:?}", id, seen);
+            }
+        }
+    }
+}
