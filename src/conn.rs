@@ -40,6 +40,9 @@ pub(crate) struct Conn {
     pub last_queued_ms: u64,
     /// Loop clock (ms) since which queued bytes have waited with no progress.
     pub blocked_since_ms: Option<u64>,
+    /// A resumed stream skips live events up to this id: another loop may have delivered
+    /// them before the reconnect while this loop has not drained them yet.
+    pub resume_after: u64,
 }
 
 pub(crate) enum Phase {
@@ -121,6 +124,7 @@ impl Conn {
             head_only: false,
             last_queued_ms: now_ms,
             blocked_since_ms: None,
+            resume_after: 0,
         }
     }
 

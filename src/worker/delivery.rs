@@ -44,6 +44,9 @@ impl Worker {
     fn fan_out(&mut self, event: &Arc<Event>, tally: &mut FanOut) {
         for key in self.topics.subscribers(&event.topic) {
             let Some(conn) = self.conns.get_mut(key) else { continue };
+            if event.id <= conn.resume_after {
+                continue;
+            }
             let outcome = conn.outbox.push_event(event.clone(), self.bounds);
             tally.add(&outcome, event.class, conn.outbox.queued_bytes());
             conn.last_queued_ms = self.now_ms;

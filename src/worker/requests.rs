@@ -161,6 +161,7 @@ impl Worker {
         conn.outbox.push_unbounded(http::stream_head());
         conn.outbox.push_unbounded(self.prelude.clone());
         if let Some(after) = last_event_id {
+            conn.resume_after = after;
             let (gap, events) = self.history.replay(topics, after, Instant::now());
             if let Some((from, to)) = gap {
                 conn.outbox.push_unbounded(sse::gap_frame(from, to));
