@@ -16,6 +16,11 @@ pub struct Config {
     #[arg(long, env = "SSE_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
+    /// Separate address for `/metrics`, `/healthz`, `/readyz`, the status page and the
+    /// polling endpoints; when set, the public listener no longer serves them.
+    #[arg(long, env = "SSE_EDGE_ADMIN_LISTEN")]
+    pub admin_listen: Option<SocketAddr>,
+
     /// Number of event loops, one thread each [default: number of available cores].
     #[arg(long, env = "SSE_EDGE_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -108,6 +113,39 @@ pub struct Config {
     #[arg(long, env = "SSE_EDGE_HUB_QUEUE_EVENTS", default_value_t = 16_384,
           value_parser = parse_positive_usize)]
     pub hub_queue_events: usize,
+
+    /// Most open connections; 0 derives it from the open-file limit (the soft limit is raised
+    /// to the hard limit at start) minus `--fd-reserve`, and a larger value is capped by it.
+    /// Past it new connections get 503 with Retry-After.
+    #[arg(long, env = "SSE_EDGE_MAX_CONNECTIONS", default_value_t = 0)]
+    pub max_connections: usize,
+
+    /// File descriptors kept back from connections for listeners, pollers, logs and the
+    /// spare descriptor that answers accepts during EMFILE.
+    #[arg(long, env = "SSE_EDGE_FD_RESERVE", default_value_t = 64)]
+    pub fd_reserve: usize,
+
+    /// A request (head and body) not complete this long after its first byte is closed
+    /// (slowloris).
+    #[arg(long, env = "SSE_EDGE_REQUEST_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub request_timeout_ms: u64,
+
+    /// An idle keep-alive connection (no stream, no request in progress) is closed after
+    /// this long.
+    #[arg(long, env = "SSE_EDGE_KEEPALIVE_TIMEOUT_MS", default_value_t = 75_000,
+          value_parser = clap::value_parser!(u64).range(10..))]
+    pub keepalive_timeout_ms: u64,
+
+    /// On shutdown, streams get `event: server-shutdown` and this long to receive what is
+    /// queued before the process exits.
+    #[arg(long, env = "SSE_EDGE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    pub drain_timeout_ms: u64,
+
+    /// On shutdown each stream's `retry:` is `--retry-ms` plus a random share of this, so
+    /// clients do not all come back in the same second.
+    #[arg(long, env = "SSE_EDGE_SHUTDOWN_RETRY_SPREAD_MS", default_value_t = 10_000)]
+    pub shutdown_retry_spread_ms: u64,
 }
 
 impl Default for Config {
@@ -156,6 +194,13 @@ impl Config {
         }
         if self.history_max_bytes > self.history_max_total_bytes {
             return Err(ConfigError("--history-max-bytes must not exceed --history-max-total-bytes".into()));
+        }
+        if self.outbox_max_events < 4 || self.outbox_max_bytes < 4096 {
+            return Err(ConfigError(
+                "--outbox-max-events must be at least 4 and --outbox-max-bytes at least 4096 \
+                 (room for the stream head, the prelude and one notice)"
+                    .into(),
+            ));
         }
         if self.hub_queue_events == 0 {
             return Err(ConfigError("--hub-queue-events must be at least 1".into()));

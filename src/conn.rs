@@ -36,6 +36,8 @@ pub(crate) struct Conn {
     pub close_after_flush: bool,
     /// The request being answered is `HEAD`: its response goes out without content.
     pub head_only: bool,
+    /// Accepted on the admin listener (`--admin-listen`).
+    pub admin: bool,
     /// Loop clock (ms) when a frame was last queued: heartbeats go to streams idle longer.
     pub last_queued_ms: u64,
     /// Loop clock (ms) since which queued bytes have waited with no progress.
@@ -61,6 +63,10 @@ pub(crate) struct Requesting {
     pub peer_closed: bool,
     /// A publish waiting for room in the hub queues; reading is paused meanwhile.
     pub pending: Option<PendingPublish>,
+    /// Loop clock (ms) of the first byte of the request being received (request timeout).
+    pub started_ms: Option<u64>,
+    /// Loop clock (ms) since which the connection has had nothing to do (keep-alive timeout).
+    pub idle_since_ms: u64,
     /// Responses the client has not read yet exceed [`RESPONSE_BACKLOG_BYTES`]; reading is
     /// paused until the outbox drains (a pipelining client that never reads its responses
     /// cannot grow our memory).
@@ -116,12 +122,13 @@ impl Conn {
         Conn {
             sock,
             peer,
-            phase: Phase::Request(Box::default()),
+            phase: Phase::Request(Box::new(Requesting { idle_since_ms: now_ms, ..Requesting::default() })),
             outbox: Outbox::new(),
             writable: true,
             dirty: false,
             close_after_flush: false,
             head_only: false,
+            admin: false,
             last_queued_ms: now_ms,
             blocked_since_ms: None,
             resume_after: 0,

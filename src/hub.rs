@@ -249,6 +249,13 @@ impl Hub {
         self.capacity
     }
 
+    /// Wakes every loop (so it notices a lifecycle change at once).
+    pub(crate) fn wake_all(&self) {
+        for link in &self.links {
+            let _ = link.waker.wake();
+        }
+    }
+
     /// Refuses further publishes and wakes every loop so it notices shutdown.
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);

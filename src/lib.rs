@@ -51,7 +51,7 @@ pub use metrics::{CloseReason, Stats};
 pub use publish::{Class, Message};
 
 use hub::Hub;
-use worker::{Shared, Worker, LISTENER, WAKER};
+use worker::{Shared, Worker, ADMIN_LISTENER, LISTENER, WAKER};
 
 /// Starting the server failed.
 #[derive(Debug, thiserror::Error)]
@@ -94,6 +94,35 @@ impl Server {
             }
         }
         let io_err = |what| move |source| StartError::Io { what, source };
+        let capacity = match sys::rlimits::raise_nofile() {
+            Ok(fd) => {
+                let capacity = sys::rlimits::max_connections(fd, config.fd_reserve, config.max_connections);
+                log::info!(
+                    "open-file limit: soft {} (was {}), hard {}; max connections {capacity} \
+                     (--max-connections {}, --fd-reserve {})",
+                    fd.soft,
+                    fd.soft_before,
+                    fd.hard,
+                    config.max_connections,
+                    config.fd_reserve
+                );
+                capacity
+            }
+            Err(e) => {
+                log::warn!("cannot read or raise RLIMIT_NOFILE ({e}); using --max-connections as is");
+                if config.max_connections == 0 {
+                    usize::MAX
+                } else {
+                    config.max_connections
+                }
+            }
+        };
+        if capacity == 0 {
+            return Err(StartError::Config(ConfigError(
+                "no file descriptors left for connections: raise the open-file limit or lower --fd-reserve"
+                    .into(),
+            )));
+        }
         let mut addr = config.listen;
         let mut parts = Vec::with_capacity(loops);
         let mut wakers = Vec::with_capacity(loops);
@@ -109,7 +138,18 @@ impl Server {
                 .register(&mut listener, LISTENER, Interest::READABLE)
                 .map_err(io_err("registering the listener"))?;
             wakers.push(Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err("creating a waker"))?));
-            parts.push((poll, listener));
+            let admin = match (i, config.admin_listen) {
+                (0, Some(admin_addr)) => {
+                    let mut admin = sys::listener::bind_reuseport(admin_addr, config.backlog)
+                        .map_err(|source| StartError::Bind { addr: admin_addr, source })?;
+                    poll.registry()
+                        .register(&mut admin, ADMIN_LISTENER, Interest::READABLE)
+                        .map_err(io_err("registering the admin listener"))?;
+                    Some(admin)
+                }
+                _ => None,
+            };
+            parts.push((poll, (listener, admin)));
         }
         let latest_interval = Duration::from_millis(config.latest_min_interval_ms);
         let (hub, inboxes) = Hub::new(wakers, config.hub_queue_events, latest_interval);
@@ -117,12 +157,19 @@ impl Server {
             stats: (0..loops).map(|_| CachePadded::new(Default::default())).collect(),
             hub: Arc::new(hub),
             stop: Default::default(),
+            capacity,
+            connections: Default::default(),
+            draining: Default::default(),
             config,
         });
         let cores = if shared.config.pin_threads { sys::affinity::allowed_cores() } else { Vec::new() };
         let mut threads = Vec::with_capacity(loops);
-        for (index, ((poll, listener), inbox)) in parts.into_iter().zip(inboxes).enumerate() {
-            let worker = Worker::new(index, shared.clone(), poll, listener, inbox);
+        let admin_addr = match &parts[0].1 .1 {
+            Some(admin) => Some(admin.local_addr().map_err(io_err("reading the admin address"))?),
+            None => None,
+        };
+        for (index, ((poll, listeners), inbox)) in parts.into_iter().zip(inboxes).enumerate() {
+            let worker = Worker::new(index, shared.clone(), poll, listeners, inbox);
             let cores = cores.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("sse-loop-{index}"))
@@ -138,7 +185,6 @@ impl Server {
             .name("sse-throttle".into())
             .spawn(move || hub.run_throttle_flusher())
             .map_err(io_err("spawning the throttle thread"))?;
-        threads.push(flusher);
         let c = &shared.config;
         log::info!(
             "sse-edge listening on {addr}: {loops} loops, backlog {}, outbox {} events / {} bytes, heartbeat {} ms, stall timeout {} ms",
@@ -148,21 +194,30 @@ impl Server {
             c.heartbeat_ms,
             c.stall_timeout_ms
         );
-        Ok(Handle { addr, shared, threads })
+        let (loop_threads, helper_threads) = (threads, vec![flusher]);
+        Ok(Handle { addr, admin_addr, shared, loop_threads, helper_threads })
     }
 }
 
-/// A running server. Dropping it shuts the server down.
+/// A running server. Dropping it stops the server at once (no drain); call
+/// [`Handle::shutdown`] for a graceful one.
 pub struct Handle {
     addr: SocketAddr,
+    admin_addr: Option<SocketAddr>,
     shared: Arc<Shared>,
-    threads: Vec<JoinHandle<()>>,
+    loop_threads: Vec<JoinHandle<()>>,
+    helper_threads: Vec<JoinHandle<()>>,
 }
 
 impl Handle {
     /// The address the loops listen on (the real port when configured with port 0).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// The admin listener's address, when `--admin-listen` is set.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_addr
     }
 
     /// A cloneable, `Send` handle for publishing from this process.
@@ -176,6 +231,7 @@ impl Handle {
         let mut stats = Stats::sum(self.shared.stats.iter().map(|s| &**s), hub.queue_lengths());
         stats.published_by_class = hub.published();
         stats.throttled = hub.throttle.replaced();
+        stats.capacity = self.shared.capacity as u64;
         stats
     }
 
@@ -184,27 +240,35 @@ impl Handle {
         &self.shared.config
     }
 
-    /// Blocks until every loop has exited (a loop exits only on a fatal poll error; the
-    /// process's default signal handling ends the binary).
+    /// A `Send + Clone` trigger for a graceful shutdown from another thread (a signal
+    /// handler thread, say).
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        ShutdownTrigger { shared: self.shared.clone() }
+    }
+
+    /// Blocks until every loop has exited: after a drain started by a [`ShutdownTrigger`],
+    /// or a fatal poll error. Then stops the helper threads.
     pub fn wait(mut self) {
-        for t in self.threads.drain(..) {
+        self.join_all();
+    }
+
+    /// Graceful shutdown: stop accepting, tell every stream `server-shutdown` with a spread
+    /// `retry:`, flush within `--drain-timeout-ms`, close, and return.
+    pub fn shutdown(mut self) {
+        self.shutdown_trigger().begin();
+        self.join_all();
+    }
+
+    fn join_all(&mut self) {
+        for t in self.loop_threads.drain(..) {
             if t.join().is_err() {
                 log::error!("a loop thread panicked");
             }
         }
-    }
-
-    /// Stops accepting, closes every connection, stops the loops and waits for them.
-    pub fn shutdown(mut self) {
-        self.stop();
-    }
-
-    fn stop(&mut self) {
-        self.shared.stop.store(true, Ordering::Release);
         self.shared.hub.close();
-        for t in self.threads.drain(..) {
+        for t in self.helper_threads.drain(..) {
             if t.join().is_err() {
-                log::error!("a loop thread panicked");
+                log::error!("a helper thread panicked");
             }
         }
     }
@@ -212,9 +276,29 @@ impl Handle {
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        if !self.threads.is_empty() {
-            self.stop();
+        if !self.loop_threads.is_empty() {
+            self.shared.stop.store(true, Ordering::Release);
+            self.shared.hub.close();
+            self.join_all();
         }
+    }
+}
+
+/// Starts a graceful shutdown of the server it came from.
+#[derive(Clone)]
+pub struct ShutdownTrigger {
+    shared: Arc<Shared>,
+}
+
+impl ShutdownTrigger {
+    /// Begins the drain (idempotent); returns `false` if it had already begun.
+    pub fn begin(&self) -> bool {
+        let first = !self.shared.draining.swap(true, Ordering::AcqRel);
+        if first {
+            log::info!("shutdown: draining");
+            self.shared.hub.wake_all();
+        }
+        first
     }
 }
 

@@ -23,6 +23,9 @@ pub enum CloseReason {
     Rejected,
     /// The server is shutting down.
     Shutdown,
+    /// A request took longer than `--request-timeout-ms`, or a keep-alive connection sat
+    /// idle past `--keepalive-timeout-ms`.
+    Timeout,
 }
 
 impl CloseReason {
@@ -43,10 +46,69 @@ impl CloseReason {
             CloseReason::Stalled => "stalled",
             CloseReason::Rejected => "rejected",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::Timeout => "timeout",
         }
     }
 
     fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Why a connection or request was refused before it was served.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RejectReason {
+    /// Past `--max-connections` (503).
+    Capacity,
+    /// `accept` failed with EMFILE/ENFILE; answered from the spare descriptor (503).
+    Emfile,
+    /// `--max-streams-per-ip` (429).
+    IpStreams,
+    /// `--connect-rate-per-ip` (429).
+    IpRate,
+    /// `--max-streams-per-user` (429).
+    UserStreams,
+    /// `--publish-rate-per-topic` (429).
+    TopicRate,
+    /// Missing or invalid token (401).
+    Unauthorized,
+    /// Not allowed (403).
+    Forbidden,
+    /// The node is draining for shutdown (503).
+    Draining,
+}
+
+impl RejectReason {
+    /// All reasons, in counter order.
+    pub const ALL: [RejectReason; 9] = [
+        RejectReason::Capacity,
+        RejectReason::Emfile,
+        RejectReason::IpStreams,
+        RejectReason::IpRate,
+        RejectReason::UserStreams,
+        RejectReason::TopicRate,
+        RejectReason::Unauthorized,
+        RejectReason::Forbidden,
+        RejectReason::Draining,
+    ];
+
+    /// Stable label for metrics and logs.
+    pub fn label(self) -> &'static str {
+        match self {
+            RejectReason::Capacity => "capacity",
+            RejectReason::Emfile => "emfile",
+            RejectReason::IpStreams => "ip_streams",
+            RejectReason::IpRate => "ip_rate",
+            RejectReason::UserStreams => "user_streams",
+            RejectReason::TopicRate => "topic_rate",
+            RejectReason::Unauthorized => "unauthorized",
+            RejectReason::Forbidden => "forbidden",
+            RejectReason::Draining => "draining",
+        }
+    }
+
+    /// Index into [`Stats::rejected`].
+    pub fn index(self) -> usize {
         self as usize
     }
 }
@@ -68,7 +130,8 @@ pub struct LoopStats {
     pub(crate) history_bytes: AtomicU64,
     // counters
     pub(crate) accepted: AtomicU64,
-    pub(crate) closed: [AtomicU64; 5],
+    pub(crate) rejected: [AtomicU64; 9],
+    pub(crate) closed: [AtomicU64; 6],
     pub(crate) requests_rejected: AtomicU64,
     pub(crate) events_in: AtomicU64,
     pub(crate) deliveries: AtomicU64,
@@ -96,6 +159,10 @@ impl LoopStats {
     pub(crate) fn closed(&self, reason: CloseReason) {
         Self::add(&self.closed[reason.index()], 1);
     }
+
+    pub(crate) fn rejected(&self, reason: RejectReason) {
+        Self::add(&self.rejected[reason.index()], 1);
+    }
 }
 
 /// A point-in-time sum over all loops.
@@ -119,8 +186,12 @@ pub struct Stats {
     pub parked_publishers: u64,
     /// Connections accepted.
     pub accepted: u64,
+    /// Connections or requests refused, by [`RejectReason::ALL`] order.
+    pub rejected: [u64; 9],
+    /// Most connections this node holds (`--max-connections` or the fd limit).
+    pub capacity: u64,
     /// Connections closed, by [`CloseReason::ALL`] order.
-    pub closed: [u64; 5],
+    pub closed: [u64; 6],
     /// Requests answered with an error status.
     pub requests_rejected: u64,
     /// Events taken from the hub, summed over loops (each event counts once per loop).
@@ -167,6 +238,11 @@ impl Stats {
         self.closed[reason.index()]
     }
 
+    /// Connections or requests refused for `reason`.
+    pub fn rejected_for(&self, reason: RejectReason) -> u64 {
+        self.rejected[reason.index()]
+    }
+
     pub(crate) fn sum<'a>(
         loops: impl Iterator<Item = &'a LoopStats>,
         hub_queue_lengths: Vec<usize>,
@@ -184,6 +260,9 @@ impl Stats {
             s.write_blocked += get(&l.write_blocked);
             s.parked_publishers += get(&l.parked_publishers);
             s.accepted += get(&l.accepted);
+            for (sum, c) in s.rejected.iter_mut().zip(&l.rejected) {
+                *sum += get(c);
+            }
             for (sum, c) in s.closed.iter_mut().zip(&l.closed) {
                 *sum += get(c);
             }

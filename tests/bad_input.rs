@@ -15,9 +15,9 @@ use util::*;
 /// at it, so anything wrongly published shows up before the next liveness frame.
 const WATCH: &str = "watch";
 /// `max_body_bytes` in these tests.
-const MAX_BODY: usize = 2048;
+const MAX_BODY: usize = 8192;
 /// `outbox_max_bytes` in these tests: the largest event frame accepted.
-const MAX_FRAME: usize = 1024;
+const MAX_FRAME: usize = 4096;
 /// Default `max_request_bytes`.
 const MAX_HEAD: usize = 8192;
 

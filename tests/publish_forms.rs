@@ -312,9 +312,9 @@ fn ndjson_batch_with_a_bad_line_publishes_none_of_it() {
         expect_nothing_before_marker(server.addr, &mut sub, "batch", what);
     }
     // Oversized lines refuse the whole batch too.
-    let server2 = TestServer::start(Config { outbox_max_bytes: 512, ..config() });
+    let server2 = TestServer::start(Config { outbox_max_bytes: 4096, ..config() });
     let mut sub2 = SseClient::connect(server2.addr, "/events?topic=batch");
-    let body = format!("{ok}\n{{\"topic\":\"batch\",\"data\":\"{}\"}}\n", "x".repeat(600));
+    let body = format!("{ok}\n{{\"topic\":\"batch\",\"data\":\"{}\"}}\n", "x".repeat(5000));
     let r = Client::connect(server2.addr).publish("", Some("application/x-ndjson"), body.as_bytes());
     assert_eq!(r.status, 413, "{}", r.text());
     expect_nothing_before_marker(server2.addr, &mut sub2, "batch", "an oversized line");

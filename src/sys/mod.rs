@@ -4,3 +4,5 @@
 
 pub mod affinity;
 pub mod listener;
+pub mod rlimits;
+pub mod signals;

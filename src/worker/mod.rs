@@ -10,23 +10,27 @@
 //! 4. resume reads cut short by a budget, retry publishers parked on a full hub;
 //! 5. drain the hub inbox up to [`DRAIN_BUDGET`] events into outboxes ([`delivery`]);
 //! 6. flush every touched connection once (`writev` over its queued frames);
-//! 7. on the timer tick: heartbeats, stall and linger deadlines, gauges.
+//! 7. on the timer tick: heartbeats, stall, request, idle and linger deadlines, gauges
+//!    ([`timers`]); while draining for shutdown, the drain deadline.
 //!
 //! Every drain has a budget, so no single source (a flooding publisher, an accept storm,
 //! a large backlog of events) can starve the others.
 
+mod accept;
 mod delivery;
 mod requests;
+mod timers;
 
+use std::fs::File;
 use std::io;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use crossbeam_utils::CachePadded;
 use mio::net::TcpListener;
-use mio::{Events, Interest, Poll, Token};
+use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::config::Config;
@@ -39,6 +43,8 @@ use crate::topics::TopicIndex;
 
 /// The listener's token (slab keys never reach it).
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
+/// The admin listener's token (`--admin-listen`, on loop 0 only).
+pub(crate) const ADMIN_LISTENER: Token = Token(usize::MAX - 2);
 /// The hub's waker token.
 pub(crate) const WAKER: Token = Token(usize::MAX);
 
@@ -61,11 +67,18 @@ const LINGER_MS: u64 = 2_000;
 /// so retrying at once would spin).
 const ACCEPT_BACKOFF_MS: u64 = 50;
 
-/// What all loops share: config, hub, per-loop stats, the stop flag.
+/// What all loops share: config, hub, per-loop stats, capacity and lifecycle flags.
 pub(crate) struct Shared {
     pub config: Config,
     pub hub: Arc<Hub>,
     pub stats: Vec<CachePadded<LoopStats>>,
+    /// Most connections the node holds (invariant 1 of [`accept`]).
+    pub capacity: usize,
+    /// Open connections over all loops (touched per connection, never per event).
+    pub connections: AtomicUsize,
+    /// Draining for shutdown: stop accepting, tell streams, flush, exit.
+    pub draining: AtomicBool,
+    /// Close everything now.
     pub stop: AtomicBool,
 }
 
@@ -74,7 +87,9 @@ pub(crate) struct Worker {
     index: usize,
     shared: Arc<Shared>,
     poll: Poll,
-    listener: TcpListener,
+    /// `None` once draining.
+    listener: Option<TcpListener>,
+    admin_listener: Option<TcpListener>,
     inbox: Inbox,
     conns: Slab<Conn>,
     topics: TopicIndex,
@@ -89,8 +104,14 @@ pub(crate) struct Worker {
     /// Connections in the stream phase (kept as a count: gauges must not walk the slab).
     streams: usize,
     accept_pending: bool,
+    admin_accept_pending: bool,
     accept_paused_until_ms: u64,
+    /// The spare descriptor for `EMFILE` (invariant 2 of [`accept`]).
+    spare: Option<File>,
+    at_capacity: Bytes,
     drain_more: bool,
+    /// Loop clock (ms) at which a drain gives up on the remaining connections.
+    drain_deadline_ms: Option<u64>,
     epoch: Instant,
     now_ms: u64,
     next_tick_ms: u64,
@@ -104,11 +125,11 @@ impl Worker {
         index: usize,
         shared: Arc<Shared>,
         poll: Poll,
-        listener: TcpListener,
+        listeners: (TcpListener, Option<TcpListener>),
         inbox: Inbox,
     ) -> Worker {
         let c = &shared.config;
-        let tick_ms = (c.heartbeat_ms.min(c.stall_timeout_ms) / 4).clamp(5, 1_000);
+        let tick_ms = (c.heartbeat_ms.min(c.stall_timeout_ms).min(c.request_timeout_ms) / 4).clamp(5, 1_000);
         let bounds = Bounds { max_events: c.outbox_max_events, max_bytes: c.outbox_max_bytes };
         let prelude = crate::sse::prelude(c.retry_ms);
         let history = History::new(
@@ -125,7 +146,8 @@ impl Worker {
             index,
             shared,
             poll,
-            listener,
+            listener: Some(listeners.0),
+            admin_listener: listeners.1,
             inbox,
             conns: Slab::new(),
             topics: TopicIndex::new(),
@@ -136,8 +158,12 @@ impl Worker {
             again: Vec::new(),
             streams: 0,
             accept_pending: true,
+            admin_accept_pending: true,
             accept_paused_until_ms: 0,
+            spare: accept::open_spare(),
+            at_capacity: accept::at_capacity(),
             drain_more: false,
+            drain_deadline_ms: None,
             epoch: Instant::now(),
             now_ms: 0,
             next_tick_ms: tick_ms,
@@ -151,7 +177,7 @@ impl Worker {
         &self.shared.stats[self.index]
     }
 
-    /// Runs until the stop flag is set; then closes every connection.
+    /// Runs until stopped, or until a drain has closed every connection (or timed out).
     pub(crate) fn run(mut self) {
         let mut events = Events::with_capacity(EVENTS_CAPACITY);
         while !self.shared.stop.load(Ordering::Acquire) {
@@ -166,6 +192,7 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
+                    ADMIN_LISTENER => self.admin_accept_pending = true,
                     WAKER => {}
                     Token(key) => {
                         if event.is_writable() {
@@ -177,13 +204,21 @@ impl Worker {
                     }
                 }
             }
-            if self.accept_pending && self.now_ms >= self.accept_paused_until_ms {
-                self.accept();
+            if self.now_ms >= self.accept_paused_until_ms {
+                if self.accept_pending {
+                    self.accept(accept::Which::Public);
+                }
+                if self.admin_accept_pending {
+                    self.accept(accept::Which::Admin);
+                }
             }
             self.resume_reads();
             self.retry_parked();
             self.drain_hub();
             self.flush_dirty();
+            if self.shared.draining.load(Ordering::Acquire) && self.drain_step() {
+                break;
+            }
             if self.now_ms >= self.next_tick_ms {
                 self.tick();
                 self.next_tick_ms = self.now_ms + self.tick_ms;
@@ -197,15 +232,19 @@ impl Worker {
     }
 
     fn poll_timeout(&self) -> Duration {
-        let busy = (self.accept_pending && self.now_ms >= self.accept_paused_until_ms)
+        let accepting = self.now_ms >= self.accept_paused_until_ms;
+        let busy = (accepting && (self.accept_pending || self.admin_accept_pending))
             || !self.again.is_empty()
             || self.drain_more;
         if busy {
             return Duration::ZERO;
         }
         let mut until_ms = self.next_tick_ms;
-        if self.accept_pending {
+        if self.accept_pending || self.admin_accept_pending {
             until_ms = until_ms.min(self.accept_paused_until_ms);
+        }
+        if let Some(deadline) = self.drain_deadline_ms {
+            until_ms = until_ms.min(deadline);
         }
         let timeout = Duration::from_millis(until_ms.saturating_sub(self.now_ms));
         if self.parked.is_empty() {
@@ -213,42 +252,6 @@ impl Worker {
         } else {
             timeout.min(PARK_RETRY)
         }
-    }
-
-    fn accept(&mut self) {
-        for _ in 0..ACCEPT_BUDGET {
-            match self.listener.accept() {
-                Ok((mut sock, peer)) => {
-                    if let Err(e) = sock.set_nodelay(true) {
-                        log::debug!("loop {}: TCP_NODELAY on {peer}: {e}", self.index);
-                    }
-                    let entry = self.conns.vacant_entry();
-                    let key = entry.key();
-                    let interest = Interest::READABLE | Interest::WRITABLE;
-                    if let Err(e) = self.poll.registry().register(&mut sock, Token(key), interest) {
-                        log::warn!("loop {}: cannot register {peer}: {e}", self.index);
-                        continue;
-                    }
-                    entry.insert(Conn::new(sock, peer, self.now_ms));
-                    LoopStats::add(&self.stats().accepted, 1);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    self.accept_pending = false;
-                    break;
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) if is_resource_exhausted(&e) => {
-                    log::warn!(
-                        "loop {}: accept: {e}; pausing accepts for {ACCEPT_BACKOFF_MS} ms",
-                        self.index
-                    );
-                    self.accept_paused_until_ms = self.now_ms + ACCEPT_BACKOFF_MS;
-                    break;
-                }
-                Err(e) => log::debug!("loop {}: accept: {e}", self.index),
-            }
-        }
-        self.update_gauges();
     }
 
     fn on_writable(&mut self, key: usize) {
@@ -329,49 +332,9 @@ impl Worker {
                 log::debug!("loop {} conn {key} peer {}: closed ({})", self.index, conn.peer, reason.label())
             }
         }
+        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
         self.stats().closed(reason);
         self.update_gauges();
-    }
-
-    /// Heartbeats, stall and linger deadlines, outbox gauges: one walk per tick.
-    fn tick(&mut self) {
-        let c = &self.shared.config;
-        let (heartbeat_ms, stall_ms, now) = (c.heartbeat_ms, c.stall_timeout_ms, self.now_ms);
-        let mut to_close = Vec::new();
-        let (mut queued, mut blocked, mut heartbeats) = (0usize, 0usize, 0u64);
-        for (key, conn) in self.conns.iter_mut() {
-            match conn.phase {
-                Phase::Stream(_) if conn.outbox.is_empty() && now - conn.last_queued_ms >= heartbeat_ms => {
-                    conn.outbox.push(crate::sse::HEARTBEAT.clone(), self.bounds);
-                    conn.last_queued_ms = now;
-                    heartbeats += 1;
-                    if !conn.dirty {
-                        conn.dirty = true;
-                        self.dirty.push(key);
-                    }
-                }
-                Phase::Lingering { until_ms } if now >= until_ms => to_close.push((key, CloseReason::Client)),
-                _ => {}
-            }
-            if conn.blocked_since_ms.is_some_and(|since| now - since >= stall_ms) {
-                to_close.push((key, CloseReason::Stalled));
-            }
-            queued += conn.outbox.queued_bytes();
-            blocked += usize::from(!conn.writable);
-        }
-        for (key, reason) in to_close {
-            self.close(key, reason);
-        }
-        self.history.expire(Instant::now());
-        let (history_topics, history_events) = self.history.size();
-        let stats = self.stats();
-        LoopStats::set(&stats.history_topics, history_topics);
-        LoopStats::set(&stats.history_events, history_events);
-        LoopStats::set(&stats.history_bytes, self.history.total_bytes());
-        LoopStats::add(&stats.heartbeats, heartbeats);
-        LoopStats::set(&stats.outbox_queued_bytes, queued);
-        LoopStats::set(&stats.write_blocked, blocked);
-        self.flush_dirty();
     }
 
     fn update_gauges(&self) {
@@ -382,11 +345,4 @@ impl Worker {
         LoopStats::set(&stats.memberships, self.topics.membership_count());
         LoopStats::set(&stats.parked_publishers, self.parked.len());
     }
-}
-
-fn is_resource_exhausted(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(nix::libc::EMFILE | nix::libc::ENFILE | nix::libc::ENOBUFS | nix::libc::ENOMEM)
-    )
 }

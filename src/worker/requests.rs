@@ -39,7 +39,10 @@ impl Worker {
                 return;
             }
             match read_once(&mut conn.sock, &mut self.scratch) {
-                ReadResult::Data(n) => req.buf.extend_from_slice(&self.scratch[..n]),
+                ReadResult::Data(n) => {
+                    req.buf.extend_from_slice(&self.scratch[..n]);
+                    req.started_ms.get_or_insert(self.now_ms);
+                }
                 ReadResult::WouldBlock => return self.process_requests(key),
                 ReadResult::Eof => req.peer_closed = true,
                 ReadResult::Error(e) => {
@@ -95,8 +98,13 @@ impl Worker {
                 }
             }
         }
+        let now = self.now_ms;
         if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
             req.buf.drain(..consumed.min(req.buf.len()));
+            if consumed > 0 {
+                req.idle_since_ms = now;
+                req.started_ms = (!req.buf.is_empty()).then_some(now);
+            }
             if req.buf.is_empty() && req.buf.capacity() > KEEP_BUFFER_BYTES {
                 req.buf = Vec::new();
             }
@@ -141,6 +149,7 @@ impl Worker {
     }
 
     fn respond(&mut self, key: usize, response: bytes::Bytes, keep_alive: bool) {
+        let keep_alive = keep_alive && !self.draining();
         let Some(conn) = self.conns.get_mut(key) else { return };
         let response = if std::mem::take(&mut conn.head_only) { http::head_only(response) } else { response };
         conn.outbox.push_unbounded(response);

@@ -1,0 +1,169 @@
+//! The timer walk and the shutdown drain.
+//!
+//! One walk over the loop's connections per tick (`min(heartbeat, stall, request timeout) /
+//! 4`, clamped to 5 ms ..= 1 s) does everything time-based:
+//! 1. a stream with nothing queued for `--heartbeat-ms` gets the shared `:` frame;
+//! 2. a connection with queued bytes and no write progress for `--stall-timeout-ms` is
+//!    closed (`stalled`);
+//! 3. a request not complete `--request-timeout-ms` after its first byte is closed
+//!    (`timeout`: slowloris), and so is a keep-alive connection idle for
+//!    `--keepalive-timeout-ms`; a publisher parked on a full hub is exempt (we made it wait);
+//! 4. a lingering close past its deadline is closed;
+//! 5. outbox and history gauges are refreshed.
+//!
+//! Drain (SIGTERM, `Handle::shutdown`): stop accepting; every stream gets
+//! `event: server-shutdown` with `data: {"reconnect":true}` and a `retry:` spread over
+//! `--shutdown-retry-spread-ms` so clients do not return in the same second; idle
+//! connections close at once, requests in flight get their answer and close; the loop
+//! exits when it holds no connection or `--drain-timeout-ms` has passed.
+
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use bytes::Bytes;
+
+use crate::conn::Phase;
+use crate::metrics::{CloseReason, LoopStats};
+
+use super::Worker;
+
+impl Worker {
+    /// Heartbeats, stall, request, idle and linger deadlines, gauges: one walk per tick.
+    pub(super) fn tick(&mut self) {
+        let c = &self.shared.config;
+        let (heartbeat_ms, stall_ms, now) = (c.heartbeat_ms, c.stall_timeout_ms, self.now_ms);
+        let (request_ms, idle_ms) = (c.request_timeout_ms, c.keepalive_timeout_ms);
+        let mut to_close = Vec::new();
+        let (mut queued, mut blocked, mut heartbeats) = (0usize, 0usize, 0u64);
+        for (key, conn) in self.conns.iter_mut() {
+            match &conn.phase {
+                Phase::Stream(_) if conn.outbox.is_empty() && now - conn.last_queued_ms >= heartbeat_ms => {
+                    conn.outbox.push(crate::sse::HEARTBEAT.clone(), self.bounds);
+                    conn.last_queued_ms = now;
+                    heartbeats += 1;
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.dirty.push(key);
+                    }
+                }
+                Phase::Request(req) if req.pending.is_none() => {
+                    let slow = req.started_ms.is_some_and(|t| now - t >= request_ms);
+                    let idle = req.started_ms.is_none()
+                        && conn.outbox.is_empty()
+                        && now - req.idle_since_ms >= idle_ms;
+                    if slow || idle {
+                        to_close.push((key, CloseReason::Timeout));
+                    }
+                }
+                Phase::Lingering { until_ms } if now >= *until_ms => {
+                    to_close.push((key, CloseReason::Client))
+                }
+                _ => {}
+            }
+            if conn.blocked_since_ms.is_some_and(|since| now - since >= stall_ms) {
+                to_close.push((key, CloseReason::Stalled));
+            }
+            queued += conn.outbox.queued_bytes();
+            blocked += usize::from(!conn.writable);
+        }
+        for (key, reason) in to_close {
+            self.close(key, reason);
+        }
+        self.history.expire(Instant::now());
+        let (history_topics, history_events) = self.history.size();
+        let stats = self.stats();
+        LoopStats::add(&stats.heartbeats, heartbeats);
+        LoopStats::set(&stats.outbox_queued_bytes, queued);
+        LoopStats::set(&stats.write_blocked, blocked);
+        LoopStats::set(&stats.history_topics, history_topics);
+        LoopStats::set(&stats.history_events, history_events);
+        LoopStats::set(&stats.history_bytes, self.history.total_bytes());
+        self.flush_dirty();
+    }
+
+    /// One step of the drain; `true` when the loop may exit.
+    pub(super) fn drain_step(&mut self) -> bool {
+        let deadline = match self.drain_deadline_ms {
+            Some(d) => d,
+            None => self.begin_drain(),
+        };
+        self.conns.is_empty() || self.now_ms >= deadline
+    }
+
+    fn begin_drain(&mut self) -> u64 {
+        let c = &self.shared.config;
+        let deadline = self.now_ms + c.drain_timeout_ms;
+        let (retry_ms, spread_ms) = (c.retry_ms, c.shutdown_retry_spread_ms);
+        self.drain_deadline_ms = Some(deadline);
+        for listener in [self.listener.take(), self.admin_listener.take()].into_iter().flatten() {
+            let mut listener = listener;
+            let _ = self.poll.registry().deregister(&mut listener);
+        }
+        self.accept_pending = false;
+        self.admin_accept_pending = false;
+        let seed = self.epoch.elapsed().as_nanos() as u64 ^ (self.index as u64) << 56;
+        let mut idle = Vec::new();
+        for (key, conn) in self.conns.iter_mut() {
+            match &conn.phase {
+                Phase::Stream(_) => {
+                    let jitter = if spread_ms == 0 { 0 } else { mix(seed ^ key as u64) % spread_ms };
+                    conn.outbox.push_unbounded(shutdown_notice(retry_ms + jitter));
+                    conn.close_after_flush = true;
+                    if !conn.dirty {
+                        conn.dirty = true;
+                        self.dirty.push(key);
+                    }
+                }
+                Phase::Request(req)
+                    if req.pending.is_none() && req.buf.is_empty() && conn.outbox.is_empty() =>
+                {
+                    idle.push(key);
+                }
+                Phase::Request(_) | Phase::Lingering { .. } => {}
+            }
+        }
+        for key in idle {
+            self.close(key, CloseReason::Shutdown);
+        }
+        log::info!(
+            "loop {}: draining {} connections ({} streams) within {} ms",
+            self.index,
+            self.conns.len(),
+            self.streams,
+            deadline - self.now_ms
+        );
+        self.flush_dirty();
+        deadline
+    }
+
+    /// Whether the node is draining (answers close their connection).
+    pub(super) fn draining(&self) -> bool {
+        self.shared.draining.load(Ordering::Acquire)
+    }
+}
+
+/// `event: server-shutdown` with the reconnection delay this stream should use.
+fn shutdown_notice(retry_ms: u64) -> Bytes {
+    Bytes::from(format!("event: server-shutdown\ndata: {{\"reconnect\":true}}\nretry: {retry_ms}\n\n"))
+}
+
+/// splitmix64: spreads a seed into an evenly distributed value (jitter, not security).
+fn mix(mut x: u64) -> u64 {
+    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn jitter_spreads_over_the_window() {
+        let spread = 10_000;
+        let buckets = (0..10_000u64).fold([0u32; 10], |mut b, k| {
+            b[(super::mix(k) % spread / 1000) as usize] += 1;
+            b
+        });
+        assert!(buckets.iter().all(|&n| n > 800), "{buckets:?}");
+    }
+}
