@@ -137,6 +137,67 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(10..))]
     pub keepalive_timeout_ms: u64,
 
+    /// Bearer token publishers must send (`Authorization: Bearer <token>`); without one,
+    /// only loopback peers may publish.
+    #[arg(long, env = "SSE_EDGE_PUBLISH_TOKEN", hide_env_values = true)]
+    pub publish_token: Option<String>,
+
+    /// HS256 secret that signs subscribe tokens (claims `sub`, `topics`, `exp`); when set,
+    /// every stream needs a valid token (header, cookie or `?token=`).
+    #[arg(long, env = "SSE_EDGE_SUBSCRIBE_KEY", hide_env_values = true)]
+    pub subscribe_key: Option<String>,
+
+    /// Cookie that carries the subscribe token (browser EventSource cannot set headers).
+    #[arg(long, env = "SSE_EDGE_SUBSCRIBE_COOKIE")]
+    pub subscribe_cookie: Option<String>,
+
+    /// Origins allowed to use streams and publish from a browser (`*` for any); repeat or
+    /// separate with commas. Other origins get no CORS headers.
+    #[arg(long, env = "SSE_EDGE_CORS_ORIGIN", value_delimiter = ',')]
+    pub cors_origin: Vec<String>,
+
+    /// Concurrent streams from one IP (0: unlimited). Refusals get 429.
+    #[arg(long, env = "SSE_EDGE_MAX_STREAMS_PER_IP", default_value_t = 0)]
+    pub max_streams_per_ip: usize,
+
+    /// New connections per second from one IP, token bucket (0: off). Refusals get 429.
+    #[arg(long, env = "SSE_EDGE_CONNECT_RATE_PER_IP", default_value_t = 0.0)]
+    pub connect_rate_per_ip: f64,
+
+    /// Connections one IP may open in a burst before `--connect-rate-per-ip` applies.
+    #[arg(long, env = "SSE_EDGE_CONNECT_BURST_PER_IP", default_value_t = 50.0)]
+    pub connect_burst_per_ip: f64,
+
+    /// Concurrent streams of one user (the `sub` of a verified subscribe token; 0: unlimited).
+    #[arg(long, env = "SSE_EDGE_MAX_STREAMS_PER_USER", default_value_t = 3)]
+    pub max_streams_per_user: usize,
+
+    /// Publishes per second to one topic, token bucket (0: off). Refusals get 429.
+    #[arg(long, env = "SSE_EDGE_PUBLISH_RATE_PER_TOPIC", default_value_t = 0.0)]
+    pub publish_rate_per_topic: f64,
+
+    /// Publishes one topic may take in a burst before `--publish-rate-per-topic` applies.
+    #[arg(long, env = "SSE_EDGE_PUBLISH_BURST_PER_TOPIC", default_value_t = 100.0)]
+    pub publish_burst_per_topic: f64,
+
+    /// Overload mode begins when a loop iteration takes this long (the loop lags).
+    #[arg(long, env = "SSE_EDGE_OVERLOAD_LAG_MS", default_value_t = 1_000)]
+    pub overload_lag_ms: u64,
+
+    /// Overload mode begins when all outboxes together hold this many unwritten bytes.
+    #[arg(long, env = "SSE_EDGE_OVERLOAD_QUEUED_BYTES", default_value_t = 1 << 30)]
+    pub overload_queued_bytes: u64,
+
+    /// Answer `/readyz` with 503 while in overload mode (so a balancer sends new clients
+    /// elsewhere).
+    #[arg(long, env = "SSE_EDGE_UNREADY_WHEN_OVERLOADED", default_value_t = false, action = clap::ArgAction::Set)]
+    pub unready_when_overloaded: bool,
+
+    /// How often the node publishes its status on topic `sse-edge.status` (the status
+    /// page's feed) and checks overload; 0 turns the status feed off.
+    #[arg(long, env = "SSE_EDGE_STATUS_INTERVAL_MS", default_value_t = 1_000)]
+    pub status_interval_ms: u64,
+
     /// On shutdown, streams get `event: server-shutdown` and this long to receive what is
     /// queued before the process exits.
     #[arg(long, env = "SSE_EDGE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]

@@ -18,6 +18,7 @@ use std::net::SocketAddr;
 
 use mio::net::TcpStream;
 
+use crate::admission::StreamPermit;
 use crate::outbox::Outbox;
 use crate::publish::{Prepared, Shape};
 use crate::topics::Membership;
@@ -49,8 +50,15 @@ pub(crate) struct Conn {
 
 pub(crate) enum Phase {
     Request(Box<Requesting>),
-    Stream(Box<[Membership]>),
+    Stream(Box<StreamState>),
     Lingering { until_ms: u64 },
+}
+
+/// What a stream keeps besides its outbox: its topics and, when per-IP or per-user limits
+/// are on, the permit that counts it (handed back exactly once, on close).
+pub(crate) struct StreamState {
+    pub memberships: Box<[Membership]>,
+    pub permit: Option<Box<StreamPermit>>,
 }
 
 /// A connection still sending requests.
@@ -67,6 +75,12 @@ pub(crate) struct Requesting {
     pub started_ms: Option<u64>,
     /// Loop clock (ms) since which the connection has had nothing to do (keep-alive timeout).
     pub idle_since_ms: u64,
+    /// CORS header lines for the response to the request being handled.
+    pub cors: Option<String>,
+    /// A `/healthz` probe this connection waits on (reading is paused meanwhile).
+    pub health: Option<std::sync::Arc<crate::health::Probe>>,
+    /// Keep-alive of the `/healthz` request being answered.
+    pub health_keep_alive: bool,
     /// Responses the client has not read yet exceed [`RESPONSE_BACKLOG_BYTES`]; reading is
     /// paused until the outbox drains (a pipelining client that never reads its responses
     /// cannot grow our memory).
@@ -75,6 +89,14 @@ pub(crate) struct Requesting {
 
 /// Unread response bytes past which a connection's requests are no longer read.
 pub(crate) const RESPONSE_BACKLOG_BYTES: usize = 64 * 1024;
+
+impl Requesting {
+    /// Waiting on the hub (a parked publish) or on the loops (a health probe): the socket is
+    /// not read and no further request is handled until that ends.
+    pub fn is_waiting(&self) -> bool {
+        self.pending.is_some() || self.health.is_some()
+    }
+}
 
 /// A publish the hub could not take whole yet.
 pub(crate) struct PendingPublish {
@@ -143,6 +165,6 @@ impl Conn {
     }
 
     pub fn is_parked(&self) -> bool {
-        matches!(&self.phase, Phase::Request(r) if r.pending.is_some())
+        matches!(&self.phase, Phase::Request(r) if r.is_waiting())
     }
 }

@@ -332,11 +332,25 @@ pub fn head_only(full: Bytes) -> Bytes {
     }
 }
 
+const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: keep-alive\r\n\r\n";
+
 /// The head of an event stream: no length, the body ends when the connection does.
 pub fn stream_head() -> Bytes {
-    Bytes::from_static(
-        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: keep-alive\r\n\r\n",
-    )
+    Bytes::from_static(STREAM_HEAD)
+}
+
+/// `response` with `extra` (full `Name: value\r\n` lines) added to its head.
+pub fn with_headers(response: Bytes, extra: &str) -> Bytes {
+    match response.windows(4).position(|w| w == b"\r\n\r\n") {
+        Some(end) if !extra.is_empty() => {
+            let mut out = Vec::with_capacity(response.len() + extra.len());
+            out.extend_from_slice(&response[..end + 2]);
+            out.extend_from_slice(extra.as_bytes());
+            out.extend_from_slice(&response[end + 2..]);
+            Bytes::from(out)
+        }
+        _ => response,
+    }
 }
 
 #[cfg(test)]
@@ -433,6 +447,13 @@ mod tests {
         assert!(query_pairs("a=%ff").is_err());
         assert!(query_pairs("a=%+9").is_err());
         assert_eq!(query_pairs("a=1&&b").unwrap(), vec![("a".into(), "1".into()), ("b".into(), "".into())]);
+    }
+
+    #[test]
+    fn extra_headers_go_into_the_head() {
+        let r = with_headers(response(200, "", "text/plain", b"x", true), "A: 1\r\n");
+        let text = String::from_utf8(r.to_vec()).unwrap();
+        assert!(text.ends_with("Connection: keep-alive\r\nA: 1\r\n\r\nx"), "{text:?}");
     }
 
     #[test]

@@ -45,9 +45,14 @@ pub struct Event {
 
 /// What travels on a hub→loop channel.
 #[derive(Debug)]
-pub(crate) enum LoopMsg {
+#[doc(hidden)]
+pub enum LoopMsg {
     /// Fan this event out to local subscribers.
     Event(Arc<Event>),
+    /// Answer a health probe (proves the loop drains its channel).
+    Ping(Arc<crate::health::Probe>),
+    /// Test hook: sleep this long (a stuck loop, for health tests).
+    Block(Duration),
 }
 
 /// The hub's end of one loop's channel.
@@ -239,6 +244,25 @@ impl Hub {
         }
     }
 
+    /// Sends a control message to loop `index`, under the lock so the room that publishers
+    /// compute stays exact (invariant 2). `false` when that channel is full.
+    pub(crate) fn send_control(&self, index: usize, msg: LoopMsg) -> bool {
+        let Some(link) = self.links.get(index) else { return false };
+        let sent = {
+            let _seq = self.lock();
+            link.tx.len() < self.capacity && link.tx.try_send(msg).is_ok()
+        };
+        if sent {
+            let _ = link.waker.wake();
+        }
+        sent
+    }
+
+    /// Number of loops.
+    pub fn loops(&self) -> usize {
+        self.links.len()
+    }
+
     /// Events waiting in each loop's channel (a gauge of how far each loop is behind).
     pub fn queue_lengths(&self) -> Vec<usize> {
         self.links.iter().map(|l| l.tx.len()).collect()
@@ -321,7 +345,14 @@ mod tests {
         assert_eq!(ids.len(), 10);
         assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
         for inbox in &inboxes {
-            let got: Vec<u64> = inbox.rx.try_iter().map(|LoopMsg::Event(e)| e.id).collect();
+            let got: Vec<u64> = inbox
+                .rx
+                .try_iter()
+                .filter_map(|m| match m {
+                    LoopMsg::Event(e) => Some(e.id),
+                    _ => None,
+                })
+                .collect();
             assert_eq!(got, ids);
         }
     }

@@ -19,12 +19,19 @@
 #![deny(missing_docs)]
 #![forbid(unsafe_code)]
 
+pub mod admission;
+pub mod auth;
 pub mod config;
 mod conn;
+pub mod cors;
+pub mod exposition;
+pub mod health;
+pub mod histogram;
 pub mod history;
 pub mod http;
 pub mod hub;
 pub mod metrics;
+mod monitor;
 pub mod outbox;
 pub mod polling;
 pub mod publish;
@@ -94,8 +101,10 @@ impl Server {
             }
         }
         let io_err = |what| move |source| StartError::Io { what, source };
+        let mut max_fds = 0;
         let capacity = match sys::rlimits::raise_nofile() {
             Ok(fd) => {
+                max_fds = fd.soft;
                 let capacity = sys::rlimits::max_connections(fd, config.fd_reserve, config.max_connections);
                 log::info!(
                     "open-file limit: soft {} (was {}), hard {}; max connections {capacity} \
@@ -152,6 +161,14 @@ impl Server {
             parts.push((poll, (listener, admin)));
         }
         let latest_interval = Duration::from_millis(config.latest_min_interval_ms);
+        let verifier = match &config.subscribe_key {
+            Some(key) => {
+                Some(auth::SubscribeVerifier::new(key.as_bytes(), config.subscribe_cookie.clone()).map_err(
+                    |e| StartError::Config(ConfigError(format!("--subscribe-key/--subscribe-cookie: {e}"))),
+                )?)
+            }
+            None => None,
+        };
         let (hub, inboxes) = Hub::new(wakers, config.hub_queue_events, latest_interval);
         let shared = Arc::new(Shared {
             stats: (0..loops).map(|_| CachePadded::new(Default::default())).collect(),
@@ -159,7 +176,25 @@ impl Server {
             stop: Default::default(),
             capacity,
             connections: Default::default(),
+            admission: admission::Admission::new(admission::AdmissionLimits {
+                max_streams_per_ip: config.max_streams_per_ip,
+                connect_rate_per_ip: config.connect_rate_per_ip,
+                connect_burst_per_ip: config.connect_burst_per_ip,
+                max_streams_per_user: config.max_streams_per_user,
+                publish_rate_per_topic: config.publish_rate_per_topic,
+                publish_burst_per_topic: config.publish_burst_per_topic,
+                max_tracked_keys: admission::DEFAULT_MAX_TRACKED_KEYS,
+            }),
+            publish_auth: auth::PublishAuth::new(config.publish_token.clone()),
+            verifier,
+            cors: cors::Cors::new(&config.cors_origin),
             draining: Default::default(),
+            overload: Default::default(),
+            loop_up: (0..loops).map(|_| std::sync::atomic::AtomicBool::new(true)).collect(),
+            max_fds,
+            start_time_seconds: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64()),
             config,
         });
         let cores = if shared.config.pin_threads { sys::affinity::allowed_cores() } else { Vec::new() };
@@ -194,7 +229,12 @@ impl Server {
             c.heartbeat_ms,
             c.stall_timeout_ms
         );
-        let (loop_threads, helper_threads) = (threads, vec![flusher]);
+        let watched = shared.clone();
+        let monitor = std::thread::Builder::new()
+            .name("sse-monitor".into())
+            .spawn(move || monitor::run(watched))
+            .map_err(io_err("spawning the monitor thread"))?;
+        let (loop_threads, helper_threads) = (threads, vec![flusher, monitor]);
         Ok(Handle { addr, admin_addr, shared, loop_threads, helper_threads })
     }
 }
@@ -246,6 +286,12 @@ impl Handle {
         ShutdownTrigger { shared: self.shared.clone() }
     }
 
+    /// Test hook: makes loop `index` sleep for `d` (a stuck loop), through its channel.
+    #[doc(hidden)]
+    pub fn debug_block_loop(&self, index: usize, d: Duration) -> bool {
+        self.shared.hub.send_control(index, hub::LoopMsg::Block(d))
+    }
+
     /// Blocks until every loop has exited: after a drain started by a [`ShutdownTrigger`],
     /// or a fatal poll error. Then stops the helper threads.
     pub fn wait(mut self) {
@@ -266,6 +312,7 @@ impl Handle {
             }
         }
         self.shared.hub.close();
+        self.shared.stop.store(true, Ordering::Release);
         for t in self.helper_threads.drain(..) {
             if t.join().is_err() {
                 log::error!("a helper thread panicked");

@@ -143,6 +143,11 @@ pub struct LoopStats {
     pub(crate) writes: AtomicU64,
     pub(crate) heartbeats: AtomicU64,
     pub(crate) publish_waits: AtomicU64,
+    pub(crate) shed: AtomicU64,
+    /// Longest iteration since the previous timer tick, in microseconds.
+    pub(crate) loop_lag_us: AtomicU64,
+    pub(crate) iteration: crate::histogram::Cells,
+    pub(crate) delivery_lag: crate::histogram::Cells,
 }
 
 impl LoopStats {
@@ -166,7 +171,7 @@ impl LoopStats {
 }
 
 /// A point-in-time sum over all loops.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Stats {
     /// Open connections of any kind.
     pub connections: u64,
@@ -226,6 +231,12 @@ pub struct Stats {
     pub heartbeats: u64,
     /// Times a publisher had to wait for room in the hub queues.
     pub publish_waits: u64,
+    /// Droppable events not queued because the node was in overload mode.
+    pub shed: u64,
+    /// Longest recent loop iteration over all loops, in seconds.
+    pub loop_lag_seconds: f64,
+    /// Whether the node is in overload mode.
+    pub overloaded: bool,
     /// Events waiting in each loop's hub channel.
     pub hub_queue_lengths: Vec<usize>,
     /// Open streams on each loop (how evenly the kernel spreads connections).
@@ -282,6 +293,8 @@ impl Stats {
             s.writes += get(&l.writes);
             s.heartbeats += get(&l.heartbeats);
             s.publish_waits += get(&l.publish_waits);
+            s.shed += get(&l.shed);
+            s.loop_lag_seconds = s.loop_lag_seconds.max(get(&l.loop_lag_us) as f64 / 1e6);
         }
         s.frames_evicted = s.evicted_by_class.iter().sum();
         s

@@ -298,7 +298,12 @@ impl Outbox {
     }
 
     /// Marks `written` bytes as accepted by the kernel; returns the frames completed.
-    pub fn advance(&mut self, mut written: usize) -> usize {
+    pub fn advance(&mut self, written: usize) -> usize {
+        self.advance_with(written, &mut |_| {})
+    }
+
+    /// [`Outbox::advance`], calling `delivered` for every event frame completed.
+    fn advance_with(&mut self, mut written: usize, delivered: &mut impl FnMut(&Event)) -> usize {
         let mut completed = 0;
         self.queued -= written.min(self.queued);
         while written > 0 {
@@ -307,8 +312,13 @@ impl Outbox {
             if written >= left {
                 written -= left;
                 self.head_offset = 0;
-                if let Some(class) = self.entries.pop_front().and_then(|e| e.class()) {
-                    self.counts[class.index()] -= 1;
+                if let Some(entry) = self.entries.pop_front() {
+                    if let Some(class) = entry.class() {
+                        self.counts[class.index()] -= 1;
+                    }
+                    if let Entry::Event(e) = &entry {
+                        delivered(e);
+                    }
                 }
                 completed += 1;
             } else {
@@ -327,6 +337,17 @@ impl Outbox {
     /// the pending gap notice within `bounds`. Errors other than `WouldBlock`/`Interrupted`
     /// are returned; the connection is dead.
     pub fn flush_to<W: Write>(&mut self, sink: &mut W, bounds: Bounds) -> io::Result<Flushed> {
+        self.flush_with(sink, bounds, |_| {})
+    }
+
+    /// [`Outbox::flush_to`], calling `delivered` for every event frame the kernel took
+    /// whole (the loop measures delivery lag with it).
+    pub fn flush_with<W: Write>(
+        &mut self,
+        sink: &mut W,
+        bounds: Bounds,
+        mut delivered: impl FnMut(&Event),
+    ) -> io::Result<Flushed> {
         let mut flushed = Flushed { bytes: 0, frames: 0, writes: 0, gaps: 0, blocked: false };
         flushed.gaps = usize::from(self.place_gap(bounds));
         while !self.entries.is_empty() {
@@ -337,7 +358,7 @@ impl Outbox {
                 Ok(n) => {
                     flushed.bytes += n;
                     flushed.writes += 1;
-                    flushed.frames += self.advance(n);
+                    flushed.frames += self.advance_with(n, &mut delivered);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     flushed.blocked = true;

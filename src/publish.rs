@@ -161,6 +161,17 @@ pub fn validate(msg: &Message) -> Result<(), Reject> {
     }
 }
 
+/// Refuses topics reserved for the node itself (its status feed).
+pub fn check_not_reserved(topic: &str) -> Result<(), Reject> {
+    if topic.starts_with(crate::monitor::RESERVED_PREFIX) {
+        return Err(Reject::BadRequest(format!(
+            "topic {topic:?} is reserved: the {} prefix belongs to the node",
+            crate::monitor::RESERVED_PREFIX
+        )));
+    }
+    Ok(())
+}
+
 /// How the publisher framed its request; decides the response shape.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Shape {

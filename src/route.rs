@@ -6,6 +6,7 @@
 //! | `POST /publish?topic=t` (raw, JSON or NDJSON body) | [`Action::Publish`] |
 //! | `GET /topics/{topic}/latest` | [`Action::Latest`] |
 //! | `GET /topics/{topic}/events?after=ID&limit=N` | [`Action::EventsAfter`] |
+//! | `GET /metrics`, `/healthz`, `/readyz`, `/` | [`Action::Metrics`], [`Action::Healthz`], [`Action::Readyz`], [`Action::StatusPage`] |
 //! | a known path with another method | 405 with `Allow` |
 //! | anything else | 404 |
 
@@ -53,6 +54,21 @@ pub enum Action {
         /// At most this many (1..=[`MAX_POLL_LIMIT`], default [`DEFAULT_POLL_LIMIT`]).
         limit: usize,
     },
+    /// Prometheus text exposition.
+    Metrics,
+    /// Liveness: every loop answers a probe through its own channel.
+    Healthz,
+    /// Readiness: 503 while draining (or overloaded, if configured).
+    Readyz,
+    /// The live status page.
+    StatusPage,
+}
+
+impl Action {
+    /// Operator endpoints, served only on `--admin-listen` when that is set.
+    pub fn is_admin(&self) -> bool {
+        !matches!(self, Action::Subscribe { .. } | Action::Publish { .. })
+    }
 }
 
 /// Most events one polling request returns.
@@ -67,6 +83,9 @@ pub fn route(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
         ("/events", _) => Err(Reject::MethodNotAllowed("GET")),
         ("/publish", "POST") => {
             let (messages, shape) = publish::parse(req)?;
+            for m in &messages {
+                publish::check_not_reserved(&m.topic)?;
+            }
             let events = messages
                 .iter()
                 .map(|m| publish::prepare(m, limits.max_frame))
@@ -74,6 +93,13 @@ pub fn route(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
             Ok(Action::Publish { events, shape })
         }
         ("/publish", _) => Err(Reject::MethodNotAllowed("POST")),
+        ("/metrics" | "/healthz" | "/readyz" | "/", "GET" | "HEAD") => Ok(match req.path.as_str() {
+            "/metrics" => Action::Metrics,
+            "/healthz" => Action::Healthz,
+            "/readyz" => Action::Readyz,
+            _ => Action::StatusPage,
+        }),
+        ("/metrics" | "/healthz" | "/readyz" | "/", _) => Err(Reject::MethodNotAllowed("GET, HEAD")),
         (path, method) => match path.strip_prefix("/topics/").and_then(|rest| rest.split_once('/')) {
             Some((topic, tail @ ("latest" | "events"))) => {
                 if method != "GET" {

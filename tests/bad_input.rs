@@ -297,7 +297,7 @@ fn cases() -> Vec<Case> {
     ));
 
     // 404: the connection stays usable.
-    for target in ["/", "/nope", "/events/", "/eventsx?topic=watch", "/EVENTS?topic=watch", "/publish/x"] {
+    for target in ["/nope", "/events/", "/eventsx?topic=watch", "/EVENTS?topic=watch", "/publish/x"] {
         v.push(case(&format!("GET {target}"), get(target), 404, false));
     }
     v.push(case("POST /nope with a body", post("/nope?topic=watch", Some("text/plain"), b"x"), 404, false));

@@ -79,10 +79,17 @@ impl Worker {
 
     /// Invariant 1: counts the connection against capacity, registers it, or refuses it.
     fn admit(&mut self, mut sock: TcpStream, peer: std::net::SocketAddr, admin: bool) {
+        if self.shared.config.connect_rate_per_ip > 0.0 {
+            if let Err(refusal) = self.shared.admission.admit_connect(peer.ip(), std::time::Instant::now()) {
+                log::debug!("loop {}: refused {peer}: {refusal}", self.index);
+                return self.refuse_raw(sock, &refusal.response(false), RejectReason::IpRate);
+            }
+        }
         let capacity = self.shared.capacity;
         if self.shared.connections.fetch_add(1, Ordering::AcqRel) >= capacity {
             self.shared.connections.fetch_sub(1, Ordering::AcqRel);
-            self.refuse_raw(sock, RejectReason::Capacity);
+            let response = self.at_capacity.clone();
+            self.refuse_raw(sock, &response, RejectReason::Capacity);
             log::debug!("loop {}: refused {peer}: at capacity ({capacity})", self.index);
             return;
         }
@@ -114,18 +121,19 @@ impl Worker {
         };
         if let Some(Ok((sock, peer))) = listener.map(TcpListener::accept) {
             log::warn!("loop {}: out of file descriptors; refused {peer} with 503", self.index);
-            self.refuse_raw(sock, RejectReason::Emfile);
+            let response = self.at_capacity.clone();
+            self.refuse_raw(sock, &response, RejectReason::Emfile);
         }
         self.spare = open_spare();
         self.spare.is_some()
     }
 
-    /// Answers a socket that never becomes a connection: 503, then close.
-    fn refuse_raw(&mut self, mut sock: TcpStream, reason: RejectReason) {
+    /// Answers a socket that never becomes a connection with `response`, then closes it.
+    fn refuse_raw(&mut self, mut sock: TcpStream, response: &[u8], reason: RejectReason) {
         // Read what the client already sent so closing does not reset the connection
         // before it reads the answer.
         let _ = sock.read(&mut self.scratch);
-        let _ = sock.write(&self.at_capacity);
+        let _ = sock.write(response);
         let _ = sock.shutdown(std::net::Shutdown::Write);
         self.stats().rejected(reason);
     }

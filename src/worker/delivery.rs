@@ -13,6 +13,7 @@
 
 use crate::conn::{Phase, RESPONSE_BACKLOG_BYTES};
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::hub::{Event, LoopMsg};
 use crate::metrics::{CloseReason, LoopStats};
@@ -29,10 +30,16 @@ impl Worker {
         let mut drained = 0;
         let mut tally = FanOut::default();
         while drained < DRAIN_BUDGET {
-            let Ok(LoopMsg::Event(event)) = self.inbox.rx.try_recv() else { break };
+            let Ok(msg) = self.inbox.rx.try_recv() else { break };
             drained += 1;
-            self.history.record(&event);
-            self.fan_out(&event, &mut tally);
+            match msg {
+                LoopMsg::Event(event) => {
+                    self.history.record(&event);
+                    self.fan_out(&event, &mut tally);
+                }
+                LoopMsg::Ping(probe) => probe.answer(self.index),
+                LoopMsg::Block(d) => std::thread::sleep(d),
+            }
         }
         self.drain_more = drained == DRAIN_BUDGET;
         let stats = self.stats();
@@ -42,6 +49,10 @@ impl Worker {
 
     /// Queues one event to every local subscriber of its topic.
     fn fan_out(&mut self, event: &Arc<Event>, tally: &mut FanOut) {
+        if self.overloaded && event.class == Class::Droppable {
+            tally.shed += self.topics.subscribers(&event.topic).count() as u64;
+            return;
+        }
         for key in self.topics.subscribers(&event.topic) {
             let Some(conn) = self.conns.get_mut(key) else { continue };
             if event.id <= conn.resume_after {
@@ -75,7 +86,10 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.dirty = false;
         if conn.writable && !conn.outbox.is_empty() {
-            match conn.outbox.flush_to(&mut conn.sock, self.bounds) {
+            let at = Instant::now();
+            let lag = &mut self.delivery_lag;
+            let delivered = |e: &Event| lag.record(at.saturating_duration_since(e.accepted_at));
+            match conn.outbox.flush_with(&mut conn.sock, self.bounds, delivered) {
                 Ok(flushed) => {
                     let stats = &self.shared.stats[self.index];
                     LoopStats::add(&stats.bytes_written, flushed.bytes as u64);
@@ -116,6 +130,7 @@ impl Worker {
 #[derive(Default)]
 pub(super) struct FanOut {
     queued: u64,
+    shed: u64,
     evicted: [u64; 3],
     conflated: u64,
     peak: usize,
@@ -141,6 +156,7 @@ impl FanOut {
             LoopStats::add(counter, n);
         }
         LoopStats::add(&stats.conflated, self.conflated);
+        LoopStats::add(&stats.shed, self.shed);
         stats.outbox_peak_bytes.fetch_max(self.peak as u64, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -17,6 +17,7 @@
 //! a large backlog of events) can starve the others.
 
 mod accept;
+mod admin;
 mod delivery;
 mod requests;
 mod timers;
@@ -33,8 +34,13 @@ use mio::net::TcpListener;
 use mio::{Events, Poll, Token};
 use slab::Slab;
 
+use crate::admission::Admission;
+use crate::auth::{PublishAuth, SubscribeVerifier};
 use crate::config::Config;
 use crate::conn::{read_once, Conn, Phase, ReadResult};
+use crate::cors::Cors;
+use crate::health::Probe;
+use crate::histogram;
 use crate::history::{History, HistoryLimits};
 use crate::hub::{Hub, Inbox};
 use crate::metrics::{CloseReason, LoopStats};
@@ -76,8 +82,24 @@ pub(crate) struct Shared {
     pub capacity: usize,
     /// Open connections over all loops (touched per connection, never per event).
     pub connections: AtomicUsize,
+    /// Per-IP, per-user and per-topic limits.
+    pub admission: Admission,
+    /// Who may publish.
+    pub publish_auth: PublishAuth,
+    /// Subscribe token verification, when `--subscribe-key` is set.
+    pub verifier: Option<SubscribeVerifier>,
+    /// Allowed browser origins.
+    pub cors: Cors,
     /// Draining for shutdown: stop accepting, tell streams, flush, exit.
     pub draining: AtomicBool,
+    /// Overload mode (set by the monitor with hysteresis; loops shed and notify).
+    pub overload: AtomicBool,
+    /// Per loop: answered the monitor's last probe in time.
+    pub loop_up: Vec<AtomicBool>,
+    /// The open-file limit.
+    pub max_fds: u64,
+    /// Process start, seconds since the epoch.
+    pub start_time_seconds: f64,
     /// Close everything now.
     pub stop: AtomicBool,
 }
@@ -112,6 +134,14 @@ pub(crate) struct Worker {
     drain_more: bool,
     /// Loop clock (ms) at which a drain gives up on the remaining connections.
     drain_deadline_ms: Option<u64>,
+    /// Overload mode as this loop last saw it (a change notifies every stream).
+    overloaded: bool,
+    /// `/healthz` requests waiting for every loop to answer their probe.
+    health_waiting: Vec<(usize, Arc<Probe>)>,
+    delivery_lag: histogram::Local,
+    iteration: histogram::Local,
+    /// Longest iteration since the last tick, in microseconds (the loop lag gauge).
+    max_iteration_us: u64,
     epoch: Instant,
     now_ms: u64,
     next_tick_ms: u64,
@@ -164,6 +194,11 @@ impl Worker {
             at_capacity: accept::at_capacity(),
             drain_more: false,
             drain_deadline_ms: None,
+            overloaded: false,
+            health_waiting: Vec::new(),
+            delivery_lag: histogram::Local::default(),
+            iteration: histogram::Local::default(),
+            max_iteration_us: 0,
             epoch: Instant::now(),
             now_ms: 0,
             next_tick_ms: tick_ms,
@@ -188,7 +223,8 @@ impl Worker {
                     break;
                 }
             }
-            self.now_ms = self.epoch.elapsed().as_millis() as u64;
+            let started = Instant::now();
+            self.now_ms = started.saturating_duration_since(self.epoch).as_millis() as u64;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
@@ -219,10 +255,21 @@ impl Worker {
             if self.shared.draining.load(Ordering::Acquire) && self.drain_step() {
                 break;
             }
+            let overloaded = self.shared.overload.load(Ordering::Acquire);
+            if overloaded != self.overloaded {
+                self.overloaded = overloaded;
+                self.notify_overload(overloaded);
+            }
+            if !self.health_waiting.is_empty() {
+                self.check_health();
+            }
             if self.now_ms >= self.next_tick_ms {
                 self.tick();
                 self.next_tick_ms = self.now_ms + self.tick_ms;
             }
+            let took = started.elapsed();
+            self.iteration.record(took);
+            self.max_iteration_us = self.max_iteration_us.max(took.as_micros() as u64);
         }
         let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         for key in keys {
@@ -247,7 +294,7 @@ impl Worker {
             until_ms = until_ms.min(deadline);
         }
         let timeout = Duration::from_millis(until_ms.saturating_sub(self.now_ms));
-        if self.parked.is_empty() {
+        if self.parked.is_empty() && self.health_waiting.is_empty() {
             timeout
         } else {
             timeout.min(PARK_RETRY)
@@ -312,9 +359,12 @@ impl Worker {
     /// Removes a connection: topic memberships, poll registration, slab entry, in that order.
     fn close(&mut self, key: usize, reason: CloseReason) {
         let Some(mut conn) = self.conns.try_remove(key) else { return };
-        if let Phase::Stream(memberships) = &conn.phase {
-            for &m in memberships.iter() {
+        if let Phase::Stream(stream) = &mut conn.phase {
+            for &m in stream.memberships.iter() {
                 self.topics.unsubscribe(m);
+            }
+            if let Some(permit) = stream.permit.take() {
+                self.shared.admission.release(*permit);
             }
             self.streams -= 1;
         }

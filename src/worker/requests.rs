@@ -13,10 +13,12 @@
 //! 5. Unread responses are bounded too: past [`RESPONSE_BACKLOG_BYTES`] queued, requests are
 //!    no longer read until the client reads its responses (and the stall timeout applies).
 
-use crate::conn::{read_once, Conn, PendingPublish, Phase, ReadResult, RESPONSE_BACKLOG_BYTES};
+use crate::admission::{Refusal, RefusalReason, StreamPermit};
+use crate::auth::{self, AuthError};
+use crate::conn::{read_once, Conn, PendingPublish, Phase, ReadResult, StreamState, RESPONSE_BACKLOG_BYTES};
 use crate::http::{self, Limits, Parse, Reject, Request};
 use crate::hub::PublishError;
-use crate::metrics::{CloseReason, LoopStats};
+use crate::metrics::{CloseReason, LoopStats, RejectReason};
 use std::time::Instant;
 
 use crate::route::{self, Action, RouteLimits};
@@ -35,7 +37,7 @@ impl Worker {
         for _ in 0..READ_BUDGET {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Request(req) = &mut conn.phase else { return self.on_readable(key) };
-            if req.pending.is_some() || req.peer_closed || req.paused_for_output || conn.close_after_flush {
+            if req.is_waiting() || req.peer_closed || req.paused_for_output || conn.close_after_flush {
                 return;
             }
             match read_once(&mut conn.sock, &mut self.scratch) {
@@ -65,7 +67,7 @@ impl Worker {
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Request(req) = &mut conn.phase else { return };
-            if req.pending.is_some() || conn.close_after_flush {
+            if req.is_waiting() || conn.close_after_flush {
                 break;
             }
             if conn.outbox.queued_bytes() > RESPONSE_BACKLOG_BYTES {
@@ -112,21 +114,52 @@ impl Worker {
     }
 
     fn handle(&mut self, key: usize, request: &Request) {
-        if request.method == "HEAD" {
-            if let Some(conn) = self.conns.get_mut(key) {
-                conn.head_only = true;
-            }
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        conn.head_only = request.method == "HEAD";
+        let (peer, admin) = (conn.peer, conn.admin);
+        let cors = self.shared.cors.headers_for(request);
+        if let Phase::Request(req) = &mut conn.phase {
+            req.cors = cors.clone();
+        }
+        let keep_alive = request.keep_alive;
+        if request.method == "OPTIONS" {
+            let response = self.shared.cors.preflight(request, keep_alive);
+            return self.respond(key, response, keep_alive);
         }
         let c = &self.shared.config;
         let limits = RouteLimits { max_topics: c.max_topics_per_stream, max_frame: c.outbox_max_bytes };
-        let keep_alive = request.keep_alive;
+        let admin_elsewhere = c.admin_listen.is_some() && !admin;
         let now = Instant::now();
         match route::route(request, limits) {
-            Ok(Action::Subscribe { topics, last_event_id }) => self.start_stream(key, &topics, last_event_id),
+            Ok(Action::Subscribe { topics, last_event_id }) => {
+                if self.draining() {
+                    return self.refuse_for(key, RejectReason::Draining, draining_response(), false);
+                }
+                let permit = match self.admit_stream(request, &topics, peer) {
+                    Ok(permit) => permit,
+                    Err((reason, response)) => return self.refuse_for(key, reason, response, keep_alive),
+                };
+                self.start_stream(key, &topics, last_event_id, permit, cors.as_deref());
+            }
             Ok(Action::Publish { events, shape }) => {
+                if let Err(e) = auth::check_publish(&self.shared.publish_auth, request, peer) {
+                    let reason = auth_reason(&e);
+                    return self.refuse_for(key, reason, e.response(keep_alive), keep_alive);
+                }
+                if self.shared.config.publish_rate_per_topic > 0.0 {
+                    for event in &events {
+                        if let Err(refusal) = self.shared.admission.admit_publish(&event.topic, now) {
+                            let reason = refusal_reason(&refusal);
+                            return self.refuse_for(key, reason, refusal.response(keep_alive), keep_alive);
+                        }
+                    }
+                }
                 let (events, held) = self.shared.hub.admit(events);
                 let pending = PendingPublish { events, ids: Vec::new(), held, shape, keep_alive };
                 self.publish(key, pending);
+            }
+            Ok(action) if action.is_admin() && admin_elsewhere => {
+                self.refuse(key, &Reject::NotFound, keep_alive)
             }
             Ok(Action::Latest { topic }) => {
                 let response = polling::latest(&self.history, &topic, now, keep_alive);
@@ -136,8 +169,48 @@ impl Worker {
                 let response = polling::events_after(&self.history, &topic, after, limit, now, keep_alive);
                 self.respond(key, response, keep_alive);
             }
+            Ok(Action::Healthz) => {
+                if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
+                    req.health_keep_alive = keep_alive;
+                }
+                self.serve_admin(key, &Action::Healthz, keep_alive);
+            }
+            Ok(action) => self.serve_admin(key, &action, keep_alive),
             Err(reject) => self.refuse(key, &reject, keep_alive),
         }
+    }
+
+    /// Verifies the subscribe token (when configured) and takes a stream permit (when per-IP
+    /// or per-user limits are on).
+    fn admit_stream(
+        &self,
+        request: &Request,
+        topics: &[String],
+        peer: std::net::SocketAddr,
+    ) -> Result<Option<Box<StreamPermit>>, (RejectReason, bytes::Bytes)> {
+        let user = match &self.shared.verifier {
+            Some(verifier) => match verifier.verify(request, topics, unix_now()) {
+                Ok(subject) => Some(subject.user),
+                Err(e) => return Err((auth_reason(&e), e.response(request.keep_alive))),
+            },
+            None => None,
+        };
+        let limits = self.shared.admission.limits();
+        if limits.max_streams_per_ip == 0 && (user.is_none() || limits.max_streams_per_user == 0) {
+            return Ok(None);
+        }
+        match self.shared.admission.acquire_stream(peer.ip(), user.as_deref()) {
+            Ok(permit) => Ok(Some(Box::new(permit))),
+            Err(refusal) => Err((refusal_reason(&refusal), refusal.response(request.keep_alive))),
+        }
+    }
+
+    /// Answers a refused request with a prepared response and counts the reason.
+    fn refuse_for(&mut self, key: usize, reason: RejectReason, response: bytes::Bytes, keep_alive: bool) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        log::debug!("loop {} conn {key} peer {}: refused ({})", self.index, conn.peer, reason.label());
+        self.stats().rejected(reason);
+        self.respond(key, response, keep_alive);
     }
 
     /// Queues an error response; without keep-alive the connection closes after it.
@@ -148,9 +221,13 @@ impl Worker {
         LoopStats::add(&self.stats().requests_rejected, 1);
     }
 
-    fn respond(&mut self, key: usize, response: bytes::Bytes, keep_alive: bool) {
+    pub(super) fn respond(&mut self, key: usize, response: bytes::Bytes, keep_alive: bool) {
         let keep_alive = keep_alive && !self.draining();
         let Some(conn) = self.conns.get_mut(key) else { return };
+        let response = match conn.requesting().and_then(|req| req.cors.take()) {
+            Some(extra) => http::with_headers(response, &extra),
+            None => response,
+        };
         let response = if std::mem::take(&mut conn.head_only) { http::head_only(response) } else { response };
         conn.outbox.push_unbounded(response);
         if !keep_alive {
@@ -163,11 +240,27 @@ impl Worker {
     /// id, first replays history (a gap notice, then retained events in id order). The
     /// replay and the registration happen in one step of the loop, so no event published
     /// meanwhile can fall between them or come twice.
-    fn start_stream(&mut self, key: usize, topics: &[String], last_event_id: Option<u64>) {
-        let Some(conn) = self.conns.get_mut(key) else { return };
+    fn start_stream(
+        &mut self,
+        key: usize,
+        topics: &[String],
+        last_event_id: Option<u64>,
+        permit: Option<Box<StreamPermit>>,
+        cors: Option<&str>,
+    ) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            if let Some(permit) = permit {
+                self.shared.admission.release(*permit);
+            }
+            return;
+        };
         let memberships = topics.iter().map(|t| self.topics.subscribe(t, key)).collect();
-        conn.phase = Phase::Stream(memberships);
-        conn.outbox.push_unbounded(http::stream_head());
+        conn.phase = Phase::Stream(Box::new(StreamState { memberships, permit }));
+        let head = match cors {
+            Some(extra) => http::with_headers(http::stream_head(), extra),
+            None => http::stream_head(),
+        };
+        conn.outbox.push_unbounded(head);
         conn.outbox.push_unbounded(self.prelude.clone());
         if let Some(after) = last_event_id {
             conn.resume_after = after;
@@ -240,4 +333,30 @@ fn mark_dirty(dirty: &mut Vec<usize>, conn: &mut Conn, key: usize) {
         conn.dirty = true;
         dirty.push(key);
     }
+}
+
+fn auth_reason(e: &AuthError) -> RejectReason {
+    match e {
+        AuthError::Unauthorized(_) => RejectReason::Unauthorized,
+        AuthError::Forbidden(_) => RejectReason::Forbidden,
+    }
+}
+
+fn refusal_reason(r: &Refusal) -> RejectReason {
+    match r.reason {
+        RefusalReason::IpStreams => RejectReason::IpStreams,
+        RefusalReason::IpRate => RejectReason::IpRate,
+        RefusalReason::UserStreams => RejectReason::UserStreams,
+        RefusalReason::TopicRate => RejectReason::TopicRate,
+    }
+}
+
+fn draining_response() -> bytes::Bytes {
+    let body = b"{\"error\":\"server is draining for shutdown; reconnect shortly\"}\n";
+    http::response(503, "Retry-After: 2\r\n", "application/json", body, false)
+}
+
+/// Seconds since the Unix epoch (token expiry is checked against it).
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -46,7 +46,7 @@ impl Worker {
                         self.dirty.push(key);
                     }
                 }
-                Phase::Request(req) if req.pending.is_none() => {
+                Phase::Request(req) if !req.is_waiting() => {
                     let slow = req.started_ms.is_some_and(|t| now - t >= request_ms);
                     let idle = req.started_ms.is_none()
                         && conn.outbox.is_empty()
@@ -71,6 +71,7 @@ impl Worker {
         }
         self.history.expire(Instant::now());
         let (history_topics, history_events) = self.history.size();
+        let max_iteration_us = std::mem::take(&mut self.max_iteration_us);
         let stats = self.stats();
         LoopStats::add(&stats.heartbeats, heartbeats);
         LoopStats::set(&stats.outbox_queued_bytes, queued);
@@ -78,6 +79,26 @@ impl Worker {
         LoopStats::set(&stats.history_topics, history_topics);
         LoopStats::set(&stats.history_events, history_events);
         LoopStats::set(&stats.history_bytes, self.history.total_bytes());
+        stats.loop_lag_us.store(max_iteration_us, Ordering::Relaxed);
+        self.iteration.publish(&stats.iteration);
+        self.delivery_lag.publish(&stats.delivery_lag);
+        self.flush_dirty();
+    }
+
+    /// Tells every stream that overload mode began (`system.overloaded`, so widgets can
+    /// fall back to polling) or ended (`system.recovered`).
+    pub(super) fn notify_overload(&mut self, on: bool) {
+        let name = if on { "system.overloaded" } else { "system.recovered" };
+        let frame = Bytes::from(format!("event: {name}\ndata: {{\"overloaded\":{on}}}\n\n"));
+        for (key, conn) in self.conns.iter_mut() {
+            if let Phase::Stream(_) = conn.phase {
+                conn.outbox.push_unbounded(frame.clone());
+                if !conn.dirty {
+                    conn.dirty = true;
+                    self.dirty.push(key);
+                }
+            }
+        }
         self.flush_dirty();
     }
 

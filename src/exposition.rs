@@ -1,0 +1,258 @@
+//! Prometheus text exposition (format 0.0.4), rendered from a [`Scrape`] (sans-IO).
+//!
+//! Invariants: every family has one `# HELP` and one `# TYPE` line, label values are only
+//! our own fixed labels (reasons, classes, loop numbers), counters end in `_total`, and
+//! histogram buckets are cumulative with a final `+Inf` equal to `_count`.
+
+use std::fmt::Write;
+
+use crate::histogram::{Snapshot, BOUNDS};
+use crate::metrics::{CloseReason, RejectReason};
+use crate::publish::Class;
+
+/// One loop's numbers.
+#[derive(Debug, Clone, Default)]
+pub struct LoopScrape {
+    /// Open connections.
+    pub connections: u64,
+    /// Open streams.
+    pub streams: u64,
+    /// Connections accepted.
+    pub accepted: u64,
+    /// Frames queued to streams.
+    pub deliveries: u64,
+    /// Bytes the kernel accepted.
+    pub bytes_written: u64,
+    /// Unwritten outbox bytes.
+    pub outbox_queued_bytes: u64,
+    /// Connections waiting for writability.
+    pub write_blocked: u64,
+    /// Events waiting in the loop's hub channel.
+    pub hub_queue: u64,
+    /// Longest recent iteration, seconds.
+    pub loop_lag_seconds: f64,
+    /// Answered the last health probe.
+    pub up: bool,
+    /// Iteration time histogram.
+    pub iteration: Snapshot,
+}
+
+/// Process-level numbers from `/proc`.
+#[derive(Debug, Clone, Default)]
+pub struct ProcessScrape {
+    /// Open descriptors.
+    pub open_fds: u64,
+    /// The open-file limit.
+    pub max_fds: u64,
+    /// Resident memory.
+    pub resident_bytes: u64,
+    /// User + system CPU seconds.
+    pub cpu_seconds: f64,
+    /// Start time, seconds since the epoch.
+    pub start_time_seconds: f64,
+}
+
+/// Everything one scrape shows.
+#[derive(Debug, Clone, Default)]
+pub struct Scrape {
+    /// Per loop, in loop order.
+    pub loops: Vec<LoopScrape>,
+    /// Capacity (`--max-connections` or the fd limit).
+    pub capacity: u64,
+    /// Refusals by [`RejectReason::ALL`] order.
+    pub rejected: [u64; 9],
+    /// Disconnects by [`CloseReason::ALL`] order.
+    pub closed: [u64; 6],
+    /// Events sequenced by class.
+    pub published: [u64; 3],
+    /// Frames evicted from outboxes, by class.
+    pub evicted: [u64; 3],
+    /// Queued latest values replaced in outboxes.
+    pub conflated: u64,
+    /// Latest values replaced by the publish-side throttle.
+    pub throttled: u64,
+    /// Droppable deliveries shed in overload mode.
+    pub shed: u64,
+    /// Gap notices sent.
+    pub gaps: u64,
+    /// Overload mode on.
+    pub overload: bool,
+    /// Each hub channel's capacity.
+    pub hub_capacity: u64,
+    /// Events and frame bytes in history.
+    pub history_events: u64,
+    /// Frame bytes referenced by history.
+    pub history_bytes: u64,
+    /// Delivery lag over all loops.
+    pub delivery_lag: Snapshot,
+    /// Process numbers.
+    pub process: ProcessScrape,
+}
+
+struct Out(String);
+
+impl Out {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+    fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
+        if labels.is_empty() {
+            let _ = writeln!(self.0, "{name} {value}");
+        } else {
+            let _ = writeln!(self.0, "{name}{{{labels}}} {value}");
+        }
+    }
+    fn per_loop(
+        &mut self,
+        name: &str,
+        kind: &str,
+        help: &str,
+        loops: &[LoopScrape],
+        f: impl Fn(&LoopScrape) -> String,
+    ) {
+        self.family(name, kind, help);
+        for (i, l) in loops.iter().enumerate() {
+            self.sample(name, &format!("loop=\"{i}\""), f(l));
+        }
+    }
+    fn histogram(&mut self, name: &str, labels: &str, h: &Snapshot) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        let mut cumulative = 0;
+        for (i, bound) in BOUNDS.iter().enumerate() {
+            cumulative += h.counts.get(i).copied().unwrap_or(0);
+            self.sample(&format!("{name}_bucket"), &format!("{labels}{sep}le=\"{bound}\""), cumulative);
+        }
+        self.sample(&format!("{name}_bucket"), &format!("{labels}{sep}le=\"+Inf\""), h.count());
+        self.sample(&format!("{name}_sum"), labels, h.sum);
+        self.sample(&format!("{name}_count"), labels, h.count());
+    }
+}
+
+/// Renders `s` as Prometheus text.
+pub fn render(s: &Scrape) -> String {
+    let mut o = Out(String::with_capacity(16 * 1024));
+    let l = &s.loops;
+    o.per_loop("sse_connections_active", "gauge", "Open connections.", l, |l| l.connections.to_string());
+    o.per_loop("sse_streams_active", "gauge", "Open event streams.", l, |l| l.streams.to_string());
+    o.family(
+        "sse_connections_max",
+        "gauge",
+        "Most connections this node holds (--max-connections or the fd limit).",
+    );
+    o.sample("sse_connections_max", "", s.capacity);
+    o.per_loop("sse_connections_accepted_total", "counter", "Connections accepted.", l, |l| {
+        l.accepted.to_string()
+    });
+    o.family("sse_connections_rejected_total", "counter", "Connections or requests refused, by reason.");
+    for r in RejectReason::ALL {
+        o.sample(
+            "sse_connections_rejected_total",
+            &format!("reason=\"{}\"", r.label()),
+            s.rejected[r.index()],
+        );
+    }
+    o.family("sse_disconnects_total", "counter", "Connections closed, by reason.");
+    for (i, r) in CloseReason::ALL.iter().enumerate() {
+        o.sample("sse_disconnects_total", &format!("reason=\"{}\"", r.label()), s.closed[i]);
+    }
+    o.family("sse_events_published_total", "counter", "Events sequenced by the hub, by class.");
+    for c in Class::ALL {
+        o.sample("sse_events_published_total", &format!("class=\"{}\"", c.label()), s.published[c.index()]);
+    }
+    o.per_loop("sse_deliveries_total", "counter", "Event frames queued to streams.", l, |l| {
+        l.deliveries.to_string()
+    });
+    o.per_loop("sse_bytes_written_total", "counter", "Bytes accepted by the kernel.", l, |l| {
+        l.bytes_written.to_string()
+    });
+    o.family("sse_events_dropped_total", "counter", "Events not delivered, by class and reason.");
+    for c in Class::ALL {
+        o.sample(
+            "sse_events_dropped_total",
+            &format!("class=\"{}\",reason=\"evicted\"", c.label()),
+            s.evicted[c.index()],
+        );
+    }
+    o.sample("sse_events_dropped_total", "class=\"latest\",reason=\"conflated\"", s.conflated);
+    o.sample("sse_events_dropped_total", "class=\"latest\",reason=\"throttled\"", s.throttled);
+    o.sample("sse_events_dropped_total", "class=\"droppable\",reason=\"shed\"", s.shed);
+    o.family("sse_gaps_reported_total", "counter", "event: gap notices sent to clients.");
+    o.sample("sse_gaps_reported_total", "", s.gaps);
+    o.per_loop("sse_outbox_queued_bytes", "gauge", "Unwritten bytes in outboxes.", l, |l| {
+        l.outbox_queued_bytes.to_string()
+    });
+    o.per_loop(
+        "sse_connections_write_blocked",
+        "gauge",
+        "Connections waiting for the socket to drain.",
+        l,
+        |l| l.write_blocked.to_string(),
+    );
+    o.per_loop("sse_hub_queue_events", "gauge", "Events waiting in the loop's hub channel.", l, |l| {
+        l.hub_queue.to_string()
+    });
+    o.family("sse_hub_queue_capacity", "gauge", "Capacity of each hub channel (--hub-queue-events).");
+    o.sample("sse_hub_queue_capacity", "", s.hub_capacity);
+    o.family(
+        "sse_delivery_lag_seconds",
+        "histogram",
+        "Hub accept to bytes accepted by the kernel, per delivery.",
+    );
+    o.histogram("sse_delivery_lag_seconds", "", &s.delivery_lag);
+    o.family("sse_loop_iteration_seconds", "histogram", "Time a loop spends per iteration.");
+    for (i, lp) in l.iter().enumerate() {
+        o.histogram("sse_loop_iteration_seconds", &format!("loop=\"{i}\""), &lp.iteration);
+    }
+    o.per_loop("sse_loop_lag_seconds", "gauge", "Longest recent iteration of the loop.", l, |l| {
+        l.loop_lag_seconds.to_string()
+    });
+    o.per_loop("sse_loop_up", "gauge", "1 if the loop answered the last health probe in time.", l, |l| {
+        u8::from(l.up).to_string()
+    });
+    o.family("sse_overload_mode", "gauge", "1 while the node sheds droppable events and widens throttles.");
+    o.sample("sse_overload_mode", "", u8::from(s.overload));
+    o.family("sse_history_events", "gauge", "Events retained for resume and polling.");
+    o.sample("sse_history_events", "", s.history_events);
+    o.family("sse_history_bytes", "gauge", "Frame bytes referenced by history.");
+    o.sample("sse_history_bytes", "", s.history_bytes);
+    let p = &s.process;
+    o.family("process_open_fds", "gauge", "Open file descriptors.");
+    o.sample("process_open_fds", "", p.open_fds);
+    o.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
+    o.sample("process_max_fds", "", p.max_fds);
+    o.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+    o.sample("process_resident_memory_bytes", "", p.resident_bytes);
+    o.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
+    o.sample("process_cpu_seconds_total", "", p.cpu_seconds);
+    o.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
+    o.sample("process_start_time_seconds", "", p.start_time_seconds);
+    o.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_family_is_declared_once_and_histograms_are_cumulative() {
+        let mut lag = Snapshot { counts: vec![0; BOUNDS.len() + 1], sum: 1.5 };
+        lag.counts[0] = 2;
+        lag.counts[3] = 1;
+        let s = Scrape {
+            loops: vec![LoopScrape::default(), LoopScrape::default()],
+            delivery_lag: lag,
+            ..Scrape::default()
+        };
+        let text = render(&s);
+        let mut types = std::collections::HashSet::new();
+        for line in text.lines().filter(|l| l.starts_with("# TYPE ")) {
+            assert!(types.insert(line.split_whitespace().nth(2).unwrap().to_string()), "{line}");
+        }
+        assert!(text.contains("sse_delivery_lag_seconds_bucket{le=\"0.0005\"} 2\n"));
+        assert!(text.contains("sse_delivery_lag_seconds_bucket{le=\"0.005\"} 3\n"));
+        assert!(text.contains("sse_delivery_lag_seconds_bucket{le=\"+Inf\"} 3\n"));
+        assert!(text.contains("sse_delivery_lag_seconds_count 3\n"));
+        assert!(text.contains("sse_connections_active{loop=\"1\"} 0\n"));
+        assert!(text.contains("sse_connections_rejected_total{reason=\"emfile\"} 0\n"));
+    }
+}

@@ -1,0 +1,148 @@
+//! The node's own watcher, one thread: every `--status-interval-ms` it
+//! 1. probes every loop through its channel (`sse_loop_up`; a stuck loop reads 0),
+//! 2. decides overload mode with hysteresis: on when the longest recent loop iteration
+//!    reaches `--overload-lag-ms` or all outboxes together hold `--overload-queued-bytes`;
+//!    off only after both have stayed below half of their thresholds for
+//!    [`RECOVERY_HOLD`]. While on, the `latest` throttle windows are 4× wider and loops shed
+//!    droppable events and tell streams (`system.overloaded` / `system.recovered`);
+//! 3. publishes a status snapshot on topic [`STATUS_TOPIC`] (the status page's feed), as
+//!    a `latest` event so a slow page only ever gets the newest one.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::health::Probe;
+use crate::histogram::Snapshot;
+use crate::hub::LoopMsg;
+use crate::publish::{self, Message};
+use crate::worker::Shared;
+
+/// The reserved topic of the status feed (publishers may not use the `sse-edge.` prefix).
+pub const STATUS_TOPIC: &str = "sse-edge.status";
+/// Topics with this prefix belong to the node.
+pub const RESERVED_PREFIX: &str = "sse-edge.";
+/// How long both overload signals must stay low before overload mode ends.
+pub const RECOVERY_HOLD: Duration = Duration::from_secs(2);
+/// Throttle window multiplier in overload mode.
+pub const OVERLOAD_THROTTLE_FACTOR: u32 = 4;
+
+struct Totals {
+    at: Instant,
+    published: u64,
+    deliveries: u64,
+    dropped: u64,
+    gaps: u64,
+    lag: Snapshot,
+}
+
+/// Runs until the node stops or drains.
+pub(crate) fn run(shared: Arc<Shared>) {
+    let interval = Duration::from_millis(shared.config.status_interval_ms.max(50));
+    let mut probe: Option<Arc<Probe>> = None;
+    let mut calm_since: Option<Instant> = None;
+    let mut last = totals(&shared);
+    while !shared.stop.load(Ordering::Acquire) && !shared.draining.load(Ordering::Acquire) {
+        std::thread::sleep(interval.min(Duration::from_millis(250)));
+        if last.at.elapsed() < interval {
+            continue;
+        }
+        if let Some(p) = probe.take() {
+            for (i, up) in shared.loop_up.iter().enumerate() {
+                up.store(!p.missing().contains(&i), Ordering::Relaxed);
+            }
+        }
+        let p = Arc::new(Probe::new(shared.hub.loops()));
+        for i in 0..shared.hub.loops() {
+            shared.hub.send_control(i, LoopMsg::Ping(p.clone()));
+        }
+        probe = Some(p);
+        update_overload(&shared, &mut calm_since);
+        let now = totals(&shared);
+        if shared.config.status_interval_ms > 0 {
+            publish_status(&shared, &last, &now);
+        }
+        last = now;
+    }
+}
+
+fn loop_signals(shared: &Shared) -> (Duration, u64) {
+    let lag_us = shared.stats.iter().map(|l| l.loop_lag_us.load(Ordering::Relaxed)).max().unwrap_or(0);
+    let queued = shared.stats.iter().map(|l| l.outbox_queued_bytes.load(Ordering::Relaxed)).sum();
+    (Duration::from_micros(lag_us), queued)
+}
+
+fn update_overload(shared: &Shared, calm_since: &mut Option<Instant>) {
+    let c = &shared.config;
+    let (lag, queued) = loop_signals(shared);
+    let lag_limit = Duration::from_millis(c.overload_lag_ms);
+    let hot = lag >= lag_limit || queued >= c.overload_queued_bytes;
+    let calm = lag < lag_limit / 2 && queued < c.overload_queued_bytes / 2;
+    let on = shared.overload.load(Ordering::Acquire);
+    if !on && hot {
+        shared.overload.store(true, Ordering::Release);
+        shared.hub.throttle.set_multiplier(OVERLOAD_THROTTLE_FACTOR);
+        shared.hub.wake_all();
+        *calm_since = None;
+        log::warn!(
+            "overload mode ON: loop lag {lag:?} (limit {lag_limit:?}), queued {queued} bytes (limit {}); \
+             shedding droppable events, throttle windows x{OVERLOAD_THROTTLE_FACTOR}",
+            c.overload_queued_bytes
+        );
+    } else if on {
+        let since = if calm { *calm_since.get_or_insert_with(Instant::now) } else { Instant::now() };
+        if !calm {
+            *calm_since = None;
+        }
+        if calm && since.elapsed() >= RECOVERY_HOLD {
+            shared.overload.store(false, Ordering::Release);
+            shared.hub.throttle.set_multiplier(1);
+            shared.hub.wake_all();
+            *calm_since = None;
+            log::warn!("overload mode OFF: loop lag {lag:?}, queued {queued} bytes");
+        }
+    }
+}
+
+fn totals(shared: &Shared) -> Totals {
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let mut t = Totals {
+        at: Instant::now(),
+        published: shared.hub.published().iter().sum(),
+        deliveries: 0,
+        dropped: shared.hub.throttle.replaced(),
+        gaps: 0,
+        lag: Snapshot::sum(shared.stats.iter().map(|l| &l.delivery_lag)),
+    };
+    for l in &shared.stats {
+        t.deliveries += get(&l.deliveries);
+        t.dropped += l.evicted.iter().map(get).sum::<u64>() + get(&l.conflated) + get(&l.shed);
+        t.gaps += get(&l.gaps_reported);
+    }
+    t
+}
+
+fn publish_status(shared: &Shared, last: &Totals, now: &Totals) {
+    let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
+    let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
+    let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let lag_p99_ms = now.lag.since(&last.lag).quantile(0.99).map_or(0.0, |s| s * 1000.0);
+    let status = serde_json::json!({
+        "ts_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
+        "connections": shared.connections.load(Ordering::Relaxed),
+        "streams": shared.stats.iter().map(|l| get(&l.streams)).sum::<u64>(),
+        "capacity": shared.capacity,
+        "events_per_sec": rate(now.published, last.published),
+        "deliveries_per_sec": rate(now.deliveries, last.deliveries),
+        "dropped_per_sec": rate(now.dropped, last.dropped),
+        "gaps_per_sec": rate(now.gaps, last.gaps),
+        "lag_p99_ms": lag_p99_ms,
+        "overload": shared.overload.load(Ordering::Acquire),
+        "loops": shared.hub.loops(),
+    });
+    let msg = Message::new(STATUS_TOPIC, status.to_string()).event("status").latest("node");
+    if let Ok(prepared) = publish::prepare(&msg, shared.config.outbox_max_bytes) {
+        // Best effort: a full hub skips one snapshot rather than waiting.
+        let _ = shared.hub.try_publish(std::slice::from_ref(&prepared), None);
+    }
+}
