@@ -43,7 +43,7 @@ pub(crate) fn run(shared: Arc<Shared>) {
     let mut calm_since: Option<Instant> = None;
     let mut last = totals(&shared);
     while !shared.stop.load(Ordering::Acquire) && !shared.draining.load(Ordering::Acquire) {
-        std::thread::sleep(interval.min(Duration::from_millis(250)));
+        std::thread::sleep(interval.min(Duration::from_millis(50)));
         if last.at.elapsed() < interval {
             continue;
         }
