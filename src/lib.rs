@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod check;
 pub mod config;
 mod conn;
 pub mod cors;
@@ -272,6 +273,7 @@ impl Handle {
         stats.published_by_class = hub.published();
         stats.throttled = hub.throttle.replaced();
         stats.capacity = self.shared.capacity as u64;
+        stats.overloaded = self.shared.overload.load(Ordering::Acquire);
         stats
     }
 

@@ -30,12 +30,13 @@ pub enum CloseReason {
 
 impl CloseReason {
     /// All reasons, in counter order.
-    pub const ALL: [CloseReason; 5] = [
+    pub const ALL: [CloseReason; 6] = [
         CloseReason::Client,
         CloseReason::Error,
         CloseReason::Stalled,
         CloseReason::Rejected,
         CloseReason::Shutdown,
+        CloseReason::Timeout,
     ];
 
     /// Stable label for metrics and logs.

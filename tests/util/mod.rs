@@ -276,3 +276,206 @@ pub fn parse_frame(raw: &str) -> Option<SseEvent> {
     }
     has_data.then_some(SseEvent { id, event, data })
 }
+
+// ---------------------------------------------------------------------------------------------
+// Helpers for external processes and plain HTTP, added for tests/observability.rs and
+// tests/status_page.rs (names differ from the binary helpers further down). Fully qualified
+// paths, so nothing above changes.
+// ---------------------------------------------------------------------------------------------
+
+/// A child process a test started. Dropping it stops that process by its pid: SIGTERM, up to
+/// 5 s to exit, then SIGKILL; it is always reaped.
+pub struct ProcessGuard {
+    pub child: std::process::Child,
+    pub name: &'static str,
+}
+
+impl ProcessGuard {
+    pub fn new(name: &'static str, child: std::process::Child) -> ProcessGuard {
+        ProcessGuard { child, name }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `Some(status)` once the process has exited.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().expect("try_wait")
+    }
+}
+
+impl Drop for ProcessGuard {
+    fn drop(&mut self) {
+        if self.exited().is_some() {
+            return;
+        }
+        let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if self.exited().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        eprintln!("{} (pid {}) ignored SIGTERM for 5 s; sending SIGKILL", self.name, self.pid());
+        let _ = self.child.kill(); // SIGKILL to this pid only
+        let _ = self.child.wait();
+    }
+}
+
+/// A port on 127.0.0.1 that was free a moment ago (bind to port 0, read it, release it).
+pub fn free_local_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local_addr").port()
+}
+
+/// A fresh directory under the system temp dir, removed with its contents on drop.
+pub struct TempDir {
+    pub path: std::path::PathBuf,
+}
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!("sse-edge-{prefix}-{}-{n}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&path).unwrap_or_else(|e| panic!("create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn join(&self, name: &str) -> std::path::PathBuf {
+        self.path.join(name)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+/// Panics (never skips) when a system binary the test needs is missing.
+pub fn require_binary(path: &str, debian_package: &str) -> std::path::PathBuf {
+    let p = std::path::PathBuf::from(path);
+    assert!(
+        p.is_file(),
+        "{path} is missing: run scripts/test, which installs the Debian `{debian_package}` package \
+         (or `apt-get install {debian_package}` as root)"
+    );
+    p
+}
+
+/// `GET path` on a new connection with `Connection: close`; reads a `Content-Length`, chunked
+/// or until-EOF body. Errors (refused, timeout) are returned, not panicked on.
+pub fn try_http_get(addr: SocketAddr, path: &str) -> io::Result<Response> {
+    let mut s = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes())?;
+    let mut c = Client { reader: BufReader::new(s) };
+    // Head (and a Content-Length body) through the shared parser.
+    let mut r = c.try_read_response()?;
+    let chunked = r.header("transfer-encoding").is_some_and(|v| v.eq_ignore_ascii_case("chunked"));
+    if chunked {
+        let mut body = Vec::new();
+        loop {
+            let mut line = String::new();
+            c.reader.read_line(&mut line)?;
+            let size =
+                usize::from_str_radix(line.trim().split(';').next().unwrap_or(""), 16).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidData, format!("chunk size {line:?}: {e}"))
+                })?;
+            if size == 0 {
+                break;
+            }
+            let start = body.len();
+            body.resize(start + size, 0);
+            c.reader.read_exact(&mut body[start..])?;
+            line.clear();
+            c.reader.read_line(&mut line)?;
+        }
+        r.body = body;
+    } else if r.header("content-length").is_none() {
+        c.reader.read_to_end(&mut r.body)?;
+    }
+    Ok(r)
+}
+
+/// [`try_http_get`] that panics on an I/O error.
+pub fn http_get(addr: SocketAddr, path: &str) -> Response {
+    try_http_get(addr, path).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
+}
+// ----------------------------- end of observability helpers ----------------------------------
+
+/// A child process (the `sse-edge` binary), killed by its own pid when dropped, also when the
+/// test panics. `std::process::Child::kill` signals only a child not yet reaped, so a pid the
+/// kernel has reused is never touched.
+pub struct ChildGuard(pub std::process::Child);
+
+impl ChildGuard {
+    pub fn pid(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// The exit status if the child exits within `limit`, polling; `None` if it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        loop {
+            if let Some(status) = self.0.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Whether the child is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.0.try_wait().expect("try_wait").is_none()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback address no one listens on right now (bind port 0, read it, release it).
+pub fn free_port() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+}
+
+/// Waits (polling, at most `limit`) until `addr` accepts a TCP connection.
+pub fn wait_listening(addr: SocketAddr, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "nothing listens on {addr} after {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A TCP connection to `addr` whose local end is bound to `local` (any 127.0.0.0/8 address
+/// works on Linux), so one test can act as several client IPs.
+pub fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    sock.bind(&SocketAddr::new(local, 0).into())?;
+    sock.connect(&addr.into())?;
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(IO_TIMEOUT))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// A [`Client`] over a connection from `local` (see [`connect_from`]).
+pub fn client_from(local: std::net::IpAddr, addr: SocketAddr) -> Client {
+    Client { reader: BufReader::new(connect_from(local, addr).expect("connect")) }
+}
