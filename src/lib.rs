@@ -21,7 +21,6 @@
 
 pub mod admission;
 pub mod auth;
-pub mod check;
 pub mod config;
 mod conn;
 pub mod cors;
@@ -177,6 +176,7 @@ impl Server {
             stop: Default::default(),
             capacity,
             connections: Default::default(),
+            admin_connections: Default::default(),
             admission: admission::Admission::new(admission::AdmissionLimits {
                 max_streams_per_ip: config.max_streams_per_ip,
                 connect_rate_per_ip: config.connect_rate_per_ip,

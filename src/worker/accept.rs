@@ -8,6 +8,9 @@
 //!    exhaustion it frees it, accepts, answers 503, closes, and takes the spare back. If the
 //!    spare cannot be taken back, accepts pause for [`super::ACCEPT_BACKOFF_MS`].
 //! 3. At most [`super::ACCEPT_BUDGET`] accepts per listener per iteration.
+//! 4. Connections on the admin listener count against their own bound
+//!    ([`ADMIN_MAX_CONNECTIONS`], inside `--fd-reserve`), not against `capacity`: at capacity
+//!    an operator can still scrape, probe and publish there.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -20,6 +23,9 @@ use crate::conn::Conn;
 use crate::metrics::{LoopStats, RejectReason};
 
 use super::{Worker, ACCEPT_BACKOFF_MS, ACCEPT_BUDGET};
+
+/// Most concurrent connections on the admin listener (they use `--fd-reserve` descriptors).
+pub const ADMIN_MAX_CONNECTIONS: usize = 32;
 
 /// The response to a connection past capacity (or while out of descriptors).
 pub(super) fn at_capacity() -> bytes::Bytes {
@@ -85,9 +91,15 @@ impl Worker {
                 return self.refuse_raw(sock, &refusal.response(false), RejectReason::IpRate);
             }
         }
-        let capacity = self.shared.capacity;
-        if self.shared.connections.fetch_add(1, Ordering::AcqRel) >= capacity {
-            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        // Invariant 4: the admin listener has its own small budget, so operators (and
+        // internal publishers) get in when the public side is full.
+        let (counter, capacity) = if admin {
+            (&self.shared.admin_connections, ADMIN_MAX_CONNECTIONS)
+        } else {
+            (&self.shared.connections, self.shared.capacity)
+        };
+        if counter.fetch_add(1, Ordering::AcqRel) >= capacity {
+            counter.fetch_sub(1, Ordering::AcqRel);
             let response = self.at_capacity.clone();
             self.refuse_raw(sock, &response, RejectReason::Capacity);
             log::debug!("loop {}: refused {peer}: at capacity ({capacity})", self.index);
@@ -101,7 +113,7 @@ impl Worker {
         let interest = Interest::READABLE | Interest::WRITABLE;
         if let Err(e) = self.poll.registry().register(&mut sock, Token(key), interest) {
             log::warn!("loop {}: cannot register {peer}: {e}", self.index);
-            self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+            counter.fetch_sub(1, Ordering::AcqRel);
             return;
         }
         let mut conn = Conn::new(sock, peer, self.now_ms);

@@ -82,6 +82,8 @@ pub(crate) struct Shared {
     pub capacity: usize,
     /// Open connections over all loops (touched per connection, never per event).
     pub connections: AtomicUsize,
+    /// Open connections on the admin listener (bounded separately).
+    pub admin_connections: AtomicUsize,
     /// Per-IP, per-user and per-topic limits.
     pub admission: Admission,
     /// Who may publish.
@@ -382,7 +384,8 @@ impl Worker {
                 log::debug!("loop {} conn {key} peer {}: closed ({})", self.index, conn.peer, reason.label())
             }
         }
-        self.shared.connections.fetch_sub(1, Ordering::AcqRel);
+        let counter = if conn.admin { &self.shared.admin_connections } else { &self.shared.connections };
+        counter.fetch_sub(1, Ordering::AcqRel);
         self.stats().closed(reason);
         self.update_gauges();
     }

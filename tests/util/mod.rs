@@ -137,6 +137,12 @@ impl Client {
         Ok(r)
     }
 
+    /// Sends `raw` (ignoring a write error: the server may close first) and reads a response.
+    pub fn try_read_response_after(&mut self, raw: &[u8]) -> io::Result<Response> {
+        let _ = self.stream().write_all(raw);
+        self.try_read_response()
+    }
+
     pub fn request(&mut self, raw: &[u8]) -> Response {
         self.send(raw);
         self.read_response()
