@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod check;
 pub mod config;
 mod conn;
 pub mod cors;

@@ -1,9 +1,14 @@
 //! `sse-edge`: parse the command line, start the server, wait for a signal. No logic here.
+//!
+//! `sse-edge [OPTIONS]` runs the server. `sse-edge check [--json]` reports the host's stream
+//! capacity for the same options instead; the server options are global, so they may come
+//! before or after `check` (`sse-edge --max-connections 500000 check` and
+//! `sse-edge check --max-connections 500000` are the same).
 
 use std::process::ExitCode;
 
-use clap::Parser;
-use sse_edge::{sys, Config, Server};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use sse_edge::{check, sys, Config, Server};
 
 /// A thread-per-core Server-Sent Events fan-out server.
 ///
@@ -15,11 +20,36 @@ use sse_edge::{sys, Config, Server};
 struct Cli {
     #[command(flatten)]
     config: Config,
+    #[command(subcommand)]
+    cmd: Option<Cmd>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Report how many streams this host can hold with these options (rlimits, sysctls,
+    /// memory), which limit binds first and what to change; changes nothing. Exits 2 when a
+    /// non-zero --max-connections cannot be reached.
+    Check {
+        /// Print one JSON object (readings, capacity, binding limit, advice).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Parses the command line with every server option global, so a subcommand accepts them
+/// too (clap propagates a global's value to the top level whichever side it was given on).
+fn parse_cli() -> Cli {
+    let mut cmd = Cli::command().args_conflicts_with_subcommands(false).mut_args(|a| a.global(true));
+    let matches = cmd.get_matches_mut();
+    Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.format(&mut cmd).exit())
 }
 
 fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
-    let cli = Cli::parse();
+    let cli = parse_cli();
+    if let Some(Cmd::Check { json }) = cli.cmd {
+        return ExitCode::from(check::run(&cli.config, json));
+    }
     let signals = match sys::signals::block_termination() {
         Ok(set) => set,
         Err(e) => {
