@@ -171,6 +171,10 @@ fn a_burst_leaves_in_few_vectored_writes() {
     let mut sub = SseClient::connect(server.addr, "/events?topic=burst");
     let before = server.wait_stats("stream", |s| s.streams == 1);
     let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("burst", n.to_string())).collect();
+    // Hold the loop while the burst is queued, so the test does not depend on how the OS
+    // schedules the publishing thread against the loop: the whole burst is waiting when the
+    // loop drains.
+    assert!(server.handle().debug_block_loop(0, Duration::from_millis(300)));
     server.handle().publisher().publish_batch(&msgs).unwrap();
     let got: Vec<String> = sub.events(EVENTS).into_iter().map(|e| e.data).collect();
     assert_eq!(got, (0..EVENTS).map(|n| n.to_string()).collect::<Vec<_>>());
