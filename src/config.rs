@@ -105,7 +105,8 @@ pub struct Config {
 
     /// At most one `latest` event per topic+key per this interval goes to subscribers; the
     /// last value of each window is always delivered when it ends (0 turns throttling off).
-    #[arg(long, env = "SSE_EDGE_LATEST_MIN_INTERVAL_MS", default_value_t = 500)]
+    #[arg(long, env = "SSE_EDGE_LATEST_MIN_INTERVAL_MS", default_value_t = 500,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub latest_min_interval_ms: u64,
 
     /// Capacity of each hub→loop channel, in events. When any loop's channel is full,
@@ -200,12 +201,14 @@ pub struct Config {
 
     /// On shutdown, streams get `event: server-shutdown` and this long to receive what is
     /// queued before the process exits.
-    #[arg(long, env = "SSE_EDGE_DRAIN_TIMEOUT_MS", default_value_t = 10_000)]
+    #[arg(long, env = "SSE_EDGE_DRAIN_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub drain_timeout_ms: u64,
 
     /// On shutdown each stream's `retry:` is `--retry-ms` plus a random share of this, so
     /// clients do not all come back in the same second.
-    #[arg(long, env = "SSE_EDGE_SHUTDOWN_RETRY_SPREAD_MS", default_value_t = 10_000)]
+    #[arg(long, env = "SSE_EDGE_SHUTDOWN_RETRY_SPREAD_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub shutdown_retry_spread_ms: u64,
 }
 

@@ -6,7 +6,8 @@
 //!
 //! Invariants:
 //! 1. Each topic's ring holds clones of the shared events (refcounts, no payload copies),
-//!    in id order, bounded by `max_events`, `max_bytes` and `max_age`.
+//!    in id order, bounded by `max_events` and `max_bytes`; events past `max_age` are never
+//!    replayed and are dropped on the next timer walk.
 //! 2. A topic remembers the newest id it has dropped (`dropped_up_to`); a resume from an
 //!    older id is told of the loss as a gap, never silently.
 //! 3. At most `max_topics` topics and `max_total_bytes` bytes are kept; past either the topic
@@ -122,33 +123,33 @@ impl History {
         }
     }
 
-    /// Drops events older than `max_age` from topics not published to lately (the rest
-    /// expire as they are published to). Cheap: walks only the stale end of the recency order.
+    /// Drops events older than `max_age` from every topic (one walk per timer tick; a ring
+    /// also expires its head whenever it is published to).
     pub fn expire(&mut self, now: Instant) {
-        let stale: Vec<Arc<str>> = self
-            .recency
-            .values()
-            .take_while(|t| {
-                self.topics
-                    .get(*t)
-                    .and_then(|r| r.events.front())
-                    .is_some_and(|e| now.saturating_duration_since(e.accepted_at) > self.limits.max_age)
-            })
-            .cloned()
-            .collect();
-        for topic in stale {
-            if let Some(ring) = self.topics.get_mut(&topic) {
-                let before = ring.bytes;
-                ring.expire(&self.limits, now);
-                self.total_bytes -= before - ring.bytes;
-            }
+        let limits = self.limits;
+        let mut freed = 0;
+        for ring in self.topics.values_mut() {
+            let before = ring.bytes;
+            ring.expire(&limits, now);
+            freed += before - ring.bytes;
         }
+        self.total_bytes -= freed;
     }
 
-    /// The gap a reader of `topic` who has seen everything up to `after` must be told of.
-    fn gap_for(&self, topic: &str, after: u64) -> Option<Gap> {
+    /// The gap a reader of `topic` who has seen everything up to `after` must be told of:
+    /// events dropped from the ring, and events still in it but past `max_age` (which a
+    /// replay leaves out).
+    fn gap_for(&self, topic: &str, after: u64, now: Instant) -> Option<Gap> {
         let lost_up_to = match self.topics.get(topic) {
-            Some(ring) => ring.dropped_up_to,
+            Some(ring) => {
+                let expired = ring
+                    .events
+                    .iter()
+                    .take_while(|e| now.saturating_duration_since(e.accepted_at) > self.limits.max_age)
+                    .last()
+                    .map_or(0, |e| e.id);
+                ring.dropped_up_to.max(expired)
+            }
             None => self.floor,
         };
         (after < lost_up_to).then_some((after + 1, lost_up_to))
@@ -161,7 +162,7 @@ impl History {
         let mut gap = None;
         let mut events: Vec<Arc<Event>> = Vec::new();
         for topic in topics {
-            if let Some(g) = self.gap_for(topic, after) {
+            if let Some(g) = self.gap_for(topic, after, now) {
                 merge_gap(&mut gap, g);
             }
             events.extend(self.retained_after(topic, after, now).cloned());
@@ -207,7 +208,7 @@ impl History {
     ) -> Option<(Option<Gap>, Vec<Arc<Event>>)> {
         self.topics.get(topic)?;
         let events = self.retained_after(topic, after, now).take(limit).cloned().collect();
-        Some((self.gap_for(topic, after), events))
+        Some((self.gap_for(topic, after, now), events))
     }
 
     /// The newest retained event of `topic`.
@@ -325,6 +326,7 @@ mod tests {
         h.record(&ev(1, "a", Class::Reliable, None));
         let later = Instant::now() + Duration::from_millis(50);
         assert!(h.latest("a", later).is_none());
+        assert_eq!(h.replay(&["a".into()], 0, later).0, Some((1, 1)), "expired, not yet dropped: a gap");
         h.expire(later);
         assert_eq!(h.size(), (1, 0));
         assert_eq!(h.replay(&["a".into()], 0, later).0, Some((1, 1)));

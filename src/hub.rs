@@ -7,7 +7,8 @@
 //! 2. Every hub→loop channel is bounded (`--hub-queue-events`). Under the lock the hub first
 //!    computes the room left in the fullest channel and sends at most that many events, so a
 //!    send never fails and never blocks: only lock holders send, and consumers only make room.
-//! 3. Nothing waits while holding the lock. A publisher that finds no room gets back fewer
+//! 3. Nothing waits while holding the lock, and it is held for at most [`EVENTS_PER_LOCK`]
+//!    events at a time. A publisher that finds no room gets back fewer
 //!    ids than events (possibly none) and retries later: a loop parks the publishing
 //!    connection (TCP pushes back on the client), the embedded `publish` sleeps and retries,
 //!    `try_publish` returns `Full`.
@@ -98,10 +99,15 @@ struct Sequencer {
     published: [u64; 3],
 }
 
+/// Events sequenced per hold of the hub's lock (invariant 3).
+pub const EVENTS_PER_LOCK: usize = 256;
+
 /// The sequencer shared by all loops and publishers.
 pub struct Hub {
     seq: Mutex<Sequencer>,
     first_id: u64,
+    /// Mirror of the sequencer's next id, readable without the lock.
+    issued_below: std::sync::atomic::AtomicU64,
     links: Vec<Link>,
     capacity: usize,
     closed: AtomicBool,
@@ -128,12 +134,18 @@ impl Hub {
         let hub = Hub {
             seq: Mutex::new(Sequencer { next_id: first, published: [0; 3] }),
             first_id: first,
+            issued_below: std::sync::atomic::AtomicU64::new(first),
             links,
             capacity,
             closed: AtomicBool::new(false),
             throttle: Throttle::new(latest_interval),
         };
         (hub, inboxes)
+    }
+
+    /// The id the next event will get (every issued id is below it).
+    pub fn next_id(&self) -> u64 {
+        self.issued_below.load(Ordering::Acquire)
     }
 
     /// The first id this process assigns; anything below predates it.
@@ -198,40 +210,48 @@ impl Hub {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed);
         }
-        let mut ids = Vec::new();
-        {
-            let mut seq = self.lock();
-            let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
-            let take = room.min(events.len());
-            ids.reserve(take);
-            let now = Instant::now();
-            for prepared in &events[..take] {
-                let id = seq.next_id;
-                seq.next_id += 1;
-                seq.published[prepared.class.index()] += 1;
-                let digits = itoa_buf(id);
-                let frame = sse::frame_with_id(digits.as_str(), &prepared.body)
-                    .map_err(|e| PublishError::Invalid(e.to_string()))?;
-                let event = Arc::new(Event {
-                    id,
-                    topic: prepared.topic.clone(),
-                    class: prepared.class,
-                    key: prepared.key.clone(),
-                    frame,
-                    accepted_at: now,
-                });
-                for link in &self.links {
-                    // Invariant 2: room was measured under this lock; this cannot fail
-                    // unless the loop has exited, when dropping the event is right.
-                    let _ = link.tx.try_send(LoopMsg::Event(event.clone()));
-                }
-                ids.push(id);
+        let mut ids = Vec::with_capacity(events.len());
+        // Invariant 3: the lock is taken per chunk, so a huge batch never holds up other
+        // publishers (or a loop's own HTTP publish) for long.
+        for chunk in events.chunks(EVENTS_PER_LOCK) {
+            let sent = self.sequence_chunk(chunk, &mut ids);
+            if sent < chunk.len() {
+                break;
             }
         }
         if !ids.is_empty() {
             self.wake_all_but(from_loop);
         }
         Ok(ids)
+    }
+
+    /// Sequences as much of `chunk` as every channel has room for, under one lock hold.
+    fn sequence_chunk(&self, chunk: &[Prepared], ids: &mut Vec<u64>) -> usize {
+        let mut seq = self.lock();
+        let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
+        let take = room.min(chunk.len());
+        let now = Instant::now();
+        for prepared in &chunk[..take] {
+            let id = seq.next_id;
+            seq.next_id += 1;
+            seq.published[prepared.class.index()] += 1;
+            let event = Arc::new(Event {
+                id,
+                topic: prepared.topic.clone(),
+                class: prepared.class,
+                key: prepared.key.clone(),
+                frame: sse::frame_with_u64_id(id, &prepared.body),
+                accepted_at: now,
+            });
+            for link in &self.links {
+                // Invariant 2: room was measured under this lock; this cannot fail
+                // unless the loop has exited, when dropping the event is right.
+                let _ = link.tx.try_send(LoopMsg::Event(event.clone()));
+            }
+            ids.push(id);
+        }
+        self.issued_below.store(seq.next_id, Ordering::Release);
+        take
     }
 
     fn wake_all_but(&self, from_loop: Option<usize>) {
@@ -295,33 +315,6 @@ impl Hub {
     }
 }
 
-/// Formats a u64 into a stack string (no allocation under the lock).
-fn itoa_buf(n: u64) -> DigitBuf {
-    let mut buf = DigitBuf { bytes: [0; 20], start: 20 };
-    let mut n = n;
-    loop {
-        buf.start -= 1;
-        buf.bytes[buf.start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    buf
-}
-
-struct DigitBuf {
-    bytes: [u8; 20],
-    start: usize,
-}
-
-impl DigitBuf {
-    fn as_str(&self) -> &str {
-        // Only ASCII digits are ever written.
-        std::str::from_utf8(&self.bytes[self.start..]).unwrap_or("0")
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,11 +364,5 @@ mod tests {
         assert_eq!(hub.try_publish(&events, None).unwrap().len(), 1);
         hub.close();
         assert_eq!(hub.try_publish(&events, None), Err(PublishError::Closed));
-    }
-
-    #[test]
-    fn digits_format() {
-        assert_eq!(itoa_buf(0).as_str(), "0");
-        assert_eq!(itoa_buf(u64::MAX).as_str(), u64::MAX.to_string());
     }
 }

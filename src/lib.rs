@@ -106,15 +106,20 @@ impl Server {
         let capacity = match sys::rlimits::raise_nofile() {
             Ok(fd) => {
                 max_fds = fd.soft;
-                let capacity = sys::rlimits::max_connections(fd, config.fd_reserve, config.max_connections);
+                // Each loop holds an epoll, a waker, a listener and a spare descriptor; the
+                // admin listener's connections have their own budget.
+                let admin = if config.admin_listen.is_some() { worker::ADMIN_MAX_CONNECTIONS + 1 } else { 0 };
+                let overhead = config.fd_reserve + 4 * loops + admin;
+                let capacity = sys::rlimits::max_connections(fd, overhead, config.max_connections);
                 log::info!(
                     "open-file limit: soft {} (was {}), hard {}; max connections {capacity} \
-                     (--max-connections {}, --fd-reserve {})",
+                     (--max-connections {}, --fd-reserve {}, {} more for loops and admin)",
                     fd.soft,
                     fd.soft_before,
                     fd.hard,
                     config.max_connections,
-                    config.fd_reserve
+                    config.fd_reserve,
+                    4 * loops + admin
                 );
                 capacity
             }
@@ -178,6 +183,7 @@ impl Server {
             capacity,
             connections: Default::default(),
             admin_connections: Default::default(),
+            open_fds: sys::rlimits::open_fds().unwrap_or(0).into(),
             admission: admission::Admission::new(admission::AdmissionLimits {
                 max_streams_per_ip: config.max_streams_per_ip,
                 connect_rate_per_ip: config.connect_rate_per_ip,

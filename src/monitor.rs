@@ -5,7 +5,8 @@
 //!    off only after both have stayed below half of their thresholds for
 //!    [`RECOVERY_HOLD`]. While on, the `latest` throttle windows are 4× wider and loops shed
 //!    droppable events and tell streams (`system.overloaded` / `system.recovered`);
-//! 3. publishes a status snapshot on topic [`STATUS_TOPIC`] (the status page's feed), as
+//! 3. samples the open descriptor count for `/metrics` (too slow to list on a loop);
+//! 4. publishes a status snapshot on topic [`STATUS_TOPIC`] (the status page's feed), as
 //!    a `latest` event so a slow page only ever gets the newest one.
 
 use std::sync::atomic::Ordering;
@@ -58,6 +59,9 @@ pub(crate) fn run(shared: Arc<Shared>) {
         }
         probe = Some(p);
         update_overload(&shared, &mut calm_since);
+        if let Some(n) = crate::sys::rlimits::open_fds() {
+            shared.open_fds.store(n, Ordering::Relaxed);
+        }
         let now = totals(&shared);
         if shared.config.status_interval_ms > 0 {
             publish_status(&shared, &last, &now);

@@ -11,7 +11,8 @@
 //!    replaces (conflates) a queued, unstarted event with the same topic and key: the old one
 //!    is removed and the new one appended, so ids on the wire still increase.
 //! 4. Eviction takes the oldest evictable frame of the cheapest class present: droppable
-//!    (and heartbeats), then latest, then reliable.
+//!    (and heartbeats), then latest, then reliable — and never one of a higher class than
+//!    the frame being pushed, which is dropped instead.
 //! 5. Every reliable event that leaves the queue unsent (evicted, or refused for lack of room)
 //!    joins the pending gap range; at the next flush an `event: gap` frame with
 //!    `{"from","to"}` is placed before the first unsent evictable frame (merged into an unsent
@@ -191,7 +192,14 @@ impl Outbox {
 
     fn push_entry(&mut self, entry: Entry, bounds: Bounds, outcome: &mut PushOutcome) {
         let len = entry.bytes().len();
+        let incoming = entry.class().map_or(u8::MAX, rank);
         while self.entries.len() >= bounds.max_events || self.queued + len > bounds.max_bytes {
+            // Never evict something worth more than what comes in: a full outbox of
+            // reliable events drops the incoming droppable, not a reliable one.
+            if self.cheapest_evictable().is_some_and(|c| rank(c) > incoming) {
+                outcome.rejected = true;
+                return;
+            }
             match self.evict_one() {
                 Some(class) => outcome.evicted[class.index()] += 1,
                 None => {
@@ -210,6 +218,15 @@ impl Outbox {
     /// Index of the first entry no byte of which has been written.
     fn first_unstarted(&self) -> usize {
         usize::from(self.head_offset > 0)
+    }
+
+    /// The cheapest class with an evictable (unstarted, unpinned) entry.
+    fn cheapest_evictable(&self) -> Option<Class> {
+        let start = self.first_unstarted();
+        [Class::Droppable, Class::Latest, Class::Reliable].into_iter().find(|&class| {
+            self.counts[class.index()] > 0
+                && self.entries.iter().skip(start).any(|e| e.class() == Some(class))
+        })
     }
 
     /// Removes the oldest evictable entry of the cheapest class present (invariant 4). The
@@ -369,6 +386,15 @@ impl Outbox {
             }
         }
         Ok(flushed)
+    }
+}
+
+/// Eviction rank: lower goes first.
+fn rank(class: Class) -> u8 {
+    match class {
+        Class::Droppable => 0,
+        Class::Latest => 1,
+        Class::Reliable => 2,
     }
 }
 

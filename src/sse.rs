@@ -85,6 +85,27 @@ pub fn frame_with_id(id: &str, body: &[u8]) -> Result<Bytes, EncodeError> {
     Ok(out.freeze())
 }
 
+/// Prepends `id: <id>\n` for a numeric id, which can never hold a control character.
+pub fn frame_with_u64_id(id: u64, body: &[u8]) -> Bytes {
+    let mut digits = [0u8; 20];
+    let mut at = digits.len();
+    let mut n = id;
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    let mut out = BytesMut::with_capacity(5 + (digits.len() - at) + body.len());
+    out.put_slice(b"id: ");
+    out.put_slice(&digits[at..]);
+    out.put_u8(b'\n');
+    out.put_slice(body);
+    out.freeze()
+}
+
 /// The first bytes of every stream: the reconnection delay and a comment, so clients and
 /// proxies see the stream is open before the first event.
 pub fn prelude(retry_ms: u64) -> Bytes {
@@ -223,6 +244,16 @@ mod tests {
     fn empty_data_still_dispatches() {
         assert_eq!(frame("3", None, ""), "id: 3\ndata: \n\n");
         assert_eq!(parse(&frame("3", None, "")).len(), 1);
+    }
+
+    #[test]
+    fn numeric_ids_format_like_text_ids() {
+        for id in [0, 7, 1_795_313_991_905_920, u64::MAX] {
+            assert_eq!(
+                frame_with_u64_id(id, b"data: x\n\n"),
+                frame_with_id(&id.to_string(), b"data: x\n\n").unwrap()
+            );
+        }
     }
 
     #[test]

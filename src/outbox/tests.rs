@@ -148,6 +148,20 @@ fn eviction_goes_droppable_then_latest_then_reliable_and_reports_reliable_gaps()
 }
 
 #[test]
+fn a_cheaper_frame_never_evicts_a_more_valuable_one() {
+    let mut o = Outbox::new();
+    for id in 1..=4 {
+        o.push_event(ev(id, Class::Reliable, None, 1), B);
+    }
+    let r = o.push_event(ev(5, Class::Droppable, None, 1), B);
+    assert!(r.rejected);
+    assert_eq!(r.evicted, [0, 0, 0]);
+    assert!(o.push_event(ev(6, Class::Latest, Some("k"), 1), B).rejected);
+    assert_eq!(o.pending_gap(), None, "no reliable event was lost");
+    assert!(o.push(Bytes::from_static(b":\n\n"), B).rejected, "a heartbeat does not evict either");
+}
+
+#[test]
 fn latest_replaces_the_queued_value_for_its_key_and_keeps_id_order() {
     let mut o = Outbox::new();
     let big = Bounds { max_events: 100, max_bytes: 100_000 };

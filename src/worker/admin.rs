@@ -77,6 +77,10 @@ impl Worker {
                 continue;
             };
             let Some(req) = self.conns.get_mut(key).and_then(crate::conn::Conn::requesting) else { continue };
+            // Only the connection that asked (a reused slab key holds someone else).
+            if !req.health.as_ref().is_some_and(|h| Arc::ptr_eq(h, &probe)) {
+                continue;
+            }
             req.health = None;
             let keep_alive = req.health_keep_alive;
             let response = http::response(
@@ -118,7 +122,7 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
         hub_capacity: shared.hub.queue_capacity() as u64,
         delivery_lag: Snapshot::sum(shared.stats.iter().map(|l| &l.delivery_lag)),
         process: ProcessScrape {
-            open_fds: rlimits::open_fds().unwrap_or(0),
+            open_fds: shared.open_fds.load(Ordering::Relaxed),
             max_fds: shared.max_fds,
             resident_bytes: rlimits::resident_bytes().unwrap_or(0),
             cpu_seconds: rlimits::cpu_seconds().unwrap_or(0.0),

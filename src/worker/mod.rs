@@ -7,9 +7,11 @@
 //! 2. dispatch readiness by token: writable → mark for flush; readable → read and handle
 //!    requests ([`requests`]) or discard bytes on streams;
 //! 3. accept up to [`ACCEPT_BUDGET`] connections;
-//! 4. resume reads cut short by a budget, retry publishers parked on a full hub;
+//! 4. resume reads cut short by a budget, retry publishers parked on a full hub, answer
+//!    finished health probes ([`admin`]), tell streams when overload mode changed;
 //! 5. drain the hub inbox up to [`DRAIN_BUDGET`] events into outboxes ([`delivery`]);
-//! 6. flush every touched connection once (`writev` over its queued frames);
+//! 6. flush every touched connection once (`writev` over its queued frames); anything
+//!    queued later in the iteration makes the next poll return at once;
 //! 7. on the timer tick: heartbeats, stall, request, idle and linger deadlines, gauges
 //!    ([`timers`]); while draining for shutdown, the drain deadline.
 //!
@@ -17,6 +19,7 @@
 //! a large backlog of events) can starve the others.
 
 mod accept;
+pub(crate) use accept::ADMIN_MAX_CONNECTIONS;
 mod admin;
 mod delivery;
 mod requests;
@@ -84,6 +87,9 @@ pub(crate) struct Shared {
     pub connections: AtomicUsize,
     /// Open connections on the admin listener (bounded separately).
     pub admin_connections: AtomicUsize,
+    /// Open descriptors, sampled by the monitor (listing `/proc/self/fd` is too slow for a
+    /// loop thread at 100k descriptors).
+    pub open_fds: std::sync::atomic::AtomicU64,
     /// Per-IP, per-user and per-topic limits.
     pub admission: Admission,
     /// Who may publish.
@@ -252,18 +258,18 @@ impl Worker {
             }
             self.resume_reads();
             self.retry_parked();
-            self.drain_hub();
-            self.flush_dirty();
-            if self.shared.draining.load(Ordering::Acquire) && self.drain_step() {
-                break;
+            if !self.health_waiting.is_empty() {
+                self.check_health();
             }
             let overloaded = self.shared.overload.load(Ordering::Acquire);
             if overloaded != self.overloaded {
                 self.overloaded = overloaded;
                 self.notify_overload(overloaded);
             }
-            if !self.health_waiting.is_empty() {
-                self.check_health();
+            self.drain_hub();
+            self.flush_dirty();
+            if self.shared.draining.load(Ordering::Acquire) && self.drain_step() {
+                break;
             }
             if self.now_ms >= self.next_tick_ms {
                 self.tick();
@@ -284,6 +290,7 @@ impl Worker {
         let accepting = self.now_ms >= self.accept_paused_until_ms;
         let busy = (accepting && (self.accept_pending || self.admin_accept_pending))
             || !self.again.is_empty()
+            || !self.dirty.is_empty()
             || self.drain_more;
         if busy {
             return Duration::ZERO;
@@ -354,14 +361,16 @@ impl Worker {
             log::debug!("loop {} conn {key}: shutdown: {e}", self.index);
             return self.close(key, CloseReason::Error);
         }
-        conn.phase = Phase::Lingering { until_ms: self.now_ms + LINGER_MS };
+        let old = std::mem::replace(&mut conn.phase, Phase::Lingering { until_ms: self.now_ms + LINGER_MS });
+        self.leave_stream(old);
         self.discard_input(key);
     }
 
-    /// Removes a connection: topic memberships, poll registration, slab entry, in that order.
-    fn close(&mut self, key: usize, reason: CloseReason) {
-        let Some(mut conn) = self.conns.try_remove(key) else { return };
-        if let Phase::Stream(stream) = &mut conn.phase {
+    /// A stream phase ends (close, or lingering after a drain notice): leaves its topics,
+    /// hands back its permit, uncounts it. Exactly once per stream, because the phase is
+    /// moved out.
+    fn leave_stream(&mut self, phase: Phase) {
+        if let Phase::Stream(mut stream) = phase {
             for &m in stream.memberships.iter() {
                 self.topics.unsubscribe(m);
             }
@@ -370,6 +379,14 @@ impl Worker {
             }
             self.streams -= 1;
         }
+    }
+
+    /// Removes a connection: topic memberships, poll registration, slab entry, in that order.
+    fn close(&mut self, key: usize, reason: CloseReason) {
+        let Some(mut conn) = self.conns.try_remove(key) else { return };
+        let phase = std::mem::replace(&mut conn.phase, Phase::Lingering { until_ms: 0 });
+        self.leave_stream(phase);
+        self.health_waiting.retain(|(k, _)| *k != key);
         if let Err(e) = self.poll.registry().deregister(&mut conn.sock) {
             log::debug!("loop {} conn {key}: deregister: {e}", self.index);
         }

@@ -123,8 +123,19 @@ impl Worker {
         }
         let keep_alive = request.keep_alive;
         if request.method == "OPTIONS" {
+            // The preflight carries its own CORS headers; do not add them twice.
+            if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
+                req.cors = None;
+            }
             let response = self.shared.cors.preflight(request, keep_alive);
             return self.respond(key, response, keep_alive);
+        }
+        // Authorize publishers before their body is parsed and encoded.
+        if request.path == "/publish" && request.method == "POST" {
+            if let Err(e) = auth::check_publish(&self.shared.publish_auth, request, peer) {
+                let reason = auth_reason(&e);
+                return self.refuse_for(key, reason, e.response(keep_alive), keep_alive);
+            }
         }
         let c = &self.shared.config;
         let limits = RouteLimits { max_topics: c.max_topics_per_stream, max_frame: c.outbox_max_bytes };
@@ -142,10 +153,6 @@ impl Worker {
                 self.start_stream(key, &topics, last_event_id, permit, cors.as_deref());
             }
             Ok(Action::Publish { events, shape }) => {
-                if let Err(e) = auth::check_publish(&self.shared.publish_auth, request, peer) {
-                    let reason = auth_reason(&e);
-                    return self.refuse_for(key, reason, e.response(keep_alive), keep_alive);
-                }
                 if self.shared.config.publish_rate_per_topic > 0.0 {
                     for event in &events {
                         if let Err(refusal) = self.shared.admission.admit_publish(&event.topic, now) {
@@ -263,6 +270,15 @@ impl Worker {
         conn.outbox.push_unbounded(head);
         conn.outbox.push_unbounded(self.prelude.clone());
         if let Some(after) = last_event_id {
+            // An id this node never issued (another node's, or from before a clock jump):
+            // its position is unknown, so resume from this process's first id — the client
+            // gets the gap notice for anything older and every retained event.
+            let after = if after >= self.shared.hub.next_id() {
+                log::debug!("loop {} conn {key}: Last-Event-ID {after} was never issued here", self.index);
+                self.shared.hub.first_id().saturating_sub(1)
+            } else {
+                after
+            };
             conn.resume_after = after;
             let (gap, events) = self.history.replay(topics, after, Instant::now());
             if let Some((from, to)) = gap {
