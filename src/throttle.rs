@@ -10,6 +10,7 @@
 //! 3. The throttle's lock is never held while publishing to the hub, and the hub's lock is
 //!    never held while taking the throttle's: no lock order to get wrong.
 //! 4. The effective interval is `interval × multiplier`; overload mode widens it.
+//! 5. At most [`MAX_OPEN_WINDOWS`] windows are open; new keys past it are not throttled.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -20,6 +21,10 @@ use std::time::{Duration, Instant};
 use crate::publish::{Class, Prepared};
 
 type Key = (std::sync::Arc<str>, std::sync::Arc<str>);
+
+/// Most topic+key windows open at once; past it new keys pass unthrottled (bounded memory
+/// beats throttling: outbox conflation still merges their queued values).
+pub const MAX_OPEN_WINDOWS: usize = 100_000;
 
 /// Longest the flusher sleeps when no window is open (it is woken for new ones).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
@@ -96,6 +101,7 @@ impl Throttle {
                 state.deadlines.push(Reverse((w.ends, key)));
                 Some(event)
             }
+            None if state.windows.len() >= MAX_OPEN_WINDOWS => Some(event),
             None => {
                 let ends = now + window;
                 state.windows.insert(key.clone(), Window { ends, held: None });
