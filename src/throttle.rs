@@ -85,6 +85,7 @@ impl Throttle {
         let window = self.window();
         let mut state = self.lock();
         let state = &mut *state;
+        let full = state.windows.len() >= MAX_OPEN_WINDOWS;
         match state.windows.get_mut(&key) {
             Some(w) if now < w.ends => {
                 if w.held.replace(event).is_some() {
@@ -101,7 +102,7 @@ impl Throttle {
                 state.deadlines.push(Reverse((w.ends, key)));
                 Some(event)
             }
-            None if state.windows.len() >= MAX_OPEN_WINDOWS => Some(event),
+            None if full => Some(event),
             None => {
                 let ends = now + window;
                 state.windows.insert(key.clone(), Window { ends, held: None });
