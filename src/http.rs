@@ -334,6 +334,26 @@ pub fn head_only(full: Bytes) -> Bytes {
 
 const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nX-Accel-Buffering: no\r\nConnection: keep-alive\r\n\r\n";
 
+/// `response` with its `Connection: keep-alive` header turned into `Connection: close` (an
+/// answer built before the server decided to close, e.g. when a drain began).
+pub fn force_close(response: Bytes) -> Bytes {
+    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
+    let needle = b"\r\nConnection: keep-alive\r\n";
+    match response[..head_end + 2.min(response.len() - head_end)]
+        .windows(needle.len())
+        .position(|w| w == needle)
+    {
+        Some(at) => {
+            let mut out = Vec::with_capacity(response.len());
+            out.extend_from_slice(&response[..at]);
+            out.extend_from_slice(b"\r\nConnection: close\r\n");
+            out.extend_from_slice(&response[at + needle.len()..]);
+            Bytes::from(out)
+        }
+        None => response,
+    }
+}
+
 /// The head of an event stream: no length, the body ends when the connection does.
 pub fn stream_head() -> Bytes {
     Bytes::from_static(STREAM_HEAD)
@@ -447,6 +467,15 @@ mod tests {
         assert!(query_pairs("a=%ff").is_err());
         assert!(query_pairs("a=%+9").is_err());
         assert_eq!(query_pairs("a=1&&b").unwrap(), vec![("a".into(), "1".into()), ("b".into(), "".into())]);
+    }
+
+    #[test]
+    fn force_close_rewrites_the_connection_header() {
+        let r = force_close(response(202, "", "application/json", b"{}", true));
+        let text = String::from_utf8(r.to_vec()).unwrap();
+        assert!(text.contains("\r\nConnection: close\r\n\r\n{}"), "{text:?}");
+        let closed = response(400, "", "text/plain", b"x", false);
+        assert_eq!(force_close(closed.clone()), closed);
     }
 
     #[test]

@@ -167,7 +167,9 @@ impl Worker {
         inbox: Inbox,
     ) -> Worker {
         let c = &shared.config;
-        let tick_ms = (c.heartbeat_ms.min(c.stall_timeout_ms).min(c.request_timeout_ms) / 4).clamp(5, 1_000);
+        let shortest =
+            c.heartbeat_ms.min(c.stall_timeout_ms).min(c.request_timeout_ms).min(c.keepalive_timeout_ms);
+        let tick_ms = (shortest / 4).clamp(5, 1_000);
         let bounds = Bounds { max_events: c.outbox_max_events, max_bytes: c.outbox_max_bytes };
         let prelude = crate::sse::prelude(c.retry_ms);
         let history = History::new(

@@ -229,7 +229,12 @@ impl Worker {
     }
 
     pub(super) fn respond(&mut self, key: usize, response: bytes::Bytes, keep_alive: bool) {
-        let keep_alive = keep_alive && !self.draining();
+        // During a drain every answer closes its connection, and says so.
+        let (response, keep_alive) = if keep_alive && self.draining() {
+            (http::force_close(response), false)
+        } else {
+            (response, keep_alive)
+        };
         let Some(conn) = self.conns.get_mut(key) else { return };
         let response = match conn.requesting().and_then(|req| req.cors.take()) {
             Some(extra) => http::with_headers(response, &extra),

@@ -1,6 +1,6 @@
 //! The timer walk and the shutdown drain.
 //!
-//! One walk over the loop's connections per tick (`min(heartbeat, stall, request timeout) /
+//! One walk over the loop's connections per tick (`min(heartbeat, stall, request, keep-alive) /
 //! 4`, clamped to 5 ms ..= 1 s) does everything time-based:
 //! 1. a stream with nothing queued for `--heartbeat-ms` gets the shared `:` frame;
 //! 2. a connection with queued bytes and no write progress for `--stall-timeout-ms` is
