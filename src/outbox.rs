@@ -81,22 +81,32 @@ pub struct Flushed {
 /// Room kept for one gap notice: `event: gap\ndata: {"from":<20 digits>,"to":<20 digits>}\n\n`.
 pub const GAP_FRAME_MAX_BYTES: usize = 80;
 
+/// One queued frame. Kept to two words (a tag and a pointer): a stalled stream holds up to
+/// `max_events` of these, so their size is most of an outbox's memory. Events — nearly
+/// every entry — are a shared handle; raw frames and gap notices are rare and boxed.
 #[derive(Debug)]
 enum Entry {
     Event(Arc<Event>),
-    Frame {
-        bytes: Bytes,
-        pinned: bool,
-    },
+    Frame(Box<RawFrame>),
     /// A gap notice not yet started; pinned, and merged with later losses (boxed: rare).
     Gap(Box<(u64, u64, Bytes)>),
 }
 
+#[derive(Debug)]
+struct RawFrame {
+    bytes: Bytes,
+    pinned: bool,
+}
+
 impl Entry {
+    fn frame(bytes: Bytes, pinned: bool) -> Entry {
+        Entry::Frame(Box::new(RawFrame { bytes, pinned }))
+    }
+
     fn bytes(&self) -> &[u8] {
         match self {
             Entry::Event(e) => &e.frame,
-            Entry::Frame { bytes, .. } => bytes,
+            Entry::Frame(f) => &f.bytes,
             Entry::Gap(g) => &g.2,
         }
     }
@@ -105,8 +115,8 @@ impl Entry {
     fn class(&self) -> Option<Class> {
         match self {
             Entry::Event(e) => Some(e.class),
-            Entry::Frame { pinned: false, .. } => Some(Class::Droppable),
-            Entry::Frame { pinned: true, .. } | Entry::Gap(_) => None,
+            Entry::Frame(f) if !f.pinned => Some(Class::Droppable),
+            Entry::Frame(_) | Entry::Gap(_) => None,
         }
     }
 }
@@ -157,7 +167,7 @@ impl Outbox {
             let start = self.first_unstarted();
             let same = |e: &Entry| match e {
                 Entry::Event(q) => q.class == Class::Latest && q.topic == event.topic && q.key == event.key,
-                Entry::Frame { .. } | Entry::Gap(_) => false,
+                Entry::Frame(_) | Entry::Gap(_) => false,
             };
             if let Some(i) = self.entries.iter().skip(start).position(same) {
                 self.remove(start + i);
@@ -176,7 +186,7 @@ impl Outbox {
     pub fn push(&mut self, frame: Bytes, bounds: Bounds) -> PushOutcome {
         let mut outcome = PushOutcome::default();
         if !frame.is_empty() {
-            self.push_entry(Entry::Frame { bytes: frame, pinned: false }, bounds, &mut outcome);
+            self.push_entry(Entry::frame(frame, false), bounds, &mut outcome);
         }
         outcome
     }
@@ -186,7 +196,7 @@ impl Outbox {
     pub fn push_unbounded(&mut self, frame: Bytes) {
         if !frame.is_empty() {
             self.queued += frame.len();
-            self.entries.push_back(Entry::Frame { bytes: frame, pinned: true });
+            self.entries.push_back(Entry::frame(frame, true));
         }
     }
 
@@ -400,3 +410,5 @@ fn rank(class: Class) -> u8 {
 
 #[cfg(test)]
 mod tests;
+
+const _: () = assert!(std::mem::size_of::<Entry>() == 16, "an outbox entry is two words");
