@@ -58,6 +58,11 @@ pub(crate) fn run(shared: Arc<Shared>) {
             shared.hub.send_control(i, LoopMsg::Ping(p.clone()));
         }
         probe = Some(p);
+        if shared.draining.load(Ordering::Acquire) {
+            // Thousands of streams closing at once look like lag; a draining node is not
+            // overloaded.
+            break;
+        }
         update_overload(&shared, &mut calm_since);
         if let Some(n) = crate::sys::rlimits::open_fds() {
             shared.open_fds.store(n, Ordering::Relaxed);

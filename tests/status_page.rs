@@ -244,7 +244,9 @@ impl Page {
             "Runtime.evaluate",
             json!({"expression": "document.documentElement.outerHTML", "returnByValue": true}),
         );
-        r["result"]["value"].as_str().unwrap_or_else(|| panic!("outerHTML: {r}")).to_string()
+        // Before the page has a document (navigation still starting) the expression throws;
+        // that is "not yet", and the caller polls again.
+        r["result"]["value"].as_str().unwrap_or_default().to_string()
     }
 
     fn screenshot(&mut self) -> Vec<u8> {

@@ -169,6 +169,12 @@ pub struct PublishCmd {
 pub struct FanoutCmd {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// Address to publish to instead of the --addr list (repeatable, loopback only); every event
+    /// goes to each. E.g. each server's --admin-listen, or one per SO_REUSEPORT process behind a
+    /// single --addr: each stream is then expected to get every event accepted by the publish
+    /// address whose events reach it.
+    #[arg(long = "publish-addr")]
+    pub publish_addrs: Vec<SocketAddr>,
     #[command(flatten)]
     pub sub: SubArgs,
     #[command(flatten)]
@@ -186,6 +192,23 @@ pub struct WorkerCmd {
     /// The worker's share, as JSON.
     #[arg(long)]
     pub plan: String,
+}
+
+impl FanoutCmd {
+    /// Where the publisher side sends events: `--publish-addr` if given, else `--addr`.
+    pub fn publish_target(&self) -> TargetArgs {
+        let mut t = self.target.clone();
+        if !self.publish_addrs.is_empty() {
+            t.addrs.clone_from(&self.publish_addrs);
+        }
+        t
+    }
+
+    /// Publisher lanes per publish address when `--publish-addr` sets publishing apart from the
+    /// stream addresses (see [`Plan::lanes_per_publish_addr`]).
+    pub fn lanes_per_publish_addr(&self) -> Option<usize> {
+        (!self.publish_addrs.is_empty()).then_some(self.publish.connections)
+    }
 }
 
 impl TargetArgs {
@@ -254,6 +277,7 @@ impl SubArgs {
             threads: self.client_threads,
             from_zero,
             max_seconds,
+            lanes_per_publish_addr: None,
         })
     }
 
@@ -336,8 +360,29 @@ mod tests {
         let Cmd::Fanout(f) = bad.cmd else { panic!("fanout") };
         assert!(f.sub.plan(&f.target, true, 1.0).is_err());
         assert!(f.publish.plan(&f.target).is_err());
+        let bad =
+            Cli::try_parse_from(["sse-load", "fanout", "--publish-addr", "10.1.2.3:80"]).expect("parses");
+        let Cmd::Fanout(f) = bad.cmd else { panic!("fanout") };
+        assert!(f.publish.plan(&f.publish_target()).is_err());
         let slow = Cli::try_parse_from(["sse-load", "subscribe", "--slow", "1.5"]).expect("parses");
         let Cmd::Subscribe(s) = slow.cmd else { panic!("subscribe") };
         assert!(s.sub.plan(&s.target, false, 1.0).is_err());
+    }
+
+    #[test]
+    fn publish_addrs_default_to_addrs() {
+        let args = ["sse-load", "fanout", "--addr", "127.0.0.1:1", "--addr", "127.0.0.1:2"];
+        let Cmd::Fanout(f) = Cli::try_parse_from(args).expect("parses").cmd else { panic!("fanout") };
+        assert_eq!(f.publish_target().addrs, f.target.addrs);
+        assert_eq!(f.lanes_per_publish_addr(), None);
+        let args = ["sse-load", "fanout", "--addr", "127.0.0.1:1", "--connections", "3"];
+        let more = ["--publish-addr", "127.0.0.1:7", "--publish-addr", "127.0.0.2:8"];
+        let cli = Cli::try_parse_from(args.iter().chain(&more)).expect("parses");
+        let Cmd::Fanout(f) = cli.cmd else { panic!("fanout") };
+        let plan = f.publish.plan(&f.publish_target()).expect("valid");
+        let want: Vec<SocketAddr> = vec!["127.0.0.1:7".parse().unwrap(), "127.0.0.2:8".parse().unwrap()];
+        assert_eq!(plan.addrs, want);
+        assert_eq!(f.sub.plan(&f.target, true, 1.0).expect("valid").addrs, vec![f.target.addrs[0]]);
+        assert_eq!(f.lanes_per_publish_addr(), Some(3));
     }
 }

@@ -342,6 +342,7 @@ mod tests {
             connect_retries: 0,
             threads: 1,
             from_zero: true,
+            lanes_per_publish_addr: None,
             max_seconds: 1.0,
         }
     }

@@ -163,12 +163,13 @@ fn deadline(out: &OutArgs, derived: Duration) -> Result<Duration, String> {
 /// `sse-load fanout`.
 pub fn fanout(cmd: &FanoutCmd) -> Result<Report, String> {
     let (t0, started) = (Instant::now(), started_unix_s());
-    let pub_plan = cmd.publish.plan(&cmd.target)?;
+    let pub_plan = cmd.publish.plan(&cmd.publish_target())?;
     let ready_timeout = cmd.sub.ready_timeout()?;
     let drain = Duration::from_secs_f64(cmd.drain_seconds.clamp(0.0, 3600.0));
     let schedule = Duration::from_secs_f64(cmd.publish.schedule_seconds(&pub_plan));
     let overall = deadline(&cmd.out, ready_timeout + schedule + pub_plan.response_timeout + drain)?;
-    let plan = cmd.sub.plan(&cmd.target, true, overall.as_secs_f64())?;
+    let mut plan = cmd.sub.plan(&cmd.target, true, overall.as_secs_f64())?;
+    plan.lanes_per_publish_addr = cmd.lanes_per_publish_addr();
     let end_by = t0 + overall;
     let pids = &cmd.out.server_pids;
     let mut progress = Progress::new();
@@ -191,6 +192,7 @@ pub fn fanout(cmd: &FanoutCmd) -> Result<Report, String> {
     let pub_res = publish_with_progress(&pub_plan, Some(&mut streams), &mut progress, end_by);
     let accepted = pub_res.accepted_by_target.clone();
     // With one address this is exact; with several it can only make the drain wait longer.
+    // Per `--addr`, or per `--publish-addr` when given (see `Plan::lanes_per_publish_addr`).
     let most = accepted.iter().copied().max().unwrap_or(0);
     let drain_until = (Instant::now() + drain).min(end_by);
     loop {

@@ -7,7 +7,8 @@
 //!   in-flight bound (a connect is in flight until the stream is ready or given up).
 //! - Every loop ends when [`Control::stop`] is called or the plan's `max_seconds` pass; then it
 //!   computes per-stream completeness against the accepted counts given to `stop` (if any),
-//!   per server address (stream `i` uses address `i % addrs`).
+//!   per server address (stream `i` uses address `i % addrs`), or per publish address when
+//!   `lanes_per_publish_addr` is set (see [`StreamCheck::expected`]).
 //! - [`Engine::snapshot`] is cheap and lock-free except for the interval latency histogram.
 //! - Per-connect timeout: a stream not ready `connect_timeout_ms` after its connect started is
 //!   closed as `connect timeout` (and retried up to `connect_retries` times, like any failure
@@ -76,6 +77,11 @@ pub struct Plan {
     pub from_zero: bool,
     /// Safety deadline: the loops stop by themselves after this long.
     pub max_seconds: f64,
+    /// Set when events are published to addresses other than `addrs` (`--publish-addr`): the
+    /// publisher's connections (lanes) per publish address. The accepted counts given to `stop`
+    /// are then per publish address, and each stream is held to the one feeding it.
+    #[serde(default)]
+    pub lanes_per_publish_addr: Option<usize>,
 }
 
 /// Whether global stream `i` is a slow (non-reading) one: an even spread of `fraction`.
@@ -393,7 +399,7 @@ impl Loop {
             self.res.seq_holes += c.holes;
             self.res.seq_regressions += c.seq_regressions;
             if let Some(accepted) = &accepted {
-                let n = accepted.get(*target).copied().unwrap_or(0);
+                let n = c.expected(accepted, *target, self.plan.lanes_per_publish_addr);
                 self.res.expected_deliveries = self.res.expected_deliveries.map(|e| e + n);
                 let missing = c.missing(n);
                 self.res.missing_total += missing;

@@ -10,6 +10,12 @@
 //!
 //! With `from_zero` the first expected seq of every lane is 0 (the publisher started after the
 //! stream was ready, so a missing head is a loss); otherwise the first seq seen is the baseline.
+//!
+//! [`StreamCheck::expected`] picks the accepted count a stream is held to: that of the stream's
+//! own server address, or, when events are published to other addresses (`--publish-addr`),
+//! that of the publish address whose lanes reach the stream (the first lane seen, divided by
+//! the lanes per publish address), since the client cannot know which SO_REUSEPORT process
+//! took its connection. A stream that got no stamped event is held to the largest count.
 
 use crate::payload;
 
@@ -35,6 +41,8 @@ pub struct StreamCheck {
     pub id_regressions: u64,
     /// Stamped events on lanes past [`MAX_LANES`].
     pub untracked: u64,
+    /// The lane of the first tracked stamped event: tells which publish address feeds the stream.
+    pub first_lane: Option<u32>,
 }
 
 impl StreamCheck {
@@ -58,6 +66,7 @@ impl StreamCheck {
             self.untracked += 1;
             return;
         }
+        self.first_lane.get_or_insert(lane as u32);
         if self.next_seq.len() <= lane {
             let fill = if self.from_zero { 0 } else { UNSEEN };
             self.next_seq.resize(lane + 1, fill);
@@ -78,6 +87,20 @@ impl StreamCheck {
     /// Events of `accepted` this stream never got (0 if it got them all or more).
     pub fn missing(&self, accepted: u64) -> u64 {
         accepted.saturating_sub(self.distinct)
+    }
+
+    /// Events this stream should have got: `accepted[target]` (accepted per server address,
+    /// `target` the stream's own), or with `lanes_per_publish_addr` (publish addresses set apart
+    /// from the stream addresses) the count of the publish address feeding it; see the module doc.
+    pub fn expected(&self, accepted: &[u64], target: usize, lanes_per_publish_addr: Option<usize>) -> u64 {
+        let index = match lanes_per_publish_addr {
+            None => Some(target),
+            Some(lanes) => self.first_lane.map(|l| l as usize / lanes.max(1)),
+        };
+        match index {
+            Some(k) => accepted.get(k).copied().unwrap_or(0),
+            None => accepted.iter().copied().max().unwrap_or(0),
+        }
     }
 }
 
@@ -149,6 +172,23 @@ mod tests {
         c.on_seq(MAX_LANES as u32, 0);
         c.on_seq(u32::MAX, 0);
         assert_eq!((c.untracked, c.distinct), (2, 0));
+    }
+
+    #[test]
+    fn expected_follows_the_feeding_publish_address() {
+        let accepted = [5, 4, 3];
+        let mut c = StreamCheck::new(true);
+        // Own server address: unchanged behaviour, lanes do not matter.
+        assert_eq!(c.expected(&accepted, 1, None), 4);
+        assert_eq!(c.expected(&accepted, 7, None), 0);
+        // Nothing received yet: held to the largest count.
+        assert_eq!(c.expected(&accepted, 0, Some(4)), 5);
+        // Four lanes per publish address: lane 9 belongs to publish address 2.
+        c.on_seq(9, 0);
+        c.on_seq(8, 0);
+        assert_eq!(c.first_lane, Some(9));
+        assert_eq!(c.expected(&accepted, 0, Some(4)), 3);
+        assert_eq!(c.expected(&accepted, 0, Some(0)), 0, "lane 9 of 1-lane addresses is unknown");
     }
 
     #[test]
