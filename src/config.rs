@@ -109,6 +109,11 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     pub latest_min_interval_ms: u64,
 
+    /// Log one line for every n-th published event (topic, id, class, size) at `info`;
+    /// 0 logs none. Deliveries are never logged.
+    #[arg(long, env = "SSE_EDGE_LOG_SAMPLE_EVERY", default_value_t = 0)]
+    pub log_sample_every: u64,
+
     /// Capacity of each hub→loop channel, in events. When any loop's channel is full,
     /// publishers wait (HTTP publishers are no longer read; `try_publish` returns `Full`).
     #[arg(long, env = "SSE_EDGE_HUB_QUEUE_EVENTS", default_value_t = 16_384,

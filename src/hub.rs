@@ -113,6 +113,8 @@ pub struct Hub {
     closed: AtomicBool,
     /// The publish-side throttle for `latest` events.
     pub throttle: Throttle,
+    /// Log every n-th published event (0: none).
+    log_sample_every: u64,
 }
 
 impl Hub {
@@ -121,6 +123,7 @@ impl Hub {
         wakers: Vec<Arc<Waker>>,
         capacity: usize,
         latest_interval: Duration,
+        log_sample_every: u64,
     ) -> (Hub, Vec<Inbox>) {
         let mut links = Vec::with_capacity(wakers.len());
         let mut inboxes = Vec::with_capacity(wakers.len());
@@ -139,6 +142,7 @@ impl Hub {
             capacity,
             closed: AtomicBool::new(false),
             throttle: Throttle::new(latest_interval),
+            log_sample_every,
         };
         (hub, inboxes)
     }
@@ -214,7 +218,9 @@ impl Hub {
         // Invariant 3: the lock is taken per chunk, so a huge batch never holds up other
         // publishers (or a loop's own HTTP publish) for long.
         for chunk in events.chunks(EVENTS_PER_LOCK) {
+            let before = ids.len();
             let sent = self.sequence_chunk(chunk, &mut ids);
+            self.log_sampled(&chunk[..sent], &ids[before..]);
             if sent < chunk.len() {
                 break;
             }
@@ -223,6 +229,24 @@ impl Hub {
             self.wake_all_but(from_loop);
         }
         Ok(ids)
+    }
+
+    /// Logs every `--log-sample-every`-th event (by id), outside the lock.
+    fn log_sampled(&self, events: &[Prepared], ids: &[u64]) {
+        if self.log_sample_every == 0 || !log::log_enabled!(log::Level::Info) {
+            return;
+        }
+        for (e, id) in events.iter().zip(ids) {
+            if id % self.log_sample_every == 0 {
+                log::info!(
+                    "published id {id} topic {} class {} body {} bytes (1 in {} logged)",
+                    e.topic,
+                    e.class.label(),
+                    e.body.len(),
+                    self.log_sample_every
+                );
+            }
+        }
     }
 
     /// Sequences as much of `chunk` as every channel has room for, under one lock hold.
@@ -325,7 +349,7 @@ mod tests {
         let polls: Vec<_> = (0..loops).map(|_| mio::Poll::new().unwrap()).collect();
         let wakers =
             polls.iter().map(|p| Arc::new(Waker::new(p.registry(), mio::Token(0)).unwrap())).collect();
-        let (hub, inboxes) = Hub::new(wakers, capacity, Duration::ZERO);
+        let (hub, inboxes) = Hub::new(wakers, capacity, Duration::ZERO, 0);
         (hub, inboxes, polls)
     }
 

@@ -175,7 +175,8 @@ impl Server {
             }
             None => None,
         };
-        let (hub, inboxes) = Hub::new(wakers, config.hub_queue_events, latest_interval);
+        let (hub, inboxes) =
+            Hub::new(wakers, config.hub_queue_events, latest_interval, config.log_sample_every);
         let shared = Arc::new(Shared {
             stats: (0..loops).map(|_| CachePadded::new(Default::default())).collect(),
             hub: Arc::new(hub),
