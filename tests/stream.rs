@@ -169,7 +169,9 @@ fn a_burst_leaves_in_few_vectored_writes() {
     let server =
         TestServer::start(Config { outbox_max_events: EVENTS, threads: Some(1), ..Config::loopback() });
     let mut sub = SseClient::connect(server.addr, "/events?topic=burst");
-    let before = server.wait_stats("stream", |s| s.streams == 1);
+    // The stream head and prelude are two frames; the client can read them before the loop
+    // has counted them, so wait for the count too.
+    let before = server.wait_stats("stream", |s| s.streams == 1 && s.frames_written >= 2);
     let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("burst", n.to_string())).collect();
     // Hold the loop while the burst is queued, so the test does not depend on how the OS
     // schedules the publishing thread against the loop: the whole burst is waiting when the
