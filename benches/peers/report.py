@@ -576,7 +576,7 @@ def prom_quantile(h, q):
 
 def tag_key(t):
     base, _, rep = t.partition("_r")
-    return (base[:2], base, int(base[3:]) if base.startswith("M3-") else 0, int(rep or 1))
+    return (base[:2], int(base[3:]) if base.startswith("M3-") else 0, base, int(rep or 1))
 
 
 def table(head, rows):
@@ -934,8 +934,10 @@ def write_results(outdir, results, plots_dir):
         ),
         (
             "M4b",
-            "M4 at a tenth of the rate, within reach of the server and of the readers, so the cost of "
-            "the stalled streams is seen apart from overload.",
+            "M4 at a tenth of the rate (still about 160 MB/s of deliveries through one core): the cost of "
+            "the stalled streams for a peer that can otherwise keep up. The stalled streams' data first "
+            "fills their kernel socket buffers (not in RSS), so RSS growth shows only what queues "
+            "beyond them.",
         ),
     ):
         p4 = params.get(tag, {})
