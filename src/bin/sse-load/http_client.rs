@@ -2,7 +2,8 @@
 //!
 //! Contract: request builders append complete requests to a buffer; [`parse_head`] reads one
 //! response head from the start of a buffer and says whether it is complete, how long it is and
-//! what the caller needs from it (status, body length, whether the connection closes after it).
+//! what the caller needs from it (status, body length or chunked framing, whether the connection
+//! closes after it).
 
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -54,6 +55,8 @@ pub struct Head {
     pub close: bool,
     /// `Content-Type` is `text/event-stream`.
     pub event_stream: bool,
+    /// The body is chunked: `chunked` is the last coding of `Transfer-Encoding`.
+    pub chunked: bool,
 }
 
 /// Result of looking for a head at the start of a buffer.
@@ -85,6 +88,7 @@ pub fn parse_head(buf: &[u8]) -> HeadParse {
                 content_length: None,
                 close: resp.version == Some(0),
                 event_stream: false,
+                chunked: false,
             };
             for h in resp.headers.iter() {
                 let value = std::str::from_utf8(h.value).unwrap_or("").trim();
@@ -95,6 +99,10 @@ pub fn parse_head(buf: &[u8]) -> HeadParse {
                     }
                 } else if h.name.eq_ignore_ascii_case("connection") {
                     head.close = value.eq_ignore_ascii_case("close");
+                } else if h.name.eq_ignore_ascii_case("transfer-encoding") {
+                    // Several headers form one list: the last header's last coding is the last.
+                    let last = value.rsplit(',').map(str::trim).find(|c| !c.is_empty());
+                    head.chunked = last.is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
                 } else if h.name.eq_ignore_ascii_case("content-type") {
                     head.event_stream = value.to_ascii_lowercase().starts_with("text/event-stream");
                 }
@@ -130,8 +138,14 @@ mod tests {
         for cut in 0..head_len {
             assert_eq!(parse_head(&resp[..cut]), HeadParse::Partial, "cut {cut}");
         }
-        let want =
-            Head { len: head_len, status: 202, content_length: Some(8), close: false, event_stream: false };
+        let want = Head {
+            len: head_len,
+            status: 202,
+            content_length: Some(8),
+            close: false,
+            event_stream: false,
+            chunked: false,
+        };
         assert_eq!(parse_head(resp), HeadParse::Complete(want));
     }
 
@@ -144,5 +158,24 @@ mod tests {
         }
         assert!(matches!(parse_head(b"HTTP/1.1 abc\r\n\r\n"), HeadParse::Invalid(_)));
         assert!(matches!(parse_head(&[b'x'; MAX_HEAD + 1]), HeadParse::Invalid(_)));
+    }
+
+    #[test]
+    fn chunked_only_when_last_coding() {
+        let chunked = |te: &str| {
+            let h = format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n{te}\r\n");
+            match parse_head(h.as_bytes()) {
+                HeadParse::Complete(h) => h.chunked,
+                other => panic!("{other:?}"),
+            }
+        };
+        assert!(chunked("Transfer-Encoding: chunked\r\n"));
+        assert!(chunked("transfer-encoding: CHUNKED\r\n"));
+        assert!(chunked("Transfer-Encoding: gzip, chunked \r\n"));
+        assert!(chunked("Transfer-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n"));
+        assert!(!chunked("Transfer-Encoding: chunked, gzip\r\n"));
+        assert!(!chunked("Transfer-Encoding: chunked\r\nTransfer-Encoding: gzip\r\n"));
+        assert!(!chunked("Content-Length: 10\r\n"));
+        assert!(!chunked(""));
     }
 }

@@ -2,11 +2,12 @@
 //! No logic lives here; see `scenario.rs` for the phases and `multiproc.rs` for worker processes.
 //!
 //! Modules, in data-path order: `cli` (options → plans), `net` (sockets, rlimit), `pacer`,
-//! `http_client` and `sse_parse` (sans-IO protocol), `payload` and `tracker` (stamps, gap
-//! checks), `client`, `subscriber` and `live` (mio loops holding streams), `publisher` (open-loop
-//! publishing), `multiproc` (worker processes), `procstat` (server sampling), `stats` and
-//! `report` (merge, JSON, Markdown), `progress` (live line), `scenario` (the runs).
+//! `http_client`, `chunked` and `sse_parse` (sans-IO protocol), `payload` and `tracker` (stamps,
+//! gap checks), `client`, `subscriber` and `live` (mio loops holding streams), `publisher`
+//! (open-loop publishing), `multiproc` (worker processes), `procstat` (server sampling), `stats`
+//! and `report` (merge, JSON, Markdown), `progress` (live line), `scenario` (the runs).
 
+mod chunked;
 mod cli;
 mod client;
 mod http_client;

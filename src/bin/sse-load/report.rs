@@ -232,6 +232,12 @@ impl Report {
                 "seq holes / seq regressions / id regressions",
                 format!("{} / {} / {}", r.seq_holes, r.seq_regressions, r.id_regressions),
             );
+            if r.streams_non_numeric_ids > 0 {
+                row(
+                    "streams with non-numeric ids (ids not order-checked; seqs are)",
+                    r.streams_non_numeric_ids.to_string(),
+                );
+            }
             row("gap notices (ids covered)", format!("{} ({})", r.gap_notices, r.gap_notice_ids));
             row("other events / comments", format!("{} / {}", r.other_events, r.comments));
             row("latency p50 / p90 / p99 / p99.9 / max", ms3(&s.latency_ms, true));

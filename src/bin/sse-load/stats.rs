@@ -196,14 +196,18 @@ pub struct SubResult {
     pub other_events: u64,
     /// Comment lines, prelude and heartbeats included.
     pub comments: u64,
-    /// Body bytes read.
+    /// Body bytes read (chunked framing included: what came off the socket).
     pub bytes: u64,
     /// `event: gap` notices.
     pub gap_notices: u64,
     /// Ids covered by those notices (`to - from + 1` summed).
     pub gap_notice_ids: u64,
-    /// Ids not strictly above the previous one on the same stream.
+    /// Ids not strictly above the previous one on the same stream (decimal ids only).
     pub id_regressions: u64,
+    /// Reading streams that got at least one id that is not a decimal u64 (a peer's own id
+    /// scheme): informational, not an error; such ids are not checked for order.
+    #[serde(default)]
+    pub streams_non_numeric_ids: u64,
     /// Seqs skipped over (may include publishes the server refused).
     pub seq_holes: u64,
     /// Seqs not above the previous one of their lane.
@@ -245,6 +249,7 @@ impl SubResult {
             (&mut self.gap_notices, o.gap_notices),
             (&mut self.gap_notice_ids, o.gap_notice_ids),
             (&mut self.id_regressions, o.id_regressions),
+            (&mut self.streams_non_numeric_ids, o.streams_non_numeric_ids),
             (&mut self.seq_holes, o.seq_holes),
             (&mut self.seq_regressions, o.seq_regressions),
             (&mut self.missing_total, o.missing_total),

@@ -396,6 +396,7 @@ impl Loop {
         }
         for (target, c) in &checks {
             self.res.id_regressions += c.id_regressions;
+            self.res.streams_non_numeric_ids += u64::from(c.non_numeric_ids > 0);
             self.res.seq_holes += c.holes;
             self.res.seq_regressions += c.seq_regressions;
             if let Some(accepted) = &accepted {

@@ -1,7 +1,9 @@
 //! Per-stream ordering and completeness checks.
 //!
 //! Contract: a [`StreamCheck`] sees each event of one stream in arrival order and counts
-//! - id regressions: an `id` not strictly greater than the previous one (duplicate or reordered);
+//! - id regressions: an `id` not strictly greater than the previous one (duplicate or reordered),
+//!   among ids that are decimal u64s; other ids (a peer's own scheme, e.g. nchan's `T:N`) are
+//!   only counted, never compared: completeness and order rest on the seqs stamped in the data;
 //! - per publisher lane, sequence holes (a jump forward: the skipped seqs were missed *so far*),
 //!   and sequence repeats/regressions;
 //! - distinct in-order deliveries, from which [`StreamCheck::missing`] derives the events this
@@ -39,6 +41,8 @@ pub struct StreamCheck {
     pub seq_regressions: u64,
     /// Events whose id was not above the previous id.
     pub id_regressions: u64,
+    /// Events whose id is not a decimal u64 (not checked for order; informational).
+    pub non_numeric_ids: u64,
     /// Stamped events on lanes past [`MAX_LANES`].
     pub untracked: u64,
     /// The lane of the first tracked stamped event: tells which publish address feeds the stream.
@@ -56,6 +60,15 @@ impl StreamCheck {
         match self.last_id {
             Some(last) if id <= last => self.id_regressions += 1,
             _ => self.last_id = Some(id),
+        }
+    }
+
+    /// Records an event id as received: a decimal u64 goes to [`StreamCheck::on_id`]; any
+    /// other id is counted in `non_numeric_ids` and otherwise ignored.
+    pub fn on_raw_id(&mut self, id: &[u8]) {
+        match payload::parse_u64(id) {
+            Some(id) => self.on_id(id),
+            None => self.non_numeric_ids += 1,
         }
     }
 
@@ -164,6 +177,24 @@ mod tests {
             c.on_id(id);
         }
         assert_eq!(c.id_regressions, 2);
+    }
+
+    #[test]
+    fn non_numeric_ids_are_counted_not_checked() {
+        let mut c = StreamCheck::new(true);
+        for seq in 0..5u64 {
+            // nchan-style ids: neither compared nor an error; the stamped seqs still count.
+            c.on_raw_id(format!("1732250000:{}", 4 - seq).as_bytes());
+            c.on_seq(0, seq);
+        }
+        c.on_seq(0, 7);
+        assert_eq!((c.non_numeric_ids, c.id_regressions), (5, 0));
+        assert_eq!((c.distinct, c.holes, c.seq_regressions), (6, 2, 0));
+        assert_eq!(c.missing(8), 2);
+        // Numeric ids on the same stream are still compared.
+        c.on_raw_id(b"10");
+        c.on_raw_id(b"9");
+        assert_eq!((c.non_numeric_ids, c.id_regressions), (5, 1));
     }
 
     #[test]
