@@ -29,6 +29,8 @@ pub struct LoopScrape {
     pub write_blocked: u64,
     /// Events waiting in the loop's hub channel.
     pub hub_queue: u64,
+    /// Times the loop paused its hub intake to catch up on writing.
+    pub intake_pauses: u64,
     /// Longest recent iteration, seconds.
     pub loop_lag_seconds: f64,
     /// Answered the last health probe.
@@ -191,6 +193,13 @@ pub fn render(s: &Scrape) -> String {
     o.per_loop("sse_hub_queue_events", "gauge", "Events waiting in the loop's hub channel.", l, |l| {
         l.hub_queue.to_string()
     });
+    o.per_loop(
+        "sse_hub_intake_pauses_total",
+        "counter",
+        "Times the loop took no hub events until it had written a pass: it was behind on writing, so publishers waited instead of readers losing events.",
+        l,
+        |l| l.intake_pauses.to_string(),
+    );
     o.family("sse_hub_queue_capacity", "gauge", "Capacity of each hub channel (--hub-queue-events).");
     o.sample("sse_hub_queue_capacity", "", s.hub_capacity);
     o.family(

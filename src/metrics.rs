@@ -144,6 +144,7 @@ pub struct LoopStats {
     pub(crate) writes: AtomicU64,
     pub(crate) heartbeats: AtomicU64,
     pub(crate) publish_waits: AtomicU64,
+    pub(crate) intake_pauses: AtomicU64,
     pub(crate) shed: AtomicU64,
     /// Longest iteration since the previous timer tick, in microseconds.
     pub(crate) loop_lag_us: AtomicU64,
@@ -232,6 +233,9 @@ pub struct Stats {
     pub heartbeats: u64,
     /// Times a publisher had to wait for room in the hub queues.
     pub publish_waits: u64,
+    /// Times a loop stopped taking hub events until it had written a pass, because it was
+    /// behind on writing (a writable stream's outbox over half full).
+    pub intake_pauses: u64,
     /// Droppable events not queued because the node was in overload mode.
     pub shed: u64,
     /// Longest recent loop iteration over all loops, in seconds.
@@ -294,6 +298,7 @@ impl Stats {
             s.writes += get(&l.writes);
             s.heartbeats += get(&l.heartbeats);
             s.publish_waits += get(&l.publish_waits);
+            s.intake_pauses += get(&l.intake_pauses);
             s.shed += get(&l.shed);
             s.loop_lag_seconds = s.loop_lag_seconds.max(get(&l.loop_lag_us) as f64 / 1e6);
         }

@@ -154,6 +154,11 @@ impl Outbox {
         self.queued
     }
 
+    /// More than half of either bound is used.
+    pub fn half_full(&self, bounds: Bounds) -> bool {
+        self.entries.len() * 2 > bounds.max_events || self.queued * 2 > bounds.max_bytes
+    }
+
     /// Reliable ids lost and not yet reported.
     pub fn pending_gap(&self) -> Option<(u64, u64)> {
         self.gap

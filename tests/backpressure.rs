@@ -239,3 +239,37 @@ fn pipelining_client_that_never_reads_responses_is_no_longer_read() {
         last = id;
     }
 }
+
+/// A loop that falls behind on writing (here: held while a burst four times its readers'
+/// outbox bound piles up in the hub) stops taking events until it has written them out,
+/// instead of evicting them from readers that are keeping up.
+#[test]
+fn a_loop_behind_on_writing_pauses_its_intake_and_readers_lose_nothing() {
+    const EVENTS: usize = 64;
+    const OUTBOX: usize = 16;
+    let server = TestServer::start(Config {
+        outbox_max_events: OUTBOX,
+        hub_queue_events: 2 * EVENTS,
+        threads: Some(1),
+        ..Config::loopback()
+    });
+    let mut readers: Vec<SseClient> =
+        (0..4).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
+    server.wait_stats("streams", |s| s.streams == 4);
+    let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("burst", n.to_string())).collect();
+    assert!(server.handle().debug_block_loop(0, Duration::from_millis(300)));
+    server.handle().publisher().publish_batch(&msgs).unwrap();
+    for reader in &mut readers {
+        let got: Vec<String> = reader.events(EVENTS).into_iter().map(|e| e.data).collect();
+        assert_eq!(got, (0..EVENTS).map(|n| n.to_string()).collect::<Vec<_>>(), "no gap, no loss");
+    }
+    let s = server.stats();
+    assert_eq!((s.frames_evicted, s.gaps_reported), (0, 0), "{s:?}");
+    assert!(s.intake_pauses > 0, "the burst was taken in steps: {s:?}");
+    // The node goes on serving: a new stream gets a new event.
+    let mut late = SseClient::connect(server.addr, "/events?topic=burst");
+    server.wait_stats("late stream", |s| s.streams == 5);
+    let id = publish(server.addr, "burst", "after");
+    let e = late.next_event().unwrap();
+    assert_eq!((e.data.as_str(), e.id_u64()), ("after", id));
+}

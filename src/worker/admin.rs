@@ -154,6 +154,7 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
             outbox_queued_bytes: get(&l.outbox_queued_bytes),
             write_blocked: get(&l.write_blocked),
             hub_queue: hub_queues.get(i).copied().unwrap_or(0) as u64,
+            intake_pauses: get(&l.intake_pauses),
             loop_lag_seconds: get(&l.loop_lag_us) as f64 / 1e6,
             up: shared.loop_up.get(i).is_some_and(|u| u.load(Ordering::Relaxed)),
             iteration: Snapshot::sum(std::iter::once(&l.iteration)),

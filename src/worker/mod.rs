@@ -10,8 +10,8 @@
 //! 4. resume reads cut short by a budget, retry publishers parked on a full hub, answer
 //!    finished health probes ([`admin`]), tell streams when overload mode changed;
 //! 5. drain the hub inbox up to [`DRAIN_BUDGET`] events into outboxes ([`delivery`]);
-//! 6. flush every touched connection once (`writev` over its queued frames); anything
-//!    queued later in the iteration makes the next poll return at once;
+//! 6. flush the next [`delivery::FLUSH_BUDGET`] queued connections, once each (`writev` over
+//!    its queued frames); anything still queued makes the next poll return at once;
 //! 7. on the timer tick: heartbeats, stall, request, idle and linger deadlines, gauges
 //!    ([`timers`]); while draining for shutdown, the drain deadline.
 //!
@@ -22,6 +22,7 @@ mod accept;
 pub(crate) use accept::ADMIN_MAX_CONNECTIONS;
 mod admin;
 mod delivery;
+use delivery::FlushQueue;
 mod requests;
 mod timers;
 
@@ -125,8 +126,8 @@ pub(crate) struct Worker {
     topics: TopicIndex,
     history: History,
     scratch: Box<[u8]>,
-    /// Connections with frames queued this iteration, flushed once at its end.
-    dirty: Vec<usize>,
+    /// Connections with output to write, in order (invariant 5 of [`delivery`]).
+    dirty: FlushQueue,
     /// Publishing connections waiting for hub room.
     parked: Vec<usize>,
     /// Connections whose reads were cut short by [`READ_BUDGET`].
@@ -140,6 +141,9 @@ pub(crate) struct Worker {
     spare: Option<File>,
     at_capacity: Bytes,
     drain_more: bool,
+    /// Connections still to write before the loop takes hub events again; 0 when it is not
+    /// behind (invariant 6 of [`delivery`]).
+    write_behind: usize,
     /// Loop clock (ms) at which a drain gives up on the remaining connections.
     drain_deadline_ms: Option<u64>,
     /// Overload mode as this loop last saw it (a change notifies every stream).
@@ -193,7 +197,7 @@ impl Worker {
             topics: TopicIndex::new(),
             history,
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
-            dirty: Vec::new(),
+            dirty: FlushQueue::default(),
             parked: Vec::new(),
             again: Vec::new(),
             streams: 0,
@@ -203,6 +207,7 @@ impl Worker {
             spare: accept::open_spare(),
             at_capacity: accept::at_capacity(),
             drain_more: false,
+            write_behind: 0,
             drain_deadline_ms: None,
             overloaded: false,
             health_waiting: Vec::new(),
@@ -315,9 +320,8 @@ impl Worker {
     fn on_writable(&mut self, key: usize) {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.writable = true;
-            if !conn.dirty && !conn.outbox.is_empty() {
-                conn.dirty = true;
-                self.dirty.push(key);
+            if !conn.outbox.is_empty() {
+                self.dirty.push_back(key, conn);
             }
         }
     }

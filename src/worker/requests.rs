@@ -77,7 +77,7 @@ impl Worker {
             match http::parse(&req.buf[consumed..], limits) {
                 Parse::Partial | Parse::NeedBody { .. } if req.peer_closed => {
                     conn.close_after_flush = true;
-                    mark_dirty(&mut self.dirty, conn, key);
+                    self.dirty.push_front(key, conn);
                     break;
                 }
                 Parse::Partial => break,
@@ -85,7 +85,7 @@ impl Worker {
                     if expect_continue && !req.continue_sent {
                         req.continue_sent = true;
                         conn.outbox.push_unbounded(http::CONTINUE.clone());
-                        mark_dirty(&mut self.dirty, conn, key);
+                        self.dirty.push_front(key, conn);
                     }
                     break;
                 }
@@ -245,7 +245,7 @@ impl Worker {
         if !keep_alive {
             conn.close_after_flush = true;
         }
-        mark_dirty(&mut self.dirty, conn, key);
+        self.dirty.push_front(key, conn);
     }
 
     /// Turns the connection into an event stream on `topics` (invariant 4); with a resume
@@ -299,7 +299,7 @@ impl Worker {
             tally.record(&self.shared.stats[self.index]);
         }
         conn.last_queued_ms = self.now_ms;
-        mark_dirty(&mut self.dirty, conn, key);
+        self.dirty.push_front(key, conn);
         self.streams += 1;
         log::debug!("loop {} conn {key} peer {}: stream on {}", self.index, conn.peer, topics.join(","));
         self.update_gauges();
@@ -346,13 +346,6 @@ impl Worker {
             }
         }
         self.update_gauges();
-    }
-}
-
-fn mark_dirty(dirty: &mut Vec<usize>, conn: &mut Conn, key: usize) {
-    if !conn.dirty {
-        conn.dirty = true;
-        dirty.push(key);
     }
 }
 

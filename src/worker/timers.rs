@@ -41,10 +41,7 @@ impl Worker {
                     conn.outbox.push(crate::sse::HEARTBEAT.clone(), self.bounds);
                     conn.last_queued_ms = now;
                     heartbeats += 1;
-                    if !conn.dirty {
-                        conn.dirty = true;
-                        self.dirty.push(key);
-                    }
+                    self.dirty.push_back(key, conn);
                 }
                 Phase::Request(req) if !req.is_waiting() => {
                     let slow = req.started_ms.is_some_and(|t| now - t >= request_ms);
@@ -82,7 +79,6 @@ impl Worker {
         stats.loop_lag_us.store(max_iteration_us, Ordering::Relaxed);
         self.iteration.publish(&stats.iteration);
         self.delivery_lag.publish(&stats.delivery_lag);
-        self.flush_dirty();
     }
 
     /// Tells every stream that overload mode began (`system.overloaded`, so widgets can
@@ -93,13 +89,9 @@ impl Worker {
         for (key, conn) in self.conns.iter_mut() {
             if let Phase::Stream(_) = conn.phase {
                 conn.outbox.push_unbounded(frame.clone());
-                if !conn.dirty {
-                    conn.dirty = true;
-                    self.dirty.push(key);
-                }
+                self.dirty.push_back(key, conn);
             }
         }
-        self.flush_dirty();
     }
 
     /// One step of the drain; `true` when the loop may exit.
@@ -130,10 +122,7 @@ impl Worker {
                     let jitter = if spread_ms == 0 { 0 } else { mix(seed ^ key as u64) % spread_ms };
                     conn.outbox.push_unbounded(shutdown_notice(retry_ms + jitter));
                     conn.close_after_flush = true;
-                    if !conn.dirty {
-                        conn.dirty = true;
-                        self.dirty.push(key);
-                    }
+                    self.dirty.push_back(key, conn);
                 }
                 Phase::Request(req)
                     if req.pending.is_none() && req.buf.is_empty() && conn.outbox.is_empty() =>
@@ -153,7 +142,6 @@ impl Worker {
             self.streams,
             deadline - self.now_ms
         );
-        self.flush_dirty();
         deadline
     }
 
