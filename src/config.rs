@@ -30,6 +30,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub backlog: u32,
 
+    /// Kernel send buffer of each public connection (`SO_SNDBUF`, set on the listeners and
+    /// inherited by accepted sockets; the kernel doubles it for bookkeeping). 0 keeps the
+    /// kernel's autotuning (`net.ipv4.tcp_wmem`, up to 4 MiB a socket by default). A cap
+    /// bounds the kernel memory a client that stops reading can pin, and makes such a stream
+    /// write-blocked sooner, so the loop stops spending writes on it; the outbox then holds
+    /// (and, past its bounds, drops) what waits. Throughput per stream is at most about this
+    /// many bytes per round trip.
+    #[arg(long, env = "SSE_EDGE_SEND_BUFFER_BYTES", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
+    pub send_buffer_bytes: u32,
+
     /// Pin loop `i` to core `i mod cores` so a connection's cache lines stay on one core.
     #[arg(long, env = "SSE_EDGE_PIN_THREADS", default_value_t = true, action = clap::ArgAction::Set)]
     pub pin_threads: bool,
@@ -119,6 +130,13 @@ pub struct Config {
     #[arg(long, env = "SSE_EDGE_HUB_QUEUE_EVENTS", default_value_t = 16_384,
           value_parser = parse_positive_usize)]
     pub hub_queue_events: usize,
+
+    /// Longest an HTTP publisher waits for hub room (its connection parked, its socket not
+    /// read); past it the publish is answered `503` with `Retry-After: 1` and the ids of the
+    /// events already sequenced. 0: no limit (wait as long as the hub stays full).
+    #[arg(long, env = "SSE_EDGE_PUBLISH_WAIT_TIMEOUT_MS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
+    pub publish_wait_timeout_ms: u64,
 
     /// Most open connections; 0 derives it from the open-file limit (the soft limit is raised
     /// to the hard limit at start) minus `--fd-reserve`, and a larger value is capped by it.
@@ -306,6 +324,7 @@ mod tests {
         let c = Config::default();
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.heartbeat_ms, 25_000);
+        assert_eq!(c.publish_wait_timeout_ms, 10_000);
         assert!(c.validate().is_ok());
         assert!(c.loop_count() >= 1);
     }

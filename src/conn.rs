@@ -108,10 +108,14 @@ pub(crate) struct PendingPublish {
     pub held: Vec<bool>,
     pub shape: Shape,
     pub keep_alive: bool,
+    /// Loop clock (ms) when the publish was first parked; `--publish-wait-timeout-ms` counts
+    /// from here.
+    pub parked_since_ms: Option<u64>,
 }
 
 impl PendingPublish {
-    /// Ids in request order, `None` for held events.
+    /// Ids in request order: `None` for held events and, while the publish is incomplete,
+    /// for events not sequenced yet.
     pub fn answer(&self) -> Vec<Option<u64>> {
         let mut ids = self.ids.iter();
         self.held.iter().map(|&held| if held { None } else { ids.next().copied() }).collect()

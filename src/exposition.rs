@@ -62,7 +62,7 @@ pub struct Scrape {
     /// Capacity (`--max-connections` or the fd limit).
     pub capacity: u64,
     /// Refusals by [`RejectReason::ALL`] order.
-    pub rejected: [u64; 9],
+    pub rejected: [u64; RejectReason::ALL.len()],
     /// Disconnects by [`CloseReason::ALL`] order.
     pub closed: [u64; 6],
     /// Events sequenced by class.
@@ -263,5 +263,21 @@ mod tests {
         assert!(text.contains("sse_delivery_lag_seconds_count 3\n"));
         assert!(text.contains("sse_connections_active{loop=\"1\"} 0\n"));
         assert!(text.contains("sse_connections_rejected_total{reason=\"emfile\"} 0\n"));
+    }
+
+    #[test]
+    fn every_reject_reason_has_its_own_series() {
+        let mut s = Scrape::default();
+        for (i, r) in RejectReason::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i, "ALL is in counter order");
+            s.rejected[r.index()] = i as u64 + 1;
+        }
+        let text = render(&s);
+        for r in RejectReason::ALL {
+            let line =
+                format!("sse_connections_rejected_total{{reason=\"{}\"}} {}\n", r.label(), r.index() + 1);
+            assert!(text.contains(&line), "{line}");
+        }
+        assert!(text.contains("sse_connections_rejected_total{reason=\"publish_timeout\"} "));
     }
 }

@@ -77,11 +77,13 @@ pub enum RejectReason {
     Forbidden,
     /// The node is draining for shutdown (503).
     Draining,
+    /// A publish waited `--publish-wait-timeout-ms` for hub room and was answered 503.
+    PublishTimeout,
 }
 
 impl RejectReason {
     /// All reasons, in counter order.
-    pub const ALL: [RejectReason; 9] = [
+    pub const ALL: [RejectReason; 10] = [
         RejectReason::Capacity,
         RejectReason::Emfile,
         RejectReason::IpStreams,
@@ -91,6 +93,7 @@ impl RejectReason {
         RejectReason::Unauthorized,
         RejectReason::Forbidden,
         RejectReason::Draining,
+        RejectReason::PublishTimeout,
     ];
 
     /// Stable label for metrics and logs.
@@ -105,6 +108,7 @@ impl RejectReason {
             RejectReason::Unauthorized => "unauthorized",
             RejectReason::Forbidden => "forbidden",
             RejectReason::Draining => "draining",
+            RejectReason::PublishTimeout => "publish_timeout",
         }
     }
 
@@ -131,7 +135,7 @@ pub struct LoopStats {
     pub(crate) history_bytes: AtomicU64,
     // counters
     pub(crate) accepted: AtomicU64,
-    pub(crate) rejected: [AtomicU64; 9],
+    pub(crate) rejected: [AtomicU64; RejectReason::ALL.len()],
     pub(crate) closed: [AtomicU64; 6],
     pub(crate) requests_rejected: AtomicU64,
     pub(crate) events_in: AtomicU64,
@@ -194,7 +198,7 @@ pub struct Stats {
     /// Connections accepted.
     pub accepted: u64,
     /// Connections or requests refused, by [`RejectReason::ALL`] order.
-    pub rejected: [u64; 9],
+    pub rejected: [u64; RejectReason::ALL.len()],
     /// Most connections this node holds (`--max-connections` or the fd limit).
     pub capacity: u64,
     /// Connections closed, by [`CloseReason::ALL`] order.

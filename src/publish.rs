@@ -274,6 +274,14 @@ pub fn accepted_body(ids: &[Option<u64>], shape: Shape) -> String {
     }
 }
 
+/// The 503 body of a publish that waited `--publish-wait-timeout-ms` for hub room: per event
+/// of the request, in order, its id if it was sequenced (it is delivered) or `null` (not
+/// sequenced, or held by the `latest` throttle); always a list, also for a single publish.
+pub fn timed_out_body(ids: &[Option<u64>], waited_ms: u64) -> String {
+    let error = format!("hub queue full: waited {waited_ms} ms (--publish-wait-timeout-ms)");
+    format!("{{\"error\":{},\"ids\":{}}}\n", Value::String(error), Value::from(ids.to_vec()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -333,6 +341,15 @@ mod tests {
         assert!(prepare(&Message { key: Some("k".into()), ..Message::new("a", "x") }, 1000).is_err());
         assert_eq!(accepted_body(&[None], Shape::Single), "{\"id\":null,\"throttled\":true}\n");
         assert_eq!(accepted_body(&[Some(3), None], Shape::Batch), "{\"ids\":[3,null]}\n");
+    }
+
+    #[test]
+    fn timed_out_body_lists_sequenced_ids_and_nulls() {
+        let body = timed_out_body(&[Some(7), Some(8), None], 10_000);
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["error"], "hub queue full: waited 10000 ms (--publish-wait-timeout-ms)");
+        assert_eq!(v["ids"], serde_json::json!([7, 8, null]));
+        assert!(body.ends_with('\n'));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use sse_edge::metrics::RejectReason;
 use sse_edge::{CloseReason, Config, Message};
 use util::*;
 
@@ -272,4 +273,90 @@ fn a_loop_behind_on_writing_pauses_its_intake_and_readers_lose_nothing() {
     let id = publish(server.addr, "burst", "after");
     let e = late.next_event().unwrap();
     assert_eq!((e.data.as_str(), e.id_u64()), ("after", id));
+}
+
+/// A publish parked on a full hub waits at most `--publish-wait-timeout-ms`: then it gets 503
+/// with `Retry-After` and, per event, its id if it was sequenced (and so delivered) or `null`.
+/// The connection stays usable, and the node goes on serving once the stuck loop wakes.
+#[test]
+fn a_publish_parked_past_its_wait_timeout_gets_503_with_the_ids_sequenced_so_far() {
+    const QUEUE: usize = 4;
+    const BATCH: usize = 3 * QUEUE;
+    // SO_REUSEPORT spreads these over both loops; the ones on loop 1 are parked while loop 0
+    // sleeps (all landing on loop 0 has a chance of 2^-16).
+    const PUBLISHERS: usize = 16;
+    let server = TestServer::start(Config {
+        threads: Some(2),
+        hub_queue_events: QUEUE,
+        publish_wait_timeout_ms: 200,
+        ..Config::loopback()
+    });
+    let mut sub = SseClient::connect(server.addr, "/events?topic=wedged");
+    server.wait_stats("stream", |s| s.streams == 1);
+
+    // Loop 0 sleeps inside its hub drain: its channel fills after QUEUE events and stays full
+    // for ten times the publish wait limit.
+    assert!(server.handle().debug_block_loop(0, Duration::from_secs(2)));
+    let body: String = (0..BATCH).map(|n| format!("{{\"topic\":\"wedged\",\"data\":\"{n}\"}}\n")).collect();
+    let request = publish_request("", Some("application/x-ndjson"), body.as_bytes());
+    let mut clients: Vec<Client> = (0..PUBLISHERS).map(|_| Client::connect(server.addr)).collect();
+    for c in &mut clients {
+        c.send(&request);
+    }
+    let (mut timed_out, mut sequenced) = (Vec::new(), Vec::new());
+    for (n, c) in clients.iter_mut().enumerate() {
+        let r = c.read_response();
+        let ids = r.json()["ids"].as_array().unwrap_or_else(|| panic!("publisher {n}: {}", r.text())).clone();
+        assert_eq!(ids.len(), BATCH, "publisher {n}: one entry per event: {}", r.text());
+        let done: Vec<u64> = ids.iter().map_while(|id| id.as_u64()).collect();
+        assert!(done.windows(2).all(|w| w[0] < w[1]), "publisher {n}: increasing ids: {}", r.text());
+        match r.status {
+            503 => {
+                assert_eq!(r.header("retry-after"), Some("1"), "publisher {n}");
+                assert_eq!(r.header("content-type"), Some("application/json"), "publisher {n}");
+                assert_eq!(r.header("connection"), Some("keep-alive"), "publisher {n}");
+                let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+                assert!(error.contains("--publish-wait-timeout-ms"), "publisher {n}: {error}");
+                assert!(done.len() < BATCH, "publisher {n}: a 503 left something unsequenced");
+                assert!(ids[done.len()..].iter().all(|id| id.is_null()), "publisher {n}: {}", r.text());
+                timed_out.push(n);
+            }
+            // A publisher on loop 0 is accepted only when the loop wakes, and may get through.
+            202 => assert_eq!(done.len(), BATCH, "publisher {n}: {}", r.text()),
+            other => panic!("publisher {n}: {other} {}", r.text()),
+        }
+        sequenced.extend(done);
+    }
+    assert!(!timed_out.is_empty(), "some publisher waited on loop 1 while loop 0 slept");
+    let s = server.stats();
+    assert_eq!(s.rejected_for(RejectReason::PublishTimeout), timed_out.len() as u64, "{s:#?}");
+    assert!(s.publish_waits >= timed_out.len() as u64, "{s:#?}");
+
+    // Every event that got an id is delivered, in id order (frames without an id, such as
+    // the overload notices the slept loop causes, are skipped).
+    sequenced.sort_unstable();
+    let mut delivered = Vec::with_capacity(sequenced.len());
+    while delivered.len() < sequenced.len() {
+        let e =
+            sub.next_event().unwrap_or_else(|e| panic!("after {} of {sequenced:?}: {e}", delivered.len()));
+        if e.id.is_some() {
+            delivered.push(e.id_u64());
+        }
+    }
+    assert_eq!(delivered, sequenced, "the sequenced events, each once, in id order");
+
+    // Once the loop is awake and its channel drained, the node serves as before: the timed
+    // out connections publish again, a new stream gets a new event.
+    server.wait_stats("loop 0 awake and drained", |s| {
+        s.hub_queue_lengths.iter().all(|&n| n == 0) && s.parked_publishers == 0
+    });
+    for &n in &timed_out {
+        let r = clients[n].publish("topic=wedged", Some("text/plain"), b"again");
+        assert_eq!(r.status, 202, "publisher {n} after its 503: {}", r.text());
+    }
+    let mut late = SseClient::connect(server.addr, "/events?topic=after");
+    server.wait_stats("late stream", |s| s.streams == 2);
+    let id = publish(server.addr, "after", "still serving");
+    let e = late.next_event().unwrap();
+    assert_eq!((e.data.as_str(), e.id_u64()), ("still serving", id));
 }

@@ -11,6 +11,7 @@ mod util;
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -358,6 +359,46 @@ fn prom_query(prom: SocketAddr, query: &str) -> Option<String> {
     v["data"]["result"].get(0)?["value"].get(1)?.as_str().map(str::to_string)
 }
 
+/// Prometheus with `dir`'s `prometheus.yml` on 127.0.0.1:`port`, logging to `log_path`, once
+/// it answers `/-/ready`; `Err(log)` (Prometheus stopped) when that port was taken.
+fn start_prometheus(
+    prometheus: &Path,
+    dir: &TempDir,
+    log_path: &Path,
+    port: u16,
+) -> Result<(ProcessGuard, SocketAddr), String> {
+    let log = std::fs::File::create(log_path).expect("log file");
+    let child = Command::new(prometheus)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start prometheus");
+    let mut prom = ProcessGuard::new("prometheus", child);
+    let addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let read_log = || std::fs::read_to_string(log_path).unwrap_or_default();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let log = read_log();
+        if port_taken(&log) {
+            return Err(log);
+        }
+        if let Some(status) = prom.exited() {
+            panic!("prometheus exited ({status}):\n{}", read_log());
+        }
+        // The body tells Prometheus from another process that took the port.
+        match try_http_get(addr, "/-/ready") {
+            Ok(r) if r.status == 200 && r.text().contains("Prometheus") => return Ok((prom, addr)),
+            _ => {}
+        }
+        assert!(Instant::now() < deadline, "prometheus not ready on {addr} after 30 s:\n{}", read_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 #[test]
 fn a_real_prometheus_scrapes_stream_counts() {
     const S: u64 = 6;
@@ -388,21 +429,10 @@ fn a_real_prometheus_scrapes_stream_counts() {
     ]
     .join("\n");
     std::fs::write(dir.join("prometheus.yml"), config).expect("write prometheus.yml");
-    let port = free_local_port();
     let log_path = dir.join("prometheus.log");
-    let log = std::fs::File::create(&log_path).expect("log file");
-    let child = Command::new(&prometheus)
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .expect("start prometheus");
-    let mut prom = ProcessGuard::new("prometheus", child);
-    println!("prometheus pid {} on 127.0.0.1:{port}", prom.pid());
-    let prom_addr: SocketAddr = ([127, 0, 0, 1], port).into();
+    let (mut prom, prom_addr) =
+        start_on_free_port("prometheus", |port| start_prometheus(&prometheus, &dir, &log_path, port));
+    println!("prometheus pid {} on {prom_addr}", prom.pid());
 
     let want = [
         ("sum(sse_streams_active)", S.to_string()),

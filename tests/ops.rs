@@ -7,7 +7,7 @@
 mod util;
 
 use std::io::{self, BufRead, BufReader, Read};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -128,11 +128,17 @@ struct Nginx {
 
 impl Nginx {
     /// nginx in front of `upstream`, with the streams' `proxy_read_timeout` set to
-    /// `read_timeout`; waits until it accepts connections.
+    /// `read_timeout`, on a free port (another one when a process takes it first); waits
+    /// until it accepts connections.
     fn start(upstream: SocketAddr, read_timeout: &str) -> Nginx {
         assert!(Path::new(NGINX).is_file(), "{NGINX} is missing: run scripts/test (it installs nginx-light)");
+        start_on_free_port("nginx", |port| Nginx::try_start(upstream, read_timeout, port))
+    }
+
+    /// nginx on `port`; `Err(log)` (nginx stopped) when that port was taken.
+    fn try_start(upstream: SocketAddr, read_timeout: &str, port: u16) -> Result<Nginx, String> {
         let dir = TempDir::new("nginx");
-        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
         let mut site = kit_file("deploy/nginx.conf");
         for (from, to) in [
             ("server 127.0.0.1:8080;", format!("server {upstream};")),
@@ -166,15 +172,25 @@ impl Nginx {
             .spawn()
             .expect("spawn nginx");
         let mut nginx = Nginx { child, addr, dir };
+        // The master logs this once it has bound the port; until then a connection could reach
+        // whichever process took the port.
         let deadline = Instant::now() + IO_TIMEOUT;
-        while TcpStream::connect(addr).is_err() {
+        while !nginx.log().contains("start worker process") {
+            let log = nginx.log();
+            if port_taken(&log) {
+                return Err(log);
+            }
             if let Ok(Some(status)) = nginx.child.try_wait() {
                 panic!("nginx exited ({status}):\n{}", nginx.log());
             }
+            assert!(Instant::now() < deadline, "nginx did not start on {addr}:\n{}", nginx.log());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        while TcpStream::connect(addr).is_err() {
             assert!(Instant::now() < deadline, "nginx did not listen on {addr}:\n{}", nginx.log());
             std::thread::sleep(Duration::from_millis(20));
         }
-        nginx
+        Ok(nginx)
     }
 
     fn log(&self) -> String {
@@ -197,10 +213,6 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("free port").port()
 }
 
 /// An HTTP/1.1 chunked body as a plain byte stream (nginx re-frames the close-delimited

@@ -8,11 +8,9 @@
 
 mod util;
 
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -669,25 +667,14 @@ fn max_connections_refuses_with_503_and_recovers() {
 
 #[test]
 fn out_of_descriptors_answers_503_from_the_spare_and_recovers() {
-    let addr = free_port();
-    let log_path =
-        PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("emfile-{}.log", std::process::id()));
-    let log = File::create(&log_path).expect("log file");
     // Hard limit 64: the server raises its soft limit to 64 only; with a reserve of 1 its
     // capacity (63) exceeds the descriptors really free, so accept hits EMFILE first.
-    let mut child = ChildGuard(
-        Command::new("sh")
-            .arg("-c")
-            .arg("ulimit -n 64; exec \"$0\" \"$@\"")
-            .arg(env!("CARGO_BIN_EXE_sse-edge"))
-            .args(["--listen", &addr.to_string(), "--threads", "1", "--fd-reserve", "1"])
-            .stdout(Stdio::null())
-            .stderr(log)
-            .spawn()
-            .expect("spawn sse-edge"),
-    );
-    wait_listening(addr, IO_TIMEOUT);
-    let read_log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", "ulimit -n 64; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_sse-edge")]);
+    cmd.args(["--threads", "1", "--fd-reserve", "1"]);
+    let (mut child, addr) = spawn_sse_edge(cmd);
+    let log = child.log();
+    let read_log = || log.text();
 
     let mut held: Vec<Client> = Vec::new();
     let mut lost = 0; // closed before any answer (the refusal raced our request)
@@ -754,7 +741,6 @@ fn out_of_descriptors_answers_503_from_the_spare_and_recovers() {
     assert!(emfile >= 1, "emfile refusals {emfile}");
     assert_eq!(metric(&metrics, "sse_connections_rejected_total{reason=\"capacity\"}"), 0);
     assert!(child.is_running());
-    let _ = std::fs::remove_file(&log_path);
 }
 
 // ---------------------------------------------------------------------------------------------

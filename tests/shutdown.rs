@@ -47,20 +47,11 @@ fn release_binary() -> &'static Path {
     })
 }
 
-/// The release binary on `addr` with `args`, once it listens.
-fn spawn_server(addr: SocketAddr, args: &[&str]) -> ChildGuard {
-    let child = Command::new(release_binary())
-        .args(["--listen", &addr.to_string()])
-        .args(args)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawn sse-edge");
-    let guard = ChildGuard(child);
-    wait_listening(addr, IO_TIMEOUT);
-    guard
+/// The release binary with `args` on a port of its choosing, once it listens; and that address.
+fn spawn_server(args: &[&str]) -> (ChildGuard, SocketAddr) {
+    let mut cmd = Command::new(release_binary());
+    cmd.args(args);
+    spawn_sse_edge(cmd)
 }
 
 fn signal(child: &ChildGuard, sig: Signal) {
@@ -101,20 +92,16 @@ fn all_receive(addr: SocketAddr, subs: &mut [SseClient], topic: &str, data: &str
 fn sigterm_drains_500_streams_with_spread_retry_then_exits_zero() {
     const STREAMS: usize = 500;
     const DRAIN_MS: u64 = 5000;
-    let addr = free_port();
-    let mut child = spawn_server(
-        addr,
-        &[
-            "--threads",
-            "2",
-            "--drain-timeout-ms",
-            &DRAIN_MS.to_string(),
-            "--retry-ms",
-            "1000",
-            "--shutdown-retry-spread-ms",
-            "4000",
-        ],
-    );
+    let (mut child, addr) = spawn_server(&[
+        "--threads",
+        "2",
+        "--drain-timeout-ms",
+        &DRAIN_MS.to_string(),
+        "--retry-ms",
+        "1000",
+        "--shutdown-retry-spread-ms",
+        "4000",
+    ]);
     let mut subs: Vec<SseClient> =
         (0..STREAMS).map(|_| SseClient::connect(addr, "/events?topic=drain")).collect();
     // A request in flight (head not finished) is not idle: the drain keeps it, answers it and
@@ -200,12 +187,9 @@ fn stalled_stream(addr: SocketAddr, topic: &str) -> TcpStream {
 
 #[test]
 fn second_sigterm_during_a_drain_exits_at_once_non_zero() {
-    let addr = free_port();
     // A drain that would last a minute unless interrupted.
-    let mut child = spawn_server(
-        addr,
-        &["--threads", "1", "--drain-timeout-ms", "60000", "--stall-timeout-ms", "600000"],
-    );
+    let (mut child, addr) =
+        spawn_server(&["--threads", "1", "--drain-timeout-ms", "60000", "--stall-timeout-ms", "600000"]);
     let mut sub = SseClient::connect(addr, "/events?topic=ok");
     let _stalled = stalled_stream(addr, "big");
     all_receive(addr, std::slice::from_mut(&mut sub), "ok", "before");

@@ -7,13 +7,17 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Binds a non-blocking `SO_REUSEPORT` listener on `addr` with `backlog`.
+/// Binds a non-blocking `SO_REUSEPORT` listener on `addr` with `backlog`; a non-zero
+/// `send_buffer` sets `SO_SNDBUF`, which accepted sockets inherit.
 ///
 /// The kernel silently caps `backlog` at `net.core.somaxconn`.
-pub fn bind_reuseport(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener> {
+pub fn bind_reuseport(addr: SocketAddr, backlog: u32, send_buffer: u32) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
+    if send_buffer > 0 {
+        socket.set_send_buffer_size(send_buffer as usize)?;
+    }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;

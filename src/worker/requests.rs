@@ -12,6 +12,13 @@
 //! 4. After `GET /events` the buffer is dropped with whatever followed the request.
 //! 5. Unread responses are bounded too: past [`RESPONSE_BACKLOG_BYTES`] queued, requests are
 //!    no longer read until the client reads its responses (and the stall timeout applies).
+//! 6. A publish stays parked at most `--publish-wait-timeout-ms` (0: no limit), counted on
+//!    the loop clock from its first park. Each retry tries the hub first; a publish still
+//!    incomplete past the limit is answered `503` + `Retry-After: 1` with the ids sequenced
+//!    so far (`null` for the rest), counted as `publish_timeout`, and the connection goes on
+//!    with its next request (or closes, without keep-alive). The poll timeout is capped at
+//!    [`super::PARK_RETRY`] while any publish is parked, so the limit is kept to within a
+//!    retry period (a loop that itself is stuck answers when it wakes).
 
 use crate::admission::{Refusal, RefusalReason, StreamPermit};
 use crate::auth::{self, AuthError};
@@ -162,7 +169,14 @@ impl Worker {
                     }
                 }
                 let (events, held) = self.shared.hub.admit(events);
-                let pending = PendingPublish { events, ids: Vec::new(), held, shape, keep_alive };
+                let pending = PendingPublish {
+                    events,
+                    ids: Vec::new(),
+                    held,
+                    shape,
+                    keep_alive,
+                    parked_since_ms: None,
+                };
                 self.publish(key, pending);
             }
             Ok(action) if action.is_admin() && admin_elsewhere => {
@@ -305,7 +319,9 @@ impl Worker {
         self.update_gauges();
     }
 
-    /// Hands a publish to the hub; parks the connection if the hub has no room for all of it.
+    /// Hands a publish to the hub; parks the connection if the hub has no room for all of it
+    /// (invariant 2), and answers 503 once it has been parked for `--publish-wait-timeout-ms`
+    /// (invariant 6).
     fn publish(&mut self, key: usize, mut pending: PendingPublish) {
         let done = pending.ids.len();
         match self.shared.hub.try_publish(&pending.events[done..], Some(self.index)) {
@@ -322,11 +338,49 @@ impl Worker {
             let response = http::response(202, "", "application/json", body.as_bytes(), pending.keep_alive);
             return self.respond(key, response, pending.keep_alive);
         }
+        let first_wait = pending.parked_since_ms.is_none();
+        let waited_ms = self.now_ms.saturating_sub(*pending.parked_since_ms.get_or_insert(self.now_ms));
+        let limit_ms = self.shared.config.publish_wait_timeout_ms;
+        if limit_ms > 0 && waited_ms >= limit_ms {
+            return self.publish_timed_out(key, &pending, waited_ms);
+        }
         let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { return };
         req.pending = Some(pending);
         self.parked.push(key);
-        LoopStats::add(&self.stats().publish_waits, 1);
+        if first_wait {
+            LoopStats::add(&self.stats().publish_waits, 1);
+        }
         self.update_gauges();
+    }
+
+    /// Answers a publish that waited `--publish-wait-timeout-ms` for hub room: 503 with
+    /// `Retry-After: 1` and, in request order, the ids of the events already sequenced (they
+    /// are delivered) and `null` for the rest, which the client may resend; a `latest` value
+    /// the throttle holds is `null` too, as in the 202. The connection stays usable when
+    /// keep-alive allows.
+    fn publish_timed_out(&mut self, key: usize, pending: &PendingPublish, waited_ms: u64) {
+        let Some(conn) = self.conns.get(key) else { return };
+        let topics: std::collections::HashSet<&str> = pending.events.iter().map(|e| &*e.topic).collect();
+        log::info!(
+            "loop {} conn {key} peer {}: publish of {} events on {} topics (first {}) answered 503 after \
+             waiting {waited_ms} ms for hub room (--publish-wait-timeout-ms); {} sequenced",
+            self.index,
+            conn.peer,
+            pending.events.len(),
+            topics.len(),
+            pending.events.first().map_or("-", |e| &*e.topic),
+            pending.ids.len(),
+        );
+        self.stats().rejected(RejectReason::PublishTimeout);
+        let body = publish::timed_out_body(&pending.answer(), waited_ms);
+        let response = http::response(
+            503,
+            "Retry-After: 1\r\n",
+            "application/json",
+            body.as_bytes(),
+            pending.keep_alive,
+        );
+        self.respond(key, response, pending.keep_alive);
     }
 
     /// Retries every parked publish; a connection that got through resumes its requests and

@@ -7,7 +7,8 @@
 //!    closed (`stalled`);
 //! 3. a request not complete `--request-timeout-ms` after its first byte is closed
 //!    (`timeout`: slowloris), and so is a keep-alive connection idle for
-//!    `--keepalive-timeout-ms`; a publisher parked on a full hub is exempt (we made it wait);
+//!    `--keepalive-timeout-ms`; a publisher parked on a full hub is exempt (we made it wait;
+//!    `--publish-wait-timeout-ms` bounds that wait, see [`super::requests`]);
 //! 4. a lingering close past its deadline is closed;
 //! 5. outbox and history gauges are refreshed.
 //!

@@ -417,21 +417,47 @@ pub fn http_get(addr: SocketAddr, path: &str) -> Response {
 }
 // ----------------------------- end of observability helpers ----------------------------------
 
-/// A child process (the `sse-edge` binary), killed by its own pid when dropped, also when the
-/// test panics. `std::process::Child::kill` signals only a child not yet reaped, so a pid the
-/// kernel has reused is never touched.
-pub struct ChildGuard(pub std::process::Child);
+/// The stderr a child wrote so far; clones share the text, which grows until the child exits.
+#[derive(Clone, Default)]
+pub struct ChildLog(std::sync::Arc<std::sync::Mutex<String>>);
+
+impl ChildLog {
+    pub fn text(&self) -> String {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    fn push_line(&self, line: &str) {
+        let mut text = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        text.push_str(line);
+        text.push('\n');
+    }
+}
+
+/// A child process (the `sse-edge` binary) from [`spawn_sse_edge`], killed by its own pid when
+/// dropped, also when the test panics. `std::process::Child::kill` signals only a child not yet
+/// reaped, so a pid the kernel has reused is never touched. When the test panics, the child's
+/// log is printed.
+pub struct ChildGuard {
+    child: std::process::Child,
+    log: ChildLog,
+    stderr_reader: Option<std::thread::JoinHandle<()>>,
+}
 
 impl ChildGuard {
     pub fn pid(&self) -> u32 {
-        self.0.id()
+        self.child.id()
+    }
+
+    /// Its stderr so far (see [`ChildLog`]); the handle stays readable after the guard is gone.
+    pub fn log(&self) -> ChildLog {
+        self.log.clone()
     }
 
     /// The exit status if the child exits within `limit`, polling; `None` if it is still running.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let deadline = Instant::now() + limit;
         loop {
-            if let Some(status) = self.0.try_wait().expect("try_wait") {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
                 return Some(status);
             }
             if Instant::now() > deadline {
@@ -443,29 +469,113 @@ impl ChildGuard {
 
     /// Whether the child is still running.
     pub fn is_running(&mut self) -> bool {
-        self.0.try_wait().expect("try_wait").is_none()
+        self.child.try_wait().expect("try_wait").is_none()
     }
 }
 
 impl Drop for ChildGuard {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        // The child held the only write end of the pipe, so its reader sees EOF now.
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        if std::thread::panicking() {
+            eprintln!("sse-edge (pid {}) log:\n{}", self.pid(), self.log.text());
+        }
     }
 }
 
-/// A loopback address no one listens on right now (bind port 0, read it, release it).
-pub fn free_port() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap()
+/// How long a child `sse-edge` may take to log the address it listens on.
+pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Starts `cmd` (an `sse-edge` command line, possibly behind `sh -c '... exec "$0" "$@"'`)
+/// with `--listen 127.0.0.1:0` appended and returns once its startup line names the address
+/// the kernel chose, so no other process can take the port in between. Sets `RUST_LOG=info`
+/// unless `cmd` sets `RUST_LOG` itself (it must keep `sse_edge` at info). A thread collects
+/// stderr into [`ChildGuard::log`] until the child exits, so the child never blocks on a full
+/// pipe; stdout is discarded.
+pub fn spawn_sse_edge(mut cmd: std::process::Command) -> (ChildGuard, SocketAddr) {
+    use std::process::Stdio;
+    use std::sync::mpsc::{self, RecvTimeoutError};
+
+    cmd.args(["--listen", "127.0.0.1:0"]);
+    if !cmd.get_envs().any(|(key, _)| key == "RUST_LOG") {
+        cmd.env("RUST_LOG", "info");
+    }
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sse-edge");
+    let stderr = child.stderr.take().expect("piped stderr");
+    let log = ChildLog::default();
+    let (lines_tx, lines_rx) = mpsc::channel();
+    let sink = log.clone();
+    let stderr_reader = std::thread::spawn(move || {
+        let mut stderr = BufReader::new(stderr);
+        let mut buf = Vec::new();
+        while matches!(stderr.read_until(b'\n', &mut buf), Ok(n) if n > 0) {
+            let line = String::from_utf8_lossy(&buf).trim_end_matches('\n').to_string();
+            sink.push_line(&line);
+            let _ = lines_tx.send(line); // nobody listens once the address is known
+            buf.clear();
+        }
+    });
+    let mut guard = ChildGuard { child, log, stderr_reader: Some(stderr_reader) };
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    loop {
+        match lines_rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(line) => {
+                if let Some(addr) = listening_addr(&line) {
+                    return (guard, addr);
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                panic!("sse-edge (pid {}) logged no address within {STARTUP_TIMEOUT:?}", guard.pid())
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                let status = guard.wait_exit(IO_TIMEOUT).map_or("still running".into(), |s| s.to_string());
+                panic!("sse-edge (pid {}) closed stderr before logging its address ({status})", guard.pid())
+            }
+        }
+    }
 }
 
-/// Waits (polling, at most `limit`) until `addr` accepts a TCP connection.
-pub fn wait_listening(addr: SocketAddr, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "nothing listens on {addr} after {limit:?}");
-        std::thread::sleep(Duration::from_millis(20));
+/// The address in sse-edge's startup line `... sse-edge listening on {addr}: {loops} loops, ...`.
+fn listening_addr(line: &str) -> Option<SocketAddr> {
+    let (_, rest) = line.split_once("sse-edge listening on ")?;
+    rest.split_once(": ")?.0.parse().ok()
+}
+
+/// How many ports [`start_on_free_port`] tries.
+pub const PORT_ATTEMPTS: usize = 5;
+
+/// Starts a third-party server that must be told its port (nginx, Prometheus): calls
+/// `start(port)` with a port that was free a moment ago, and again with another one (at most
+/// [`PORT_ATTEMPTS`] in all) while it returns `Err(log)`, meaning another process took that
+/// port first (see [`port_taken`]). `start` stops its child before returning an error and
+/// panics on any other failure.
+pub fn start_on_free_port<T>(what: &str, mut start: impl FnMut(u16) -> Result<T, String>) -> T {
+    let mut log = String::new();
+    for attempt in 1..=PORT_ATTEMPTS {
+        let port = free_local_port();
+        match start(port) {
+            Ok(up) => return up,
+            Err(e) => {
+                eprintln!("{what}: port {port} was taken (attempt {attempt} of {PORT_ATTEMPTS})");
+                log = e;
+            }
+        }
     }
+    panic!("{what}: the port was taken {PORT_ATTEMPTS} times in a row; last log:\n{log}")
+}
+
+/// Whether a server's log says it could not bind its port.
+pub fn port_taken(log: &str) -> bool {
+    log.to_ascii_lowercase().contains("address already in use")
 }
 
 /// A TCP connection to `addr` whose local end is bound to `local` (any 127.0.0.0/8 address
