@@ -31,13 +31,13 @@ pub struct Config {
     pub backlog: u32,
 
     /// Kernel send buffer of each public connection (`SO_SNDBUF`, set on the listeners and
-    /// inherited by accepted sockets; the kernel doubles it for bookkeeping). 0 keeps the
-    /// kernel's autotuning (`net.ipv4.tcp_wmem`, up to 4 MiB a socket by default). A cap
-    /// bounds the kernel memory a client that stops reading can pin, and makes such a stream
-    /// write-blocked sooner, so the loop stops spending writes on it; the outbox then holds
-    /// (and, past its bounds, drops) what waits. Throughput per stream is at most about this
-    /// many bytes per round trip.
-    #[arg(long, env = "SSE_EDGE_SEND_BUFFER_BYTES", default_value_t = 0,
+    /// inherited by accepted sockets; the kernel doubles it for bookkeeping). A client that
+    /// stops reading then pins at most this (plus its own receive window) in the kernel and
+    /// turns write-blocked early, so the loop stops spending `writev`s on it and its backlog
+    /// waits in the outbox, bounded and evicted by class with a gap notice. Throughput per
+    /// stream is at most about twice this per round trip (64 KiB: ~1.3 MB/s at 100 ms).
+    /// 0 keeps the kernel's autotuning (`net.ipv4.tcp_wmem`, up to 4 MiB a socket).
+    #[arg(long, env = "SSE_EDGE_SEND_BUFFER_BYTES", default_value_t = 65_536,
           value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
     pub send_buffer_bytes: u32,
 
@@ -325,6 +325,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.heartbeat_ms, 25_000);
         assert_eq!(c.publish_wait_timeout_ms, 10_000);
+        assert_eq!(c.send_buffer_bytes, 65_536);
         assert!(c.validate().is_ok());
         assert!(c.loop_count() >= 1);
     }

@@ -457,12 +457,14 @@ meta = {
         "M4b": {"streams": $M4_STREAMS, "rate": $M4B_RATE, "seconds": $M4_SECONDS, "payload": 1024, "slow": 0.2},
     },
 }
-# A run of some scenarios only (e.g. --scenarios M3) adds to the report of the last full one.
+# A run of some scenarios or peers only (e.g. --scenarios M3, --peers sse-edge) adds to the
+# report of the last full one.
 try:
     old = json.load(open(sys.argv[1]))
 except (OSError, ValueError):
     old = None
-if old and set(meta["scenarios"]) != {"M1", "M2", "M3", "M4", "M4b"}:
+if old and (set(meta["scenarios"]) != {"M1", "M2", "M3", "M4", "M4b"}
+            or set(meta["peers"]) != {"sse-edge", "nchan", "pushpin", "axum", "node"}):
     old.setdefault("later", []).append(
         {k: meta[k] for k in ("started", "command", "peers", "scenarios", "loadavg_start", "sse_edge_rev")}
     )

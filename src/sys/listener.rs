@@ -28,3 +28,29 @@ pub fn bind_reuseport(addr: SocketAddr, backlog: u32, send_buffer: u32) -> io::R
 pub fn somaxconn() -> Option<u32> {
     std::fs::read_to_string("/proc/sys/net/core/somaxconn").ok()?.trim().parse().ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::{Duration, Instant};
+
+    /// Accepted sockets inherit the listener's `SO_SNDBUF` (Linux doubles the value set).
+    #[test]
+    fn accepted_sockets_inherit_the_send_buffer_cap() {
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16, 24_576).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _client = std::net::TcpStream::connect(addr).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let (accepted, _) = loop {
+            match listener.accept() {
+                Ok(pair) => break pair,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(5))
+                }
+                Err(e) => panic!("accept: {e}"),
+            }
+        };
+        let size = socket2::SockRef::from(&accepted).send_buffer_size().unwrap();
+        assert_eq!(size, 2 * 24_576, "SO_SNDBUF of the accepted socket");
+    }
+}
