@@ -101,6 +101,8 @@ class Run:
         self.accept_rate = pub.get("accept_rate", 0.0)
         self.rss_per_stream = srv.get("rss_per_stream_bytes")
         self.rss_growth = srv.get("rss_growth_during_run_bytes")
+        # Host-wide, from /proc/net/sockstat: peak during the run − all ready (absent in old reports).
+        self.kernel_tcp_growth = srv.get("kernel_tcp_mem_growth_bytes")
         self.cpu_run = srv.get("cpu_seconds_during_run")
         self.cpu_per_m = srv.get("cpu_s_per_million_deliveries")
         self.rss_start = sum(p["rss_bytes"] for p in srv.get("start", []))
@@ -173,7 +175,7 @@ def fmt_num(x, nd=2):
 MEDIAN_ATTRS = (
     "rss_per_stream rss_growth cpu_per_m cpu_run dps delivered of_scheduled accepted_share missing "
     "streams_missing connect_phase loadgen_busy rss_start rss_ready rss_end gap_notices run_window "
-    "deliveries expected ready readers attempts pub_accepted core_busy"
+    "deliveries expected ready readers attempts pub_accepted core_busy kernel_tcp_growth"
 ).split()
 MEDIAN_DICTS = ("lat", "ttfb", "pub_lat", "connect")
 
@@ -954,7 +956,7 @@ def write_results(outdir, results, plots_dir):
             e = peers[p]
             r = run_of(e, tag)
             if not r:
-                rows.append((label(p), not_run(e)) + ("",) * 10)
+                rows.append((label(p), not_run(e)) + ("",) * 11)
                 continue
             n_slow = r.planned - r.readers if r.planned else 0
             rows.append(
@@ -962,6 +964,7 @@ def write_results(outdir, results, plots_dir):
                     label(p),
                     "**" + spread(r, lambda x: x.rss_growth, fmt_bytes) + "**",
                     fmt_bytes(r.rss_growth / n_slow) if n_slow and r.rss_growth is not None else "–",
+                    spread(r, lambda x: getattr(x, "kernel_tcp_growth", None), fmt_bytes),
                     fmt_ms(r.lat.get("p50")),
                     "**" + spread(r, lambda x: x.lat.get("p99"), fmt_ms) + "**",
                     fmt_ms(r.lat.get("max")),
@@ -980,6 +983,7 @@ def write_results(outdir, results, plots_dir):
                     "peer",
                     "server RSS growth",
                     "per stalled stream",
+                    "kernel TCP memory growth (host)",
                     "readers p50 (ms)",
                     "readers p99 (ms)",
                     "readers max (ms)",
@@ -996,7 +1000,12 @@ def write_results(outdir, results, plots_dir):
         md.append(
             "\nRSS growth is from all-ready to the end of the drain: what queued frames cost (the "
             "stalled streams', and the readers' when they fall behind). Readers' figures are over the "
-            "reading streams only. Only sse-edge tells a client about lost events (`event: gap`).\n"
+            "reading streams only. Only sse-edge tells a client about lost events (`event: gap`). "
+            "Kernel TCP memory is host-wide, from `/proc/net/sockstat` (all TCP sockets, the load "
+            "generator's receive queues included, which are the same for every peer); its growth is "
+            "the peak during the run − all streams ready. A stalled stream's backlog that sits in "
+            "kernel socket buffers is not in RSS, so the two columns together are what queued data "
+            "cost.\n"
         )
         name = tag.lower()
         if line_chart(

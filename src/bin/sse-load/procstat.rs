@@ -1,4 +1,6 @@
-//! Server process sampling from `/proc`: resident memory and CPU time.
+//! Server process sampling from `/proc`: resident memory and CPU time, plus the host-wide
+//! kernel TCP buffer memory from `/proc/net/sockstat` (where a stalled stream's backlog sits when
+//! the server leaves it in the socket buffers: not in any process's RSS).
 //!
 //! Contract: [`sample`] reads `/proc/PID/status` (`VmRSS`) and `/proc/PID/stat` (`utime` +
 //! `stime`, converted from clock ticks with `sysconf(_SC_CLK_TCK)`) of one process at one
@@ -6,6 +8,7 @@
 //! out as pure functions over the file text so they are tested without a process.
 
 use std::io;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +98,100 @@ pub fn total(samples: &[ProcSample]) -> ProcSample {
     })
 }
 
+/// Host-wide kernel TCP buffer memory (`TCP: ... mem P` of `/proc/net/sockstat`), bytes.
+pub fn tcp_mem_bytes() -> io::Result<u64> {
+    let text = std::fs::read_to_string("/proc/net/sockstat")?;
+    let pages = sockstat_tcp_mem_pages(&text).ok_or_else(|| {
+        io::Error::new(io::ErrorKind::InvalidData, "/proc/net/sockstat: no `TCP: ... mem N` line")
+    })?;
+    Ok(pages * page_size())
+}
+
+/// The `mem` field (pages) of the `TCP:` line of a `/proc/net/sockstat` text.
+fn sockstat_tcp_mem_pages(text: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
+    let mut fields = line["TCP:".len()..].split_whitespace();
+    while let Some(key) = fields.next() {
+        let value = fields.next()?;
+        if key == "mem" {
+            return value.parse().ok();
+        }
+    }
+    None
+}
+
+/// `sysconf(_SC_PAGESIZE)`, 4096 if unavailable.
+fn page_size() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => 4096,
+    }
+}
+
+/// Host-wide kernel TCP buffer memory over a run, bytes.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct TcpMem {
+    /// Before connecting.
+    pub start: u64,
+    /// Once every stream was ready (or given up on).
+    pub ready: u64,
+    /// At the end.
+    pub end: u64,
+    /// Highest of "ready", "end" and the samples taken (at most once a second) between them.
+    pub peak: u64,
+}
+
+/// Samples [`tcp_mem_bytes`] at start / ready / end and, throttled, in between for the peak.
+#[derive(Debug, Default)]
+pub struct TcpMemSampler {
+    start: Option<u64>,
+    ready: Option<u64>,
+    peak: Option<u64>,
+    last: Option<Instant>,
+}
+
+impl TcpMemSampler {
+    /// How often [`TcpMemSampler::tick`] actually reads the file.
+    const EVERY: Duration = Duration::from_secs(1);
+
+    fn read() -> Option<u64> {
+        tcp_mem_bytes().map_err(|e| log::debug!("kernel TCP memory: {e}")).ok()
+    }
+
+    /// Takes the "start" sample.
+    pub fn start() -> TcpMemSampler {
+        let start = tcp_mem_bytes().map_err(|e| log::warn!("not sampling kernel TCP memory: {e}")).ok();
+        TcpMemSampler { start, ..TcpMemSampler::default() }
+    }
+
+    /// Takes the "ready" sample; the peak is tracked from here on.
+    pub fn ready(&mut self) {
+        if self.start.is_some() {
+            self.ready = Self::read();
+            self.peak = self.ready;
+            self.last = Some(Instant::now());
+        }
+    }
+
+    /// Called on every coordinator tick; samples at most once per [`Self::EVERY`].
+    pub fn tick(&mut self) {
+        let Some(last) = self.last else { return };
+        if last.elapsed() >= Self::EVERY {
+            self.last = Some(Instant::now());
+            if let Some(v) = Self::read() {
+                self.peak = self.peak.max(Some(v));
+            }
+        }
+    }
+
+    /// Takes the "end" sample; `None` when any fixed sample is missing.
+    pub fn finish(self) -> Option<TcpMem> {
+        let (start, ready) = (self.start?, self.ready?);
+        let end = Self::read()?;
+        Some(TcpMem { start, ready, end, peak: self.peak.unwrap_or(ready).max(end) })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,5 +214,18 @@ mod tests {
         assert!(clock_ticks_per_second() > 0);
         assert!(sample(u32::MAX).is_err());
         assert!(own_cpu_seconds() >= 0.0);
+    }
+
+    #[test]
+    fn parses_sockstat() {
+        let text = "sockets: used 312\nTCP: inuse 12 orphan 0 tw 3 alloc 15 mem 42\n\
+                    UDP: inuse 4 mem 7\nUDPLITE: inuse 0\nRAW: inuse 0\nFRAG: inuse 0 memory 0\n";
+        assert_eq!(sockstat_tcp_mem_pages(text), Some(42));
+        assert_eq!(sockstat_tcp_mem_pages("UDP: inuse 4 mem 7\n"), None);
+        assert_eq!(sockstat_tcp_mem_pages("TCP: inuse 1 alloc 2\n"), None);
+        assert!(page_size() > 0);
+        if std::path::Path::new("/proc/net/sockstat").exists() {
+            assert!(tcp_mem_bytes().is_ok());
+        }
     }
 }

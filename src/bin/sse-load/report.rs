@@ -14,7 +14,7 @@ use std::fmt::Write as _;
 
 use serde::Serialize;
 
-use crate::procstat::{total, ProcSample};
+use crate::procstat::{total, ProcSample, TcpMem};
 use crate::stats::{per_second, Errors, Hist, PubResult, SubResult};
 
 /// Percentiles in milliseconds.
@@ -105,6 +105,13 @@ pub struct ServerSection {
     pub cpu_seconds_during_run: f64,
     /// See the module doc.
     pub cpu_s_per_million_deliveries: Option<f64>,
+    /// Host-wide kernel TCP buffer memory (`/proc/net/sockstat`), if readable: where a stalled
+    /// stream's backlog sits when it is not in the server's RSS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_tcp_mem_bytes: Option<TcpMem>,
+    /// Kernel TCP memory peak during the run minus its value at "ready", bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kernel_tcp_mem_growth_bytes: Option<i64>,
 }
 
 /// The whole report.
@@ -165,6 +172,7 @@ pub fn server_section(
     end: Vec<ProcSample>,
     ready_streams: u64,
     deliveries: u64,
+    tcp: Option<TcpMem>,
 ) -> ServerSection {
     let (s, r, e) = (total(&start), total(&ready), total(&end));
     let comparable = start.len() == ready.len() && ready.len() == end.len();
@@ -175,6 +183,8 @@ pub fn server_section(
         rss_growth_during_run_bytes: e.rss_bytes as i64 - r.rss_bytes as i64,
         cpu_seconds_during_run: cpu,
         cpu_s_per_million_deliveries: (comparable && deliveries > 0).then(|| cpu / deliveries as f64 * 1e6),
+        kernel_tcp_mem_growth_bytes: tcp.map(|t| t.peak as i64 - t.ready as i64),
+        kernel_tcp_mem_bytes: tcp,
         start,
         ready,
         end,
@@ -281,6 +291,12 @@ impl Report {
                 "server RSS delta per stream",
                 s.rss_per_stream_bytes.map_or("n/a".into(), |b| format!("{b:.0} B")),
             );
+            if let Some(t) = &s.kernel_tcp_mem_bytes {
+                row(
+                    "kernel TCP buffer memory (host-wide) ready / peak / end",
+                    format!("{} / {} / {}", mib(t.ready), mib(t.peak), mib(t.end)),
+                );
+            }
             row("server CPU during run", format!("{:.2} s", s.cpu_seconds_during_run));
             row(
                 "server CPU-s per million deliveries",
@@ -341,10 +357,12 @@ mod tests {
             vec![p(1, 3500, 2.0), p(2, 3000, 2.0)],
             8,
             2_000_000,
+            Some(TcpMem { start: 1 << 20, ready: 2 << 20, end: 3 << 20, peak: 5 << 20 }),
         );
         assert_eq!(srv.rss_per_stream_bytes, Some(500.0));
         assert_eq!(srv.rss_growth_during_run_bytes, 500);
         assert_eq!(srv.cpu_s_per_million_deliveries, Some(0.5));
+        assert_eq!(srv.kernel_tcp_mem_growth_bytes, Some(3 << 20));
         let report = Report {
             mode: "fanout".into(),
             started_unix_s: 0,
@@ -359,7 +377,15 @@ mod tests {
         };
         let md = report.to_markdown();
         assert!(md.contains("| server RSS delta per stream | 500 B |"), "{md}");
+        assert!(
+            md.contains(
+                "| kernel TCP buffer memory (host-wide) ready / peak / end | 2.0 MiB / 5.0 MiB / 3.0 MiB |"
+            ),
+            "{md}"
+        );
         let v: serde_json::Value = serde_json::from_str(&report.to_json()).expect("json");
+        assert_eq!(v["server"]["kernel_tcp_mem_bytes"]["peak"], 5 << 20);
+        assert_eq!(v["server"]["kernel_tcp_mem_growth_bytes"], 3 << 20);
         assert_eq!(v["subscribers"]["expected_deliveries"], 1000);
     }
 }

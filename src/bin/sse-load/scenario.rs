@@ -14,7 +14,7 @@ use crate::live::LiveSnap;
 use crate::multiproc::{split, Group, LocalGroup, Workers};
 use crate::net;
 use crate::payload;
-use crate::procstat::{own_cpu_seconds, sample_all, ProcSample};
+use crate::procstat::{own_cpu_seconds, sample_all, ProcSample, TcpMemSampler};
 use crate::progress::{Progress, PubCounts};
 use crate::publisher::{self, PubLive, PubPlan};
 use crate::report::{pub_section, server_section, sub_section, Report};
@@ -102,6 +102,7 @@ fn publish_with_progress(
     plan: &PubPlan,
     mut streams: Option<&mut Streams>,
     progress: &mut Progress,
+    tcp: &mut TcpMemSampler,
     until: Instant,
 ) -> PubResult {
     let (live, stop) = (PubLive::default(), AtomicBool::new(false));
@@ -119,6 +120,7 @@ fn publish_with_progress(
                 progress.observe(s);
             }
             progress.tick("publish", snap.as_ref(), Some(counts));
+            tcp.tick();
             if Instant::now() >= until {
                 stop.store(true, Relaxed);
             }
@@ -175,9 +177,11 @@ pub fn fanout(cmd: &FanoutCmd) -> Result<Report, String> {
     let mut progress = Progress::new();
 
     let s_start = sample_all(pids);
+    let mut tcp = TcpMemSampler::start();
     let mut streams = Streams::start(&plan, &cmd.sub, pub_plan.connections as u64)?;
     let connect_s = wait_ready(&mut streams, &mut progress, (Instant::now() + ready_timeout).min(end_by));
     let s_ready = sample_all(pids);
+    tcp.ready();
     let snap = streams.snapshot();
     progress.done();
     log::info!(
@@ -189,7 +193,7 @@ pub fn fanout(cmd: &FanoutCmd) -> Result<Report, String> {
         pub_plan.rate
     );
 
-    let pub_res = publish_with_progress(&pub_plan, Some(&mut streams), &mut progress, end_by);
+    let pub_res = publish_with_progress(&pub_plan, Some(&mut streams), &mut progress, &mut tcp, end_by);
     let accepted = pub_res.accepted_by_target.clone();
     // With one address this is exact; with several it can only make the drain wait longer.
     // Per `--addr`, or per `--publish-addr` when given (see `Plan::lanes_per_publish_addr`).
@@ -199,18 +203,20 @@ pub fn fanout(cmd: &FanoutCmd) -> Result<Report, String> {
         let snap = streams.snapshot();
         progress.observe(&snap);
         progress.tick("drain", Some(&snap), None);
+        tcp.tick();
         if snap.deliveries >= most * snap.readers_ready || Instant::now() >= drain_until {
             break;
         }
         std::thread::sleep(TICK);
     }
     let s_end = sample_all(pids);
+    let tcp = tcp.finish();
     let processes = streams.processes;
     let sub_res = streams.finish(Some(&accepted));
     progress.done();
 
     let server = (!pids.is_empty())
-        .then(|| server_section(s_start, s_ready, s_end, sub_res.ready, sub_res.deliveries));
+        .then(|| server_section(s_start, s_ready, s_end, sub_res.ready, sub_res.deliveries, tcp));
     Ok(Report {
         mode: "fanout".into(),
         started_unix_s: started,
@@ -237,22 +243,26 @@ pub fn subscribe(cmd: &SubscribeCmd) -> Result<Report, String> {
     let mut progress = Progress::new();
 
     let s_start = sample_all(pids);
+    let mut tcp = TcpMemSampler::start();
     let mut streams = Streams::start(&plan, &cmd.sub, 0)?;
     let connect_s = wait_ready(&mut streams, &mut progress, (Instant::now() + ready_timeout).min(end_by));
     let s_ready: Vec<ProcSample> = sample_all(pids);
+    tcp.ready();
     let hold_until = (Instant::now() + hold).min(end_by);
     while Instant::now() < hold_until {
         let snap = streams.snapshot();
         progress.observe(&snap);
         progress.tick("hold", Some(&snap), None);
+        tcp.tick();
         std::thread::sleep(TICK);
     }
     let s_end = sample_all(pids);
+    let tcp = tcp.finish();
     let processes = streams.processes;
     let sub_res = streams.finish(None);
     progress.done();
     let server = (!pids.is_empty())
-        .then(|| server_section(s_start, s_ready, s_end, sub_res.ready, sub_res.deliveries));
+        .then(|| server_section(s_start, s_ready, s_end, sub_res.ready, sub_res.deliveries, tcp));
     Ok(Report {
         mode: "subscribe".into(),
         started_unix_s: started,
@@ -276,10 +286,13 @@ pub fn publish(cmd: &PublishCmd) -> Result<Report, String> {
     let pids = &cmd.out.server_pids;
     let mut progress = Progress::new();
     let s_start = sample_all(pids);
-    let pub_res = publish_with_progress(&plan, None, &mut progress, t0 + overall);
+    let mut tcp = TcpMemSampler::start();
+    tcp.ready();
+    let pub_res = publish_with_progress(&plan, None, &mut progress, &mut tcp, t0 + overall);
     progress.done();
     let s_end = sample_all(pids);
-    let server = (!pids.is_empty()).then(|| server_section(s_start.clone(), s_start, s_end, 0, 0));
+    let tcp = tcp.finish();
+    let server = (!pids.is_empty()).then(|| server_section(s_start.clone(), s_start, s_end, 0, 0, tcp));
     Ok(Report {
         mode: "publish".into(),
         started_unix_s: started,
