@@ -968,7 +968,8 @@ def write_results(outdir, results, plots_dir):
                     fmt_ms(r.lat.get("p50")),
                     "**" + spread(r, lambda x: x.lat.get("p99"), fmt_ms) + "**",
                     fmt_ms(r.lat.get("max")),
-                    f"**{pct(r.of_scheduled)}** ({pct(r.delivered)} of accepted; {fmt_int(r.streams_missing)} streams with gaps)",
+                    f"**{pct(r.of_scheduled)}** ({pct(r.delivered)} of accepted; {fmt_int(r.holes)} gaps; "
+                    f"{fmt_int(r.streams_missing)} streams short at the end)",
                     f"{r.dps:,.0f}",
                     fmt_int(r.gap_notices),
                     f"{pct(r.accepted_share)}, p99 {fmt_ms(r.pub_lat.get('p99'))} ms",
@@ -1005,7 +1006,10 @@ def write_results(outdir, results, plots_dir):
             "generator's receive queues included, which are the same for every peer); its growth is "
             "the peak during the run − all streams ready. A stalled stream's backlog that sits in "
             "kernel socket buffers is not in RSS, so the two columns together are what queued data "
-            "cost.\n"
+            "cost. 'gaps' = sequence holes in the readers' streams (an event missing before a later "
+            "one arrived: lost); 'streams short at the end' = readers still missing events when "
+            "sse-load's drain window closed, which includes readers that were only behind (the load "
+            "generator's core is saturated in M4).\n"
         )
         name = tag.lower()
         if line_chart(
