@@ -13,8 +13,9 @@
 //! 4. Registered once for READABLE | WRITABLE, edge-triggered; `writable` turns false on
 //!    `WouldBlock` and true on the next writable event. No re-registration per event.
 
+use std::fmt;
 use std::io::{self, Read};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use mio::net::TcpStream;
 
@@ -26,7 +27,7 @@ use crate::topics::Membership;
 /// One socket and what the loop knows about it.
 pub(crate) struct Conn {
     pub sock: TcpStream,
-    pub peer: SocketAddr,
+    pub peer: Peer,
     pub phase: Phase,
     pub outbox: Outbox,
     /// The socket can take bytes (no `WouldBlock` since the last writable edge).
@@ -41,8 +42,9 @@ pub(crate) struct Conn {
     pub admin: bool,
     /// Loop clock (ms) when a frame was last queued: heartbeats go to streams idle longer.
     pub last_queued_ms: u64,
-    /// Loop clock (ms) since which queued bytes have waited with no progress.
-    pub blocked_since_ms: Option<u64>,
+    /// Loop clock (ms) since which queued bytes have waited with no progress;
+    /// [`NOT_BLOCKED`] when nothing waits (see [`Conn::blocked_since_ms`]).
+    blocked_since_ms: u64,
     /// A resumed stream skips live events up to this id: another loop may have delivered
     /// them before the reconnect while this loop has not drained them yet.
     pub resume_after: u64,
@@ -143,11 +145,40 @@ pub(crate) fn read_once(sock: &mut TcpStream, scratch: &mut [u8]) -> ReadResult 
     }
 }
 
+/// [`Conn::blocked_since_ms`] when nothing waits (a sentinel keeps `Conn` 8 bytes smaller than
+/// an `Option<u64>` would: every idle stream pays for every field).
+const NOT_BLOCKED: u64 = u64::MAX;
+
+/// A peer address without IPv6 flow info and scope id: 20 bytes instead of `SocketAddr`'s 32.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Peer {
+    ip: IpAddr,
+    port: u16,
+}
+
+impl Peer {
+    pub fn addr(self) -> SocketAddr {
+        SocketAddr::new(self.ip, self.port)
+    }
+}
+
+impl From<SocketAddr> for Peer {
+    fn from(addr: SocketAddr) -> Peer {
+        Peer { ip: addr.ip(), port: addr.port() }
+    }
+}
+
+impl fmt::Display for Peer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.addr().fmt(f)
+    }
+}
+
 impl Conn {
     pub fn new(sock: TcpStream, peer: SocketAddr, now_ms: u64) -> Conn {
         Conn {
             sock,
-            peer,
+            peer: Peer::from(peer),
             phase: Phase::Request(Box::new(Requesting { idle_since_ms: now_ms, ..Requesting::default() })),
             outbox: Outbox::new(),
             writable: true,
@@ -156,9 +187,18 @@ impl Conn {
             head_only: false,
             admin: false,
             last_queued_ms: now_ms,
-            blocked_since_ms: None,
+            blocked_since_ms: NOT_BLOCKED,
             resume_after: 0,
         }
+    }
+
+    /// Loop clock (ms) since which queued bytes have waited with no write progress.
+    pub fn blocked_since_ms(&self) -> Option<u64> {
+        (self.blocked_since_ms != NOT_BLOCKED).then_some(self.blocked_since_ms)
+    }
+
+    pub fn set_blocked_since_ms(&mut self, since: Option<u64>) {
+        self.blocked_since_ms = since.unwrap_or(NOT_BLOCKED);
     }
 
     pub fn requesting(&mut self) -> Option<&mut Requesting> {
@@ -172,3 +212,5 @@ impl Conn {
         matches!(&self.phase, Phase::Request(r) if r.is_waiting())
     }
 }
+
+const _: () = assert!(std::mem::size_of::<Conn>() <= 168, "a Conn is paid by every idle stream");

@@ -129,8 +129,37 @@ pub struct Outbox {
     queued: usize,
     /// Evictable entries queued, by [`Class::index`] (lets pushes skip scans).
     counts: [u32; 3],
-    /// Reliable ids dropped since the last flush, as an inclusive range.
-    gap: Option<(u64, u64)>,
+    /// Reliable ids dropped since the last flush.
+    gap: GapRange,
+}
+
+/// An inclusive range of ids, empty when `from > to`: 16 bytes where `Option<(u64, u64)>`
+/// takes 24, in a struct every stream holds.
+#[derive(Debug, Clone, Copy)]
+struct GapRange {
+    from: u64,
+    to: u64,
+}
+
+impl GapRange {
+    const EMPTY: GapRange = GapRange { from: 1, to: 0 };
+
+    fn get(self) -> Option<(u64, u64)> {
+        (self.from <= self.to).then_some((self.from, self.to))
+    }
+
+    fn with(self, id: u64) -> GapRange {
+        match self.get() {
+            Some((from, to)) => GapRange { from: from.min(id), to: to.max(id) },
+            None => GapRange { from: id, to: id },
+        }
+    }
+}
+
+impl Default for GapRange {
+    fn default() -> Self {
+        Self::EMPTY
+    }
 }
 
 impl Outbox {
@@ -146,7 +175,7 @@ impl Outbox {
 
     /// Nothing left to write and no gap to report.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty() && self.gap.is_none()
+        self.entries.is_empty() && self.gap.get().is_none()
     }
 
     /// Unwritten bytes queued.
@@ -161,7 +190,7 @@ impl Outbox {
 
     /// Reliable ids lost and not yet reported.
     pub fn pending_gap(&self) -> Option<(u64, u64)> {
-        self.gap
+        self.gap.get()
     }
 
     /// Queues a shared event: conflates a `latest` value, evicts by class while a bound is
@@ -276,17 +305,14 @@ impl Outbox {
     }
 
     fn note_gap(&mut self, id: u64) {
-        self.gap = Some(match self.gap {
-            Some((from, to)) => (from.min(id), to.max(id)),
-            None => (id, id),
-        });
+        self.gap = self.gap.with(id);
     }
 
     /// Puts the pending gap notice before the first unsent evictable frame (invariant 5):
     /// merged into an unsent notice already there, or as a new one after evicting what it
     /// needs to keep both bounds (which may widen the range it reports).
     fn place_gap(&mut self, bounds: Bounds) -> bool {
-        if self.gap.is_none() {
+        if self.gap.get().is_none() {
             return false;
         }
         let start = self.first_unstarted();
@@ -300,7 +326,7 @@ impl Outbox {
                 }
             }
         }
-        let Some((mut from, mut to)) = self.gap.take() else { return false };
+        let Some((mut from, mut to)) = std::mem::take(&mut self.gap).get() else { return false };
         let at = match existing {
             Some(i) => {
                 let i = start + i;

@@ -171,9 +171,9 @@ impl Worker {
                         conn.writable = false;
                     }
                     if conn.outbox.is_empty() {
-                        conn.blocked_since_ms = None;
-                    } else if flushed.bytes > 0 || conn.blocked_since_ms.is_none() {
-                        conn.blocked_since_ms = Some(now);
+                        conn.set_blocked_since_ms(None);
+                    } else if flushed.bytes > 0 || conn.blocked_since_ms().is_none() {
+                        conn.set_blocked_since_ms(Some(now));
                     }
                 }
                 Err(e) => {
@@ -181,8 +181,8 @@ impl Worker {
                     return self.close(key, CloseReason::Error);
                 }
             }
-        } else if !conn.outbox.is_empty() && conn.blocked_since_ms.is_none() {
-            conn.blocked_since_ms = Some(now);
+        } else if !conn.outbox.is_empty() && conn.blocked_since_ms().is_none() {
+            conn.set_blocked_since_ms(Some(now));
         }
         if let Phase::Request(req) = &mut conn.phase {
             if req.paused_for_output && conn.outbox.queued_bytes() <= RESPONSE_BACKLOG_BYTES / 2 {

@@ -123,7 +123,7 @@ impl Worker {
     fn handle(&mut self, key: usize, request: &Request) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.head_only = request.method == "HEAD";
-        let (peer, admin) = (conn.peer, conn.admin);
+        let (peer, admin) = (conn.peer.addr(), conn.admin);
         let cors = self.shared.cors.headers_for(request);
         if let Phase::Request(req) = &mut conn.phase {
             req.cors = cors.clone();

@@ -58,7 +58,7 @@ impl Worker {
                 }
                 _ => {}
             }
-            if conn.blocked_since_ms.is_some_and(|since| now - since >= stall_ms) {
+            if conn.blocked_since_ms().is_some_and(|since| now - since >= stall_ms) {
                 to_close.push((key, CloseReason::Stalled));
             }
             queued += conn.outbox.queued_bytes();
