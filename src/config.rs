@@ -289,6 +289,13 @@ impl Config {
                     .into(),
             ));
         }
+        if self.send_buffer_bytes != 0 && self.send_buffer_bytes < 4096 {
+            return Err(ConfigError(
+                "--send-buffer-bytes must be 0 (kernel autotuning) or at least 4096 \
+                 (the kernel raises smaller values to its own minimum)"
+                    .into(),
+            ));
+        }
         if self.hub_queue_events == 0 {
             return Err(ConfigError("--hub-queue-events must be at least 1".into()));
         }
@@ -328,5 +335,14 @@ mod tests {
         assert_eq!(c.send_buffer_bytes, 65_536);
         assert!(c.validate().is_ok());
         assert!(c.loop_count() >= 1);
+    }
+
+    #[test]
+    fn send_buffer_is_off_or_at_least_a_page() {
+        let with = |send_buffer_bytes| Config { send_buffer_bytes, ..Config::default() }.validate();
+        assert!(with(0).is_ok());
+        assert!(with(4096).is_ok());
+        let err = with(1024).expect_err("1 KiB is below the kernel's minimum");
+        assert!(err.0.contains("--send-buffer-bytes"), "{}", err.0);
     }
 }

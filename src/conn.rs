@@ -32,7 +32,7 @@ pub(crate) struct Conn {
     pub outbox: Outbox,
     /// The socket can take bytes (no `WouldBlock` since the last writable edge).
     pub writable: bool,
-    /// Already in the loop's flush list for this iteration.
+    /// Already in the loop's flush queue.
     pub dirty: bool,
     /// Close (via lingering) once the outbox is empty.
     pub close_after_flush: bool,
@@ -40,6 +40,9 @@ pub(crate) struct Conn {
     pub head_only: bool,
     /// Accepted on the admin listener (`--admin-listen`).
     pub admin: bool,
+    /// The last write emptied the outbox: the client keeps up, so a backlog that builds up
+    /// now is the loop's (invariant 6 of the worker's delivery module).
+    pub kept_up: bool,
     /// Loop clock (ms) when a frame was last queued: heartbeats go to streams idle longer.
     pub last_queued_ms: u64,
     /// Loop clock (ms) since which queued bytes have waited with no progress;
@@ -186,6 +189,7 @@ impl Conn {
             close_after_flush: false,
             head_only: false,
             admin: false,
+            kept_up: true,
             last_queued_ms: now_ms,
             blocked_since_ms: NOT_BLOCKED,
             resume_after: 0,

@@ -360,3 +360,54 @@ fn a_publish_parked_past_its_wait_timeout_gets_503_with_the_ids_sequenced_so_far
     let e = late.next_event().unwrap();
     assert_eq!((e.data.as_str(), e.id_u64()), ("still serving", id));
 }
+
+/// A client that reads slowly is the client's problem, not the loop's: its writable edges
+/// (after it reads a little) must not pause the loop's intake for everyone.
+#[test]
+fn a_slow_reader_does_not_pause_the_intake() {
+    use std::io::Read;
+    const BIG: usize = 4096;
+    let server = TestServer::start(Config {
+        outbox_max_events: 16,
+        send_buffer_bytes: 4096,
+        threads: Some(1),
+        ..Config::loopback()
+    });
+    let mut slow = SseClient::connect(server.addr, "/events?topic=slow");
+    server.wait_stats("stream", |s| s.streams == 1);
+    let payload = "x".repeat(BIG);
+    let publisher = server.handle().publisher();
+    // Fill the slow client's socket and outbox until frames are evicted.
+    let mut n = 0;
+    while server.stats().frames_evicted == 0 {
+        assert!(n < 10_000, "nothing was evicted after {n} events: {:?}", server.stats());
+        publisher.publish(&Message::new("slow", payload.clone())).unwrap();
+        n += 1;
+        if n % 64 == 0 {
+            thread::sleep(Duration::from_millis(5));
+        }
+    }
+    // (Pauses so far are the loop's own: bursts bigger than the outbox arrived while the
+    // client still kept up.) Now read a little at a time while events keep coming: every read
+    // can bring a writable edge while the outbox is still full.
+    let pauses_before = server.stats().intake_pauses;
+    let mut buf = vec![0; 16 * 1024];
+    slow.reader.get_ref().set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    for _ in 0..40 {
+        let got = slow.reader.get_mut().read(&mut buf).unwrap();
+        assert!(got > 0, "the server closed the slow stream");
+        for _ in 0..4 {
+            publisher.publish(&Message::new("slow", payload.clone())).unwrap();
+        }
+        thread::sleep(Duration::from_millis(2));
+    }
+    let s = server.stats();
+    assert!(s.frames_evicted > 0, "{s:?}");
+    assert_eq!(s.intake_pauses, pauses_before, "a slow client paused the loop's intake: {s:?}");
+    // And the node still serves others at once.
+    let mut other = SseClient::connect(server.addr, "/events?topic=other");
+    server.wait_stats("second stream", |s| s.streams == 2);
+    let id = publish(server.addr, "other", "hello");
+    let e = other.next_event().unwrap();
+    assert_eq!((e.data.as_str(), e.id_u64()), ("hello", id));
+}

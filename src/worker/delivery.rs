@@ -13,9 +13,11 @@
 //!    this pass instead of waiting for the pass to end, so each stream is written about once
 //!    per pass with everything queued for it, and no event waits longer than about one pass.
 //!    Answers to requests go to the front: a publisher's `202` never waits behind a pass.
-//! 6. Falling behind on writing pauses the intake, not the readers: when a push leaves a
-//!    *writable* stream's outbox over half full, the loop cannot write as fast as events
-//!    arrive (a stream the client is slow on is not writable). The loop then takes no more
+//! 6. Falling behind on writing pauses the intake, not the readers: when a push leaves the
+//!    outbox of a stream that is writable *and* was emptied by its last write
+//!    (`Conn::kept_up`) over half full, the loop cannot write as fast as events arrive. A
+//!    client that is slow is not counted: its socket blocked with frames left, so it stays
+//!    out of this rule until a write empties its outbox again. The loop then takes no more
 //!    events from the hub until it has written every connection queued at that moment; the
 //!    hub channel fills and publishers wait ([`crate::hub`] parks them), so readers the loop
 //!    is merely late for lose nothing to eviction. Streams whose clients do not read still
@@ -43,14 +45,17 @@ pub(super) const FLUSH_BUDGET: usize = 256;
 /// drains about 7 events per iteration, so a backlog of events cannot hold up the writes.
 const FANOUT_BUDGET: usize = 65_536;
 
-/// Connections with output waiting to be written, in the order they are to be written.
+/// Connections with output waiting to be written: answers, then streams, each in order.
 ///
 /// A connection is queued at most once (`Conn::dirty` says it is queued); a key may outlive
 /// its connection in the queue, and then flushing it finds nothing or a newer connection's
-/// frames, both harmless.
+/// frames, both harmless. Answers have their own queue, written whole every iteration (they
+/// are bounded by the requests read in it), so a stream of requests can neither wait behind
+/// a pass over the streams nor take the streams' budget.
 #[derive(Default)]
 pub(super) struct FlushQueue {
-    keys: VecDeque<usize>,
+    answers: VecDeque<usize>,
+    streams: VecDeque<usize>,
 }
 
 impl FlushQueue {
@@ -58,7 +63,7 @@ impl FlushQueue {
     pub(super) fn push_back(&mut self, key: usize, conn: &mut Conn) {
         if !conn.dirty {
             conn.dirty = true;
-            self.keys.push_back(key);
+            self.streams.push_back(key);
         }
     }
 
@@ -66,20 +71,17 @@ impl FlushQueue {
     pub(super) fn push_front(&mut self, key: usize, conn: &mut Conn) {
         if !conn.dirty {
             conn.dirty = true;
-            self.keys.push_front(key);
+            self.answers.push_back(key);
         }
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.keys.is_empty()
+        self.answers.is_empty() && self.streams.is_empty()
     }
 
-    pub(super) fn len(&self) -> usize {
-        self.keys.len()
-    }
-
-    fn pop(&mut self) -> Option<usize> {
-        self.keys.pop_front()
+    /// Streams waiting (what a pause of the intake waits for).
+    fn streams_len(&self) -> usize {
+        self.streams.len()
     }
 }
 
@@ -108,7 +110,7 @@ impl Worker {
         }
         self.drain_more = drained == DRAIN_BUDGET || tally.pushes >= FANOUT_BUDGET;
         if tally.behind {
-            self.write_behind = self.dirty.len().max(1);
+            self.write_behind = self.dirty.streams_len().max(1);
         }
         let stats = self.stats();
         LoopStats::add(&stats.events_in, drained as u64);
@@ -129,24 +131,30 @@ impl Worker {
             }
             let outcome = conn.outbox.push_event(event.clone(), self.bounds);
             tally.add(&outcome, event.class, conn.outbox.queued_bytes());
-            tally.behind |= conn.writable && conn.outbox.half_full(self.bounds);
+            tally.behind |= conn.writable && conn.kept_up && conn.outbox.half_full(self.bounds);
             conn.last_queued_ms = self.now_ms;
             self.dirty.push_back(key, conn);
         }
     }
 
-    /// Writes the next [`FLUSH_BUDGET`] queued connections, once each (invariant 5); the
-    /// intake resumes once the pass that a pause waits for is written (invariant 6).
+    /// Writes every queued answer and the next [`FLUSH_BUDGET`] queued streams, once each
+    /// (invariant 5); the intake resumes once the streams that a pause waits for are written
+    /// (invariant 6), and the next iteration drains the hub (no wake-up is armed meanwhile).
     pub(super) fn flush_dirty(&mut self) {
+        for _ in 0..self.dirty.answers.len() {
+            let Some(key) = self.dirty.answers.pop_front() else { break };
+            self.flush(key);
+        }
+        let paused = self.write_behind > 0;
         for _ in 0..FLUSH_BUDGET {
-            let Some(key) = self.dirty.pop() else { break };
+            let Some(key) = self.dirty.streams.pop_front() else { break };
             self.flush(key);
             self.write_behind = self.write_behind.saturating_sub(1);
         }
-        if self.dirty.is_empty() {
+        if self.dirty.streams.is_empty() {
             self.write_behind = 0;
         }
-        if self.write_behind == 0 && !self.inbox.rx.is_empty() {
+        if paused && self.write_behind == 0 {
             self.drain_more = true;
         }
     }
@@ -170,6 +178,7 @@ impl Worker {
                     if flushed.blocked {
                         conn.writable = false;
                     }
+                    conn.kept_up = conn.outbox.is_empty();
                     if conn.outbox.is_empty() {
                         conn.set_blocked_since_ms(None);
                     } else if flushed.bytes > 0 || conn.blocked_since_ms().is_none() {
