@@ -337,12 +337,10 @@ const STREAM_HEAD: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\
 /// `response` with its `Connection: keep-alive` header turned into `Connection: close` (an
 /// answer built before the server decided to close, e.g. when a drain began).
 pub fn force_close(response: Bytes) -> Bytes {
-    let head_end = response.windows(4).position(|w| w == b"\r\n\r\n").unwrap_or(response.len());
+    // The head ends at the first blank line; its last header line ends with that "\r\n".
+    let head = response.windows(4).position(|w| w == b"\r\n\r\n").map_or(response.len(), |end| end + 2);
     let needle = b"\r\nConnection: keep-alive\r\n";
-    match response[..head_end + 2.min(response.len() - head_end)]
-        .windows(needle.len())
-        .position(|w| w == needle)
-    {
+    match response[..head].windows(needle.len()).position(|w| w == needle) {
         Some(at) => {
             let mut out = Vec::with_capacity(response.len());
             out.extend_from_slice(&response[..at]);

@@ -240,11 +240,7 @@ impl Outbox {
         while self.entries.len() >= bounds.max_events || self.queued + len > bounds.max_bytes {
             // Never evict something worth more than what comes in: a full outbox of
             // reliable events drops the incoming droppable, not a reliable one.
-            if self.cheapest_evictable().is_some_and(|c| rank(c) > incoming) {
-                outcome.rejected = true;
-                return;
-            }
-            match self.evict_one() {
+            match self.evict_one(incoming) {
                 Some(class) => outcome.evicted[class.index()] += 1,
                 None => {
                     outcome.rejected = true;
@@ -264,19 +260,11 @@ impl Outbox {
         usize::from(self.head_offset > 0)
     }
 
-    /// The cheapest class with an evictable (unstarted, unpinned) entry.
-    fn cheapest_evictable(&self) -> Option<Class> {
-        let start = self.first_unstarted();
-        [Class::Droppable, Class::Latest, Class::Reliable].into_iter().find(|&class| {
-            self.counts[class.index()] > 0
-                && self.entries.iter().skip(start).any(|e| e.class() == Some(class))
-        })
-    }
-
-    /// Removes the oldest evictable entry of the cheapest class present (invariant 4). The
-    /// partly written head counts in `counts` but is skipped, so a class whose only entry is
-    /// the head falls through to the next class.
-    fn evict_one(&mut self) -> Option<Class> {
+    /// Removes the oldest evictable entry of the cheapest class present (invariant 4), unless
+    /// that class ranks above `max_rank` (then nothing is removed). The partly written head
+    /// counts in `counts` but is skipped, so a class whose only entry is the head falls
+    /// through to the next class. One scan: the class counts say where to look.
+    fn evict_one(&mut self, max_rank: u8) -> Option<Class> {
         let start = self.first_unstarted();
         for class in [Class::Droppable, Class::Latest, Class::Reliable] {
             if self.counts[class.index()] == 0 {
@@ -285,6 +273,9 @@ impl Outbox {
             let Some(i) = self.entries.iter().skip(start).position(|e| e.class() == Some(class)) else {
                 continue;
             };
+            if rank(class) > max_rank {
+                return None;
+            }
             if let Some(Entry::Event(e)) = self.remove(start + i) {
                 if class == Class::Reliable {
                     self.note_gap(e.id);
@@ -321,7 +312,7 @@ impl Outbox {
             while self.entries.len() >= bounds.max_events
                 || self.queued + GAP_FRAME_MAX_BYTES > bounds.max_bytes
             {
-                if self.evict_one().is_none() {
+                if self.evict_one(u8::MAX).is_none() {
                     break;
                 }
             }

@@ -60,7 +60,7 @@ pub(super) struct FlushQueue {
 
 impl FlushQueue {
     /// Queues a stream behind everything already waiting (fan-out, heartbeats, notices).
-    pub(super) fn push_back(&mut self, key: usize, conn: &mut Conn) {
+    pub(super) fn push_stream(&mut self, key: usize, conn: &mut Conn) {
         if !conn.dirty {
             conn.dirty = true;
             self.streams.push_back(key);
@@ -68,7 +68,7 @@ impl FlushQueue {
     }
 
     /// Queues an answer to a request (or a new stream's head) ahead of the streams.
-    pub(super) fn push_front(&mut self, key: usize, conn: &mut Conn) {
+    pub(super) fn push_answer(&mut self, key: usize, conn: &mut Conn) {
         if !conn.dirty {
             conn.dirty = true;
             self.answers.push_back(key);
@@ -87,8 +87,8 @@ impl FlushQueue {
 
 impl Worker {
     /// Takes up to [`DRAIN_BUDGET`] events (or [`FANOUT_BUDGET`] deliveries) from the hub,
-    /// records them in history and queues them to subscribers.
-    /// Takes nothing while the loop is behind on writing (invariant 6).
+    /// records them in history and queues them to subscribers; takes nothing while the loop
+    /// is behind on writing (invariant 6).
     pub(super) fn drain_hub(&mut self) {
         if self.write_behind > 0 {
             return;
@@ -133,7 +133,7 @@ impl Worker {
             tally.add(&outcome, event.class, conn.outbox.queued_bytes());
             tally.behind |= conn.writable && conn.kept_up && conn.outbox.half_full(self.bounds);
             conn.last_queued_ms = self.now_ms;
-            self.dirty.push_back(key, conn);
+            self.dirty.push_stream(key, conn);
         }
     }
 

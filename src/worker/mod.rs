@@ -321,7 +321,7 @@ impl Worker {
         if let Some(conn) = self.conns.get_mut(key) {
             conn.writable = true;
             if !conn.outbox.is_empty() {
-                self.dirty.push_back(key, conn);
+                self.dirty.push_stream(key, conn);
             }
         }
     }

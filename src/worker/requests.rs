@@ -84,7 +84,7 @@ impl Worker {
             match http::parse(&req.buf[consumed..], limits) {
                 Parse::Partial | Parse::NeedBody { .. } if req.peer_closed => {
                     conn.close_after_flush = true;
-                    self.dirty.push_front(key, conn);
+                    self.dirty.push_answer(key, conn);
                     break;
                 }
                 Parse::Partial => break,
@@ -92,7 +92,7 @@ impl Worker {
                     if expect_continue && !req.continue_sent {
                         req.continue_sent = true;
                         conn.outbox.push_unbounded(http::CONTINUE.clone());
-                        self.dirty.push_front(key, conn);
+                        self.dirty.push_answer(key, conn);
                     }
                     break;
                 }
@@ -259,7 +259,7 @@ impl Worker {
         if !keep_alive {
             conn.close_after_flush = true;
         }
-        self.dirty.push_front(key, conn);
+        self.dirty.push_answer(key, conn);
     }
 
     /// Turns the connection into an event stream on `topics` (invariant 4); with a resume
@@ -313,7 +313,7 @@ impl Worker {
             tally.record(&self.shared.stats[self.index]);
         }
         conn.last_queued_ms = self.now_ms;
-        self.dirty.push_front(key, conn);
+        self.dirty.push_answer(key, conn);
         self.streams += 1;
         log::debug!("loop {} conn {key} peer {}: stream on {}", self.index, conn.peer, topics.join(","));
         self.update_gauges();
@@ -360,14 +360,12 @@ impl Worker {
     /// keep-alive allows.
     fn publish_timed_out(&mut self, key: usize, pending: &PendingPublish, waited_ms: u64) {
         let Some(conn) = self.conns.get(key) else { return };
-        let topics: std::collections::HashSet<&str> = pending.events.iter().map(|e| &*e.topic).collect();
         log::info!(
-            "loop {} conn {key} peer {}: publish of {} events on {} topics (first {}) answered 503 after \
+            "loop {} conn {key} peer {}: publish of {} events (first topic {}) answered 503 after \
              waiting {waited_ms} ms for hub room (--publish-wait-timeout-ms); {} sequenced",
             self.index,
             conn.peer,
             pending.events.len(),
-            topics.len(),
             pending.events.first().map_or("-", |e| &*e.topic),
             pending.ids.len(),
         );

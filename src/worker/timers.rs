@@ -42,7 +42,7 @@ impl Worker {
                     conn.outbox.push(crate::sse::HEARTBEAT.clone(), self.bounds);
                     conn.last_queued_ms = now;
                     heartbeats += 1;
-                    self.dirty.push_back(key, conn);
+                    self.dirty.push_stream(key, conn);
                 }
                 Phase::Request(req) if !req.is_waiting() => {
                     let slow = req.started_ms.is_some_and(|t| now - t >= request_ms);
@@ -90,7 +90,7 @@ impl Worker {
         for (key, conn) in self.conns.iter_mut() {
             if let Phase::Stream(_) = conn.phase {
                 conn.outbox.push_unbounded(frame.clone());
-                self.dirty.push_back(key, conn);
+                self.dirty.push_stream(key, conn);
             }
         }
     }
@@ -123,7 +123,7 @@ impl Worker {
                     let jitter = if spread_ms == 0 { 0 } else { mix(seed ^ key as u64) % spread_ms };
                     conn.outbox.push_unbounded(shutdown_notice(retry_ms + jitter));
                     conn.close_after_flush = true;
-                    self.dirty.push_back(key, conn);
+                    self.dirty.push_stream(key, conn);
                 }
                 Phase::Request(req)
                     if req.pending.is_none() && req.buf.is_empty() && conn.outbox.is_empty() =>
