@@ -196,7 +196,7 @@ pub fn read_host() -> Readings {
         tcp_mem_pages: read_fields("/proc/sys/net/ipv4/tcp_mem"),
         tcp_mem_in_use_pages: std::fs::read_to_string("/proc/net/sockstat")
             .ok()
-            .and_then(|s| sockstat_mem(&s)),
+            .and_then(|s| crate::sys::rlimits::sockstat_tcp_mem_pages(&s)),
         tcp_wmem: read_fields("/proc/sys/net/ipv4/tcp_wmem"),
         tcp_rmem: read_fields("/proc/sys/net/ipv4/tcp_rmem"),
         mem_total_bytes,
@@ -204,11 +204,7 @@ pub fn read_host() -> Readings {
         cgroup_memory_limit_bytes: cgroup.map(|(limit, _)| limit),
         cgroup_memory_usage_bytes: cgroup.and_then(|(_, usage)| usage),
         cores: std::thread::available_parallelism().map_or(1, |n| n.get() as u64),
-        page_size: nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .and_then(|v| u64::try_from(v).ok())
-            .unwrap_or(4096),
+        page_size: crate::sys::rlimits::page_size(),
     }
 }
 
@@ -526,13 +522,6 @@ fn meminfo_bytes(meminfo: &str, key: &str) -> Option<u64> {
     Some(kib.saturating_mul(1024))
 }
 
-/// The `mem` field (pages) of the `TCP:` line of `/proc/net/sockstat`.
-fn sockstat_mem(sockstat: &str) -> Option<u64> {
-    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
-    let words: Vec<&str> = line.split_whitespace().collect();
-    words.windows(2).find(|w| w[0] == "mem")?[1].parse().ok()
-}
-
 /// The tightest memory limit over this process's cgroup and its ancestors (v2 `memory.max`
 /// or v1 `memory.limit_in_bytes`), with that cgroup's usage. `max` reads as no limit.
 fn cgroup_memory() -> Option<(u64, Option<u64>)> {
@@ -592,7 +581,7 @@ mod tests {
         assert_eq!(meminfo_bytes(meminfo, "MemAvailable"), Some(23_996_792 * 1024));
         assert_eq!(meminfo_bytes(meminfo, "MemFree"), None);
         let sockstat = "sockets: used 5\nTCP: inuse 3 orphan 0 tw 1 alloc 4 mem 17\nUDP: inuse 0 mem 0\n";
-        assert_eq!(sockstat_mem(sockstat), Some(17));
+        assert_eq!(crate::sys::rlimits::sockstat_tcp_mem_pages(sockstat), Some(17));
         assert_eq!(human_bytes(1536), "1.5 KiB");
     }
 }

@@ -10,7 +10,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use sse_edge::check::{self, Limit, Readings};
 use sse_edge::Config;
@@ -22,24 +22,6 @@ const NGINX: &str = "/usr/sbin/nginx";
 
 fn kit_file(path: &str) -> String {
     std::fs::read_to_string(Path::new(ROOT).join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
-}
-
-/// A fresh directory under the system temp dir, removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
-        let dir = std::env::temp_dir().join(format!("sse-edge-{tag}-{}-{nanos}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("create temp dir");
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 fn find_tool(name: &str) -> Option<PathBuf> {
@@ -75,7 +57,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
 
     // verify checks that ExecStart exists: point it at the binary under test.
     let tmp = TempDir::new("unit");
-    let path = tmp.0.join("sse-edge.service");
+    let path = tmp.join("sse-edge.service");
     std::fs::write(&path, unit.replace("/usr/local/bin/sse-edge", BIN)).expect("write unit");
     let out =
         Command::new(&tool).args(["verify", "--man=no"]).arg(&path).output().expect("run systemd-analyze");
@@ -148,7 +130,7 @@ impl Nginx {
             assert_eq!(site.matches(from).count(), 1, "deploy/nginx.conf has exactly one `{from}`");
             site = site.replace(from, &to);
         }
-        let t = dir.0.display();
+        let t = dir.path.display();
         let temp_paths: String = ["client_body", "proxy", "fastcgi", "uwsgi", "scgi"]
             .map(|kind| format!("    {kind}_temp_path {t}/{kind};\n"))
             .concat();
@@ -156,12 +138,12 @@ impl Nginx {
             "worker_processes 1;\nevents {{ worker_connections 1024; }}\n\
              http {{\n    access_log off;\n{temp_paths}{site}\n}}\n"
         );
-        let conf_path = dir.0.join("nginx.conf");
+        let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).expect("write nginx.conf");
-        let log = std::fs::File::create(dir.0.join("stderr.log")).expect("create log");
+        let log = std::fs::File::create(dir.join("stderr.log")).expect("create log");
         let child = Command::new(NGINX)
             .arg("-p")
-            .arg(&dir.0)
+            .arg(&dir.path)
             .arg("-c")
             .arg(&conf_path)
             .args(["-e", "stderr", "-g"])
@@ -194,7 +176,7 @@ impl Nginx {
     }
 
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.0.join("stderr.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
     }
 }
 

@@ -57,8 +57,23 @@ pub fn cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / clock_ticks() as f64)
 }
 
-fn page_size() -> u64 {
-    nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE).ok().flatten().map_or(4096, |v| v as u64)
+/// Assumed when `sysconf` cannot tell (the page size of x86-64 and most arm64 hosts).
+const FALLBACK_PAGE_SIZE: u64 = 4096;
+
+/// `sysconf(_SC_PAGESIZE)` in bytes, [`FALLBACK_PAGE_SIZE`] if unavailable.
+pub fn page_size() -> u64 {
+    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
+        Ok(Some(n)) if n > 0 => n as u64,
+        _ => FALLBACK_PAGE_SIZE,
+    }
+}
+
+/// The `mem` field (pages of all TCP sockets' buffers) of the `TCP:` line of a
+/// `/proc/net/sockstat` text.
+pub fn sockstat_tcp_mem_pages(sockstat: &str) -> Option<u64> {
+    let line = sockstat.lines().find(|l| l.starts_with("TCP:"))?;
+    let words: Vec<&str> = line.split_whitespace().collect();
+    words.windows(2).find(|w| w[0] == "mem")?[1].parse().ok()
 }
 
 fn clock_ticks() -> u64 {

@@ -8,6 +8,8 @@
 //! out as pure functions over the file text so they are tested without a process.
 
 use std::io;
+
+use sse_edge::sys::rlimits::{page_size, sockstat_tcp_mem_pages};
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
@@ -105,27 +107,6 @@ pub fn tcp_mem_bytes() -> io::Result<u64> {
         io::Error::new(io::ErrorKind::InvalidData, "/proc/net/sockstat: no `TCP: ... mem N` line")
     })?;
     Ok(pages * page_size())
-}
-
-/// The `mem` field (pages) of the `TCP:` line of a `/proc/net/sockstat` text.
-fn sockstat_tcp_mem_pages(text: &str) -> Option<u64> {
-    let line = text.lines().find(|l| l.starts_with("TCP:"))?;
-    let mut fields = line["TCP:".len()..].split_whitespace();
-    while let Some(key) = fields.next() {
-        let value = fields.next()?;
-        if key == "mem" {
-            return value.parse().ok();
-        }
-    }
-    None
-}
-
-/// `sysconf(_SC_PAGESIZE)`, 4096 if unavailable.
-fn page_size() -> u64 {
-    match nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE) {
-        Ok(Some(n)) if n > 0 => n as u64,
-        _ => 4096,
-    }
 }
 
 /// Host-wide kernel TCP buffer memory over a run, bytes.
