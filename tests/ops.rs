@@ -9,7 +9,7 @@ mod util;
 use std::io::{self, BufRead, BufReader, Read};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use sse_edge::check::{self, Limit, Readings};
@@ -103,7 +103,8 @@ fn example_environment_file_names_real_options_with_valid_values() {
 /// A real nginx in the foreground with `deploy/nginx.conf` inside a temp prefix; stopped by its
 /// master pid (SIGTERM, then SIGKILL) when dropped.
 struct Nginx {
-    child: Child,
+    /// Stopped by pid when dropped (SIGTERM makes the master stop its workers).
+    child: ProcessGuard,
     addr: SocketAddr,
     dir: TempDir,
 }
@@ -153,7 +154,7 @@ impl Nginx {
             .stderr(log)
             .spawn()
             .expect("spawn nginx");
-        let mut nginx = Nginx { child, addr, dir };
+        let mut nginx = Nginx { child: ProcessGuard::new("nginx", child), addr, dir };
         // The master logs this once it has bound the port; until then a connection could reach
         // whichever process took the port.
         let deadline = Instant::now() + IO_TIMEOUT;
@@ -162,7 +163,7 @@ impl Nginx {
             if port_taken(&log) {
                 return Err(log);
             }
-            if let Ok(Some(status)) = nginx.child.try_wait() {
+            if let Some(status) = nginx.child.exited() {
                 panic!("nginx exited ({status}):\n{}", nginx.log());
             }
             assert!(Instant::now() < deadline, "nginx did not start on {addr}:\n{}", nginx.log());
@@ -177,23 +178,6 @@ impl Nginx {
 
     fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("stderr.log")).unwrap_or_default()
-    }
-}
-
-impl Drop for Nginx {
-    fn drop(&mut self) {
-        // SIGTERM makes the master stop its workers; SIGKILL only if it does not exit.
-        let master = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        let _ = nix::sys::signal::kill(master, nix::sys::signal::Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while Instant::now() < deadline {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
