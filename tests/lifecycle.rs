@@ -4,8 +4,8 @@
 mod util;
 
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use sse_edge::CloseReason;
 use util::*;
@@ -92,48 +92,17 @@ fn invalid_values_exit_non_zero_naming_the_option() {
     }
 }
 
-/// The binary as a child process, killed (by its pid) when dropped.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// Starts the binary on 127.0.0.1:0 with `envs`, logging to a temp file, and learns the
-/// port from its startup line (no free-port guess another process could take meanwhile).
-fn spawn_logged(envs: &[(&str, &str)]) -> (ChildGuard, SocketAddr, std::path::PathBuf) {
-    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-    let n = N.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let log_path = std::env::temp_dir().join(format!("sse-edge-{}-{n}.log", std::process::id()));
-    let log = std::fs::File::create(&log_path).unwrap();
+/// Starts the binary with `envs` on 127.0.0.1:0 (util's `spawn_sse_edge`: the port comes
+/// from its startup line, no free-port guess another process could take meanwhile).
+fn spawn_logged(envs: &[(&str, &str)]) -> (ChildGuard, SocketAddr) {
     let mut cmd = bin();
-    cmd.env("SSE_EDGE_LISTEN", "127.0.0.1:0").env("RUST_LOG", "info");
-    for (k, v) in envs {
-        cmd.env(k, v);
-    }
-    let child = ChildGuard(cmd.stdout(Stdio::null()).stderr(log).spawn().unwrap());
-    let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
-        let text = std::fs::read_to_string(&log_path).unwrap_or_default();
-        let addr = text
-            .lines()
-            .find_map(|l| l.split("listening on ").nth(1))
-            .and_then(|rest| rest.split(':').take(2).collect::<Vec<_>>().join(":").parse().ok());
-        if let Some(addr) = addr {
-            return (child, addr, log_path);
-        }
-        assert!(Instant::now() < deadline, "binary did not start listening: {text}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    cmd.envs(envs.iter().copied());
+    spawn_sse_edge(cmd)
 }
 
 #[test]
 fn binary_serves_with_options_from_env() {
-    let (_child, addr, log_path) = spawn_logged(&[("SSE_EDGE_THREADS", "2"), ("SSE_EDGE_RETRY_MS", "1234")]);
-    let _ = std::fs::remove_file(log_path);
+    let (_child, addr) = spawn_logged(&[("SSE_EDGE_THREADS", "2"), ("SSE_EDGE_RETRY_MS", "1234")]);
     let mut c = Client::connect(addr);
     c.send(b"GET /events?topic=x HTTP/1.1\r\nHost: t\r\n\r\n");
     let head = c.read_response();
@@ -148,13 +117,13 @@ fn binary_serves_with_options_from_env() {
 
 #[test]
 fn published_events_are_logged_one_in_n_and_deliveries_never() {
-    let (child, addr, log_path) = spawn_logged(&[("SSE_EDGE_LOG_SAMPLE_EVERY", "1")]);
+    let (child, addr) = spawn_logged(&[("SSE_EDGE_LOG_SAMPLE_EVERY", "1")]);
     let mut sub = SseClient::connect(addr, "/events?topic=logged");
     let id = publish(addr, "logged", "x");
     assert_eq!(sub.next_event().unwrap().id_u64(), id);
+    let log = child.log();
     drop(child);
-    let text = std::fs::read_to_string(&log_path).unwrap();
-    let _ = std::fs::remove_file(&log_path);
+    let text = log.text();
     assert!(text.contains(&format!("published id {id} topic logged class reliable")), "{text}");
     assert!(text.contains("max connections"), "the startup summary names the capacity: {text}");
 }
