@@ -204,9 +204,7 @@ start_nchan() {
     -g "daemon off; pid $d/nginx.pid; error_log $d/error.log warn;" >"$PEER_OUT/server.log" 2>&1 &
   local pid=$!
   STARTED+=("$pid") PEER_MAIN=("$pid") PEER_PIDS=("$pid") PEER_NAMES=("nginx-master")
-  sleep 0.5
-  local c
-  for c in $(children "$pid"); do PEER_PIDS+=("$c") PEER_NAMES+=("nginx-worker"); done
+  CHILDREN_OF=$pid CHILD_ROLE=nginx-worker
 }
 
 start_pushpin() {
@@ -233,13 +231,15 @@ start_pushpin() {
   $ON_SERVER_CPU pushpin --config "$d/pushpin.conf" >"$PEER_OUT/server.log" 2>&1 &
   local runner=$!
   STARTED+=("$runner") PEER_MAIN=("$runner" "$zurl" "$origin") PEER_PIDS=("$runner") PEER_NAMES=("pushpin-runner")
-  sleep 1.5
-  local c
-  for c in $(children "$runner"); do PEER_PIDS+=("$c") PEER_NAMES+=("$(comm_of "$c")"); done
   PEER_PIDS+=("$zurl" "$origin") PEER_NAMES+=("zurl" "node-origin-adapter")
+  CHILDREN_OF=$runner CHILD_ROLE=
 }
 
+# start_peer NAME: starts a peer and waits for its first stream. Worker processes a peer forks
+# (nginx's worker, Pushpin's proxy/handler/condure) are listed only then, once it is surely up,
+# so none started late is left out of the CPU and RSS figures.
 start_peer() {
+  CHILDREN_OF= CHILD_ROLE=
   case "$1" in
     sse-edge) start_sse_edge ;;
     axum) start_axum ;;
@@ -249,6 +249,10 @@ start_peer() {
     *) log "unknown peer $1"; return 1 ;;
   esac
   wait_stream "$ADDR" || return 1
+  local c
+  if [[ -n $CHILDREN_OF ]]; then
+    for c in $(children "$CHILDREN_OF"); do PEER_PIDS+=("$c") PEER_NAMES+=("${CHILD_ROLE:-$(comm_of "$c")}"); done
+  fi
   log "$1 up on $ADDR: pids ${PEER_PIDS[*]} (${PEER_NAMES[*]})"
 }
 
