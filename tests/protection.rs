@@ -26,21 +26,8 @@ fn ip(last: u8) -> IpAddr {
     IpAddr::V4(Ipv4Addr::new(127, 0, 0, last))
 }
 
-/// `GET path` with extra header lines (each ending in `\r\n`) on `c`: the stream (after its
-/// head and prelude were checked) on 200, the response otherwise.
-fn try_stream(mut c: Client, path: &str, headers: &str) -> Result<SseClient, Response> {
-    c.send(
-        format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{headers}\r\n").as_bytes(),
-    );
-    let head = c.read_response();
-    if head.status != 200 {
-        return Err(head);
-    }
-    assert_eq!(head.header("content-type"), Some("text/event-stream"), "{path}");
-    let mut s = SseClient { reader: c.reader, head };
-    let prelude = s.next_raw_frame().expect("prelude");
-    assert!(prelude.starts_with("retry: "), "prelude {prelude:?}");
-    Ok(s)
+fn try_stream(c: Client, path: &str, headers: &str) -> Result<SseClient, Response> {
+    SseClient::try_open(c, path, headers).unwrap_or_else(|e| panic!("GET {path}: {e}"))
 }
 
 fn stream_ok(c: Client, path: &str, headers: &str) -> SseClient {
@@ -217,15 +204,9 @@ fn connect_rate_per_ip_refuses_past_the_burst_with_a_raw_429_and_refills() {
     let deadline = Instant::now() + IO_TIMEOUT;
     let mut again = loop {
         assert!(Instant::now() < deadline, "127.0.0.1 never admitted again");
-        let mut c = Client::connect(addr);
-        c.send(b"GET /events?topic=a HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n");
-        match c.try_read_response() {
-            Ok(head) if head.status == 200 => {
-                let mut s = SseClient { reader: c.reader, head };
-                assert!(s.next_raw_frame().expect("prelude").starts_with("retry: "));
-                break s;
-            }
-            Ok(r) => assert_eq!(r.status, 429, "{}", r.text()),
+        match SseClient::try_open(Client::connect(addr), "/events?topic=a", "") {
+            Ok(Ok(s)) => break s,
+            Ok(Err(r)) => assert_eq!(r.status, 429, "{}", r.text()),
             // The refusal may reset a connection that had already sent its request.
             Err(_) => {}
         }
@@ -721,14 +702,8 @@ fn out_of_descriptors_answers_503_from_the_spare_and_recovers() {
     drop(held);
     let deadline = Instant::now() + IO_TIMEOUT;
     let mut sub = loop {
-        let mut c = Client::connect(addr);
-        c.send(b"GET /events?topic=fd HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n");
-        match c.try_read_response() {
-            Ok(head) if head.status == 200 => {
-                let mut s = SseClient { reader: c.reader, head };
-                assert!(s.next_raw_frame().expect("prelude").starts_with("retry: "));
-                break s;
-            }
+        match SseClient::try_open(Client::connect(addr), "/events?topic=fd", "") {
+            Ok(Ok(s)) => break s,
             other => assert!(Instant::now() < deadline, "never recovered: {other:?}\nlog:\n{}", read_log()),
         }
         std::thread::sleep(Duration::from_millis(50));

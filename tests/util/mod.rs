@@ -202,6 +202,7 @@ impl SseEvent {
 }
 
 /// A subscriber: reads the response head, then raw frames.
+#[derive(Debug)]
 pub struct SseClient {
     pub reader: BufReader<TcpStream>,
     pub head: Response,
@@ -210,15 +211,30 @@ pub struct SseClient {
 impl SseClient {
     /// `GET path` and check the event-stream head and prelude.
     pub fn connect(addr: SocketAddr, path: &str) -> SseClient {
-        let mut c = Client::connect(addr);
-        c.send(format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n\r\n").as_bytes());
-        let head = c.read_response();
-        assert_eq!(head.status, 200, "subscribe {path}: {}", head.text());
-        assert_eq!(head.header("content-type"), Some("text/event-stream"));
+        match SseClient::try_open(Client::connect(addr), path, "") {
+            Ok(Ok(s)) => s,
+            Ok(Err(head)) => panic!("subscribe {path}: want 200, got {} {}", head.status, head.text()),
+            Err(e) => panic!("subscribe {path}: {e}"),
+        }
+    }
+
+    /// `GET path` with extra header lines (each ending in `\r\n`) on `c`: the stream, its
+    /// head and prelude checked, on 200; the response otherwise; an error when the server
+    /// reset the connection before answering.
+    pub fn try_open(mut c: Client, path: &str, headers: &str) -> io::Result<Result<SseClient, Response>> {
+        c.send(
+            format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{headers}\r\n")
+                .as_bytes(),
+        );
+        let head = c.try_read_response()?;
+        if head.status != 200 {
+            return Ok(Err(head));
+        }
+        assert_eq!(head.header("content-type"), Some("text/event-stream"), "{path}");
         let mut s = SseClient { reader: c.reader, head };
         let prelude = s.next_raw_frame().expect("prelude");
         assert!(prelude.starts_with("retry: "), "prelude {prelude:?}");
-        s
+        Ok(Ok(s))
     }
 
     /// Raw text of the next frame, up to and including its blank line.
