@@ -16,11 +16,15 @@
 //!    not enough are the fullest others evicted (they get a fresh burst). Each sweep frees an
 //!    eighth of the map, so sweeping costs amortised O(1) per new key.
 //! 4. A stream or rate limit of 0 is off and tracks nothing.
+//! 5. Per-IP limits key a client by [`client_key`]: an IPv4 address (also when it arrives
+//!    IPv4-mapped on a dual-stack socket) as itself, an IPv6 address by its network prefix
+//!    (`--ipv6-prefix`, default /64, the smallest block one subscriber line is given), so a
+//!    host that owns a /64 gets one budget, not 2^64.
 
 use std::borrow::Borrow;
 use std::collections::HashMap;
 use std::hash::Hash;
-use std::net::IpAddr;
+use std::net::{IpAddr, Ipv6Addr};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -31,6 +35,8 @@ pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
 /// `Retry-After` for a concurrent-stream refusal: a slot frees only when one of the client's
 /// other streams ends, so there is no exact time; this keeps retries from hammering.
 pub const STREAMS_RETRY_AFTER: Duration = Duration::from_secs(5);
+/// Default IPv6 prefix length that per-IP limits key on (invariant 5).
+pub const DEFAULT_IPV6_PREFIX: u8 = 64;
 /// Tokens within this of a whole token count as one (absorbs floating-point drift).
 const EPSILON: f64 = 1e-9;
 
@@ -96,6 +102,8 @@ pub struct AdmissionLimits {
     pub publish_burst_per_topic: f64,
     /// Most keys (IPs, topics) each rate map tracks; bounds its memory.
     pub max_tracked_keys: usize,
+    /// IPv6 clients are keyed by this many leading bits (`--ipv6-prefix`, 1..=128).
+    pub ipv6_prefix: u8,
 }
 
 impl Default for AdmissionLimits {
@@ -109,7 +117,24 @@ impl Default for AdmissionLimits {
             publish_rate_per_topic: 0.0,
             publish_burst_per_topic: 1.0,
             max_tracked_keys: DEFAULT_MAX_TRACKED_KEYS,
+            ipv6_prefix: DEFAULT_IPV6_PREFIX,
         }
+    }
+}
+
+/// The key per-IP limits count `ip` under (invariant 5): IPv4 as is (unwrapping an
+/// IPv4-mapped IPv6 address), IPv6 masked to its first `ipv6_prefix` bits.
+pub fn client_key(ip: IpAddr, ipv6_prefix: u8) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let bits = u32::from(ipv6_prefix.clamp(1, 128));
+                let mask = u128::MAX << (128 - bits);
+                IpAddr::V6(Ipv6Addr::from(u128::from(v6) & mask))
+            }
+        },
     }
 }
 
@@ -301,7 +326,7 @@ impl Admission {
             return Ok(());
         }
         lock(&self.connects)
-            .take(&ip, now)
+            .take(&client_key(ip, self.limits.ipv6_prefix), now)
             .map_err(|retry_after| Refusal { reason: RefusalReason::IpRate, retry_after })
     }
 
@@ -320,6 +345,7 @@ impl Admission {
     pub fn acquire_stream(&self, ip: IpAddr, user: Option<&str>) -> Result<StreamPermit, Refusal> {
         let (max_ip, max_user) = (self.limits.max_streams_per_ip, self.limits.max_streams_per_user);
         let user = user.filter(|_| max_user > 0);
+        let ip = client_key(ip, self.limits.ipv6_prefix);
         let refuse = |reason| Refusal { reason, retry_after: STREAMS_RETRY_AFTER };
         let mut counts = lock(&self.streams);
         if max_ip > 0 && counts.ips.get(&ip).copied().unwrap_or(0) >= max_ip {
@@ -384,6 +410,37 @@ mod tests {
         let mut l = AdmissionLimits { max_streams_per_user: 0, max_tracked_keys: 1000, ..Default::default() };
         f(&mut l);
         Admission::new(l)
+    }
+
+    #[test]
+    fn ipv6_clients_are_keyed_by_their_prefix() {
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:ffff:ffff:ffff:ffff".parse().unwrap();
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        assert_eq!(client_key(a, 64), "2001:db8:1:2::".parse::<IpAddr>().unwrap());
+        assert_eq!(client_key(a, 64), client_key(b, 64));
+        assert_ne!(client_key(a, 64), client_key(other, 64));
+        assert_eq!(client_key(a, 48), client_key(other, 48));
+        assert_eq!(client_key(a, 128), a);
+        let mapped: IpAddr = "::ffff:192.0.2.7".parse().unwrap();
+        assert_eq!(client_key(mapped, 64), IpAddr::from([192, 0, 2, 7]), "IPv4-mapped: the IPv4 address");
+        assert_eq!(client_key(ip(7), 64), ip(7));
+
+        // One /64 shares one stream budget and one connect bucket.
+        let adm = admission(|l| {
+            l.max_streams_per_ip = 1;
+            l.connect_rate_per_ip = 1.0;
+            l.connect_burst_per_ip = 1.0;
+        });
+        let permit = adm.acquire_stream(a, None).unwrap();
+        assert_eq!(adm.acquire_stream(b, None).unwrap_err().reason, RefusalReason::IpStreams);
+        let elsewhere = adm.acquire_stream(other, None).unwrap();
+        adm.release(permit);
+        adm.release(elsewhere);
+        assert_eq!(adm.tracked().0, 0, "released under the same key it was counted under");
+        let now = Instant::now();
+        assert!(adm.admit_connect(a, now).is_ok());
+        assert_eq!(adm.admit_connect(b, now).unwrap_err().reason, RefusalReason::IpRate);
     }
 
     #[test]

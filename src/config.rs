@@ -188,6 +188,13 @@ pub struct Config {
     #[arg(long, env = "SSE_EDGE_CONNECT_RATE_PER_IP", default_value_t = 0.0)]
     pub connect_rate_per_ip: f64,
 
+    /// IPv6 clients count against the per-IP limits by this many leading bits of their
+    /// address (64: a subscriber's whole /64 is one client, so it cannot rotate through 2^64
+    /// budgets; 128: each address alone). IPv4 addresses always count alone.
+    #[arg(long, env = "SSE_EDGE_IPV6_PREFIX", default_value_t = crate::admission::DEFAULT_IPV6_PREFIX,
+          value_parser = clap::value_parser!(u8).range(1..=128))]
+    pub ipv6_prefix: u8,
+
     /// Connections one IP may open in a burst before `--connect-rate-per-ip` applies.
     #[arg(long, env = "SSE_EDGE_CONNECT_BURST_PER_IP", default_value_t = 50.0)]
     pub connect_burst_per_ip: f64,
