@@ -146,6 +146,8 @@ fn cookie<'a>(req: &'a Request, name: &str) -> Option<&'a str> {
 pub struct Subject {
     /// The token's `sub` claim.
     pub user: String,
+    /// The token's `exp` claim (Unix seconds): a stream opened with it closes then.
+    pub expires_at: u64,
 }
 
 /// The claims a subscribe token must carry; others are ignored.
@@ -213,7 +215,7 @@ impl SubscribeVerifier {
         if let Some(t) = topics.iter().find(|t| !claims.topics.iter().any(|p| topic_matches(p, t))) {
             return Err(AuthError::Forbidden(format!("token does not allow topic {t:?}")));
         }
-        Ok(Subject { user: claims.sub })
+        Ok(Subject { user: claims.sub, expires_at: claims.exp })
     }
 
     fn token(&self, req: &Request) -> Option<String> {
@@ -411,8 +413,14 @@ mod tests {
     fn subscribe_expiry_uses_the_given_clock_with_zero_leeway() {
         assert_eq!(verify_bearer(&token(&["a"], NOW - 1), &["a"]), unauthorized("token expired"));
         assert_eq!(verify_bearer(&token(&["a"], NOW), &["a"]), unauthorized("token expired"));
-        assert_eq!(verify_bearer(&token(&["a"], NOW + 1), &["a"]), Ok(Subject { user: "u1".into() }));
-        assert_eq!(verify_bearer(&token(&["a"], NOW + 60), &["a"]), Ok(Subject { user: "u1".into() }));
+        assert_eq!(
+            verify_bearer(&token(&["a"], NOW + 1), &["a"]),
+            Ok(Subject { user: "u1".into(), expires_at: NOW + 1 })
+        );
+        assert_eq!(
+            verify_bearer(&token(&["a"], NOW + 60), &["a"]),
+            Ok(Subject { user: "u1".into(), expires_at: NOW + 60 })
+        );
         // An audience claim is not an error (there is no audience to check against).
         let aud = mint(
             Algorithm::HS256,

@@ -59,11 +59,21 @@ pub(crate) enum Phase {
     Lingering { until_ms: u64 },
 }
 
-/// What a stream keeps besides its outbox: its topics and, when per-IP or per-user limits
-/// are on, the permit that counts it (handed back exactly once, on close).
+/// What a stream keeps besides its outbox: its topics and, only when it needs them, the
+/// extras below (so a plain stream costs no allocation for them).
 pub(crate) struct StreamState {
     pub memberships: Box<[Membership]>,
-    pub permit: Option<Box<StreamPermit>>,
+    pub extra: Option<Box<StreamExtra>>,
+}
+
+/// The rarer parts of a stream's state.
+pub(crate) struct StreamExtra {
+    /// When per-IP or per-user limits are on, the permit that counts the stream (handed back
+    /// exactly once, on close).
+    pub permit: Option<StreamPermit>,
+    /// Unix seconds at which the subscribe token it was opened with expires (0: no token);
+    /// the timer walk then tells the client and closes the stream.
+    pub token_expires_at: u64,
 }
 
 /// A connection still sending requests.
@@ -119,11 +129,15 @@ pub(crate) struct PendingPublish {
 }
 
 impl PendingPublish {
-    /// Ids in request order: `None` for held events and, while the publish is incomplete,
-    /// for events not sequenced yet.
+    /// Ids in request order: `None` for held or superseded `latest` values and, while the
+    /// publish is incomplete, for events not sequenced yet.
     pub fn answer(&self) -> Vec<Option<u64>> {
         let mut ids = self.ids.iter();
-        self.held.iter().map(|&held| if held { None } else { ids.next().copied() }).collect()
+        let sequenced = |id: &u64| *id != crate::hub::SUPERSEDED;
+        self.held
+            .iter()
+            .map(|&held| if held { None } else { ids.next().copied().filter(sequenced) })
+            .collect()
     }
 }
 

@@ -77,6 +77,8 @@ pub struct Scrape {
     pub shed: u64,
     /// Gap notices sent.
     pub gaps: u64,
+    /// Streams ended because their subscribe token expired.
+    pub tokens_expired: u64,
     /// Overload mode on.
     pub overload: bool,
     /// Each hub channel's capacity.
@@ -180,6 +182,12 @@ pub fn render(s: &Scrape) -> String {
     o.sample("sse_events_dropped_total", "class=\"droppable\",reason=\"shed\"", s.shed);
     o.family("sse_gaps_reported_total", "counter", "event: gap notices sent to clients.");
     o.sample("sse_gaps_reported_total", "", s.gaps);
+    o.family(
+        "sse_streams_token_expired_total",
+        "counter",
+        "Streams told event: token-expired and closed because their subscribe token expired.",
+    );
+    o.sample("sse_streams_token_expired_total", "", s.tokens_expired);
     o.per_loop("sse_outbox_queued_bytes", "gauge", "Unwritten bytes in outboxes.", l, |l| {
         l.outbox_queued_bytes.to_string()
     });

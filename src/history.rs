@@ -102,7 +102,11 @@ impl History {
                 self.recency.remove(&ring.newest);
                 ring
             }
-            None => self.topics.entry(event.topic.clone()).or_default(),
+            // Invariant 4: a new ring cannot vouch for anything up to the floor.
+            None => self
+                .topics
+                .entry(event.topic.clone())
+                .or_insert_with(|| Ring { dropped_up_to: self.floor, ..Ring::default() }),
         };
         let before = ring.bytes;
         ring.newest = event.id;
@@ -138,8 +142,12 @@ impl History {
 
     /// The gap a reader of `topic` who has seen everything up to `after` must be told of:
     /// events dropped from the ring, and events still in it but past `max_age` (which a
-    /// replay leaves out).
+    /// replay leaves out). `after == 0` is no position at all ("from the oldest retained"):
+    /// such a reader has missed nothing, so it gets no gap.
     fn gap_for(&self, topic: &str, after: u64, now: Instant) -> Option<Gap> {
+        if after == 0 {
+            return None;
+        }
         let lost_up_to = match self.topics.get(topic) {
             Some(ring) => {
                 let expired = ring
@@ -198,7 +206,9 @@ impl History {
     }
 
     /// Up to `limit` retained events of `topic` after `after`, with the gap before them.
-    /// `None` when the loop has never seen the topic (or forgot it).
+    /// `None` when the loop holds no ring for the topic and vouches for every id after
+    /// `after` (nothing was lost: there is simply nothing); a topic it holds no ring for
+    /// with `after` below the floor gets the gap and no events (invariant 4).
     pub fn after(
         &self,
         topic: &str,
@@ -206,7 +216,10 @@ impl History {
         limit: usize,
         now: Instant,
     ) -> Option<(Option<Gap>, Vec<Arc<Event>>)> {
-        self.topics.get(topic)?;
+        if !self.topics.contains_key(topic) {
+            let gap = self.gap_for(topic, after, now)?;
+            return Some((Some(gap), Vec::new()));
+        }
         let events = self.retained_after(topic, after, now).take(limit).cloned().collect();
         Some((self.gap_for(topic, after, now), events))
     }
@@ -294,7 +307,26 @@ mod tests {
         h.record(&ev(103, "c", Class::Reliable, None)); // forgets "a"
         assert_eq!(h.size().0, 2);
         assert_eq!(h.replay(&["a".into()], 100, Instant::now()).0, Some((101, 101)));
-        assert!(h.after("a", 0, 10, Instant::now()).is_none());
+        let (gap, events) = h.after("a", 50, 10, Instant::now()).expect("a gap, not a 404");
+        assert_eq!((gap, events.len()), (Some((51, 101)), 0));
+        assert!(h.after("a", 0, 10, Instant::now()).is_none(), "no position: nothing missed");
+        assert!(h.after("a", 101, 10, Instant::now()).is_none(), "nothing lost after the floor");
+        // Published again, the forgotten topic's new ring still reports what it forgot.
+        h.record(&ev(104, "a", Class::Reliable, None));
+        let (gap, events) = h.replay(&["a".into()], 100, Instant::now());
+        assert_eq!((gap, ids(&events)), (Some((101, 101)), vec![104]));
+    }
+
+    #[test]
+    fn a_topic_first_seen_after_a_restart_reports_everything_before_the_floor() {
+        // A restarted process: its floor is just below its first id.
+        let mut h = History::new(limits(10), 1_000);
+        h.record(&ev(1_001, "t", Class::Reliable, None));
+        let (gap, events) = h.replay(&["t".into()], 5, Instant::now());
+        assert_eq!((gap, ids(&events)), (Some((6, 1_000)), vec![1_001]));
+        let (gap, events) = h.after("t", 5, 10, Instant::now()).unwrap();
+        assert_eq!((gap, ids(&events)), (Some((6, 1_000)), vec![1_001]));
+        assert_eq!(h.replay(&["t".into()], 1_000, Instant::now()).0, None);
     }
 
     #[test]
@@ -317,18 +349,21 @@ mod tests {
         h.record(&ev(3, "c", Class::Reliable, None));
         assert_eq!(h.size(), (2, 2));
         assert!(h.total_bytes() <= 40);
-        assert_eq!(h.replay(&["a".into()], 0, Instant::now()).0, Some((1, 1)));
+        assert_eq!(h.replay(&["a".into()], 0, Instant::now()).0, None, "no position: nothing missed");
+        h.record(&ev(4, "a", Class::Reliable, None)); // forgets "b"
+        assert_eq!(h.replay(&["a".into(), "b".into()], 1, Instant::now()).0, Some((2, 2)), "b forgot 2");
     }
 
     #[test]
     fn old_events_expire_by_age() {
         let mut h = History::new(HistoryLimits { max_age: Duration::from_millis(10), ..limits(10) }, 0);
         h.record(&ev(1, "a", Class::Reliable, None));
+        h.record(&ev(2, "a", Class::Reliable, None));
         let later = Instant::now() + Duration::from_millis(50);
         assert!(h.latest("a", later).is_none());
-        assert_eq!(h.replay(&["a".into()], 0, later).0, Some((1, 1)), "expired, not yet dropped: a gap");
+        assert_eq!(h.replay(&["a".into()], 1, later).0, Some((2, 2)), "expired, not yet dropped: a gap");
         h.expire(later);
         assert_eq!(h.size(), (1, 0));
-        assert_eq!(h.replay(&["a".into()], 0, later).0, Some((1, 1)));
+        assert_eq!(h.replay(&["a".into()], 1, later).0, Some((2, 2)));
     }
 }

@@ -14,6 +14,9 @@
 //!    `try_publish` returns `Full`.
 //! 4. Ids start at the wall clock in microseconds, so a restarted node never reissues an id
 //!    a client already saw and resumes from.
+//! 5. The newest `latest` value wins: under the lock each stamped `latest` value is claimed
+//!    from the throttle ([`Throttle::claim`]); one older than a value of its key already
+//!    sequenced gets no id ([`SUPERSEDED`]), however long it waited for room.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -98,6 +101,11 @@ struct Sequencer {
     next_id: u64,
     published: [u64; 3],
 }
+
+/// Stands in the ids [`Hub::try_publish`] returns for a `latest` value that was not
+/// sequenced because a newer value of its key was sequenced first (invariant 5); answered
+/// like a value the throttle holds (`null`). Never a real id: ids start at the wall clock.
+pub const SUPERSEDED: u64 = 0;
 
 /// Events sequenced per hold of the hub's lock (invariant 3).
 pub const EVENTS_PER_LOCK: usize = 256;
@@ -237,7 +245,7 @@ impl Hub {
             return;
         }
         for (e, id) in events.iter().zip(ids) {
-            if id % self.log_sample_every == 0 {
+            if *id != SUPERSEDED && id % self.log_sample_every == 0 {
                 log::info!(
                     "published id {id} topic {} class {} body {} bytes (1 in {} logged)",
                     e.topic,
@@ -256,6 +264,10 @@ impl Hub {
         let take = room.min(chunk.len());
         let now = Instant::now();
         for prepared in &chunk[..take] {
+            if prepared.class == Class::Latest && !self.throttle.claim(prepared) {
+                ids.push(SUPERSEDED);
+                continue;
+            }
             let id = seq.next_id;
             seq.next_id += 1;
             seq.published[prepared.class.index()] += 1;
@@ -346,11 +358,61 @@ mod tests {
 
     /// A hub over `loops` channels; one poll per waker, as mio allows one waker per poll.
     fn hub(loops: usize, capacity: usize) -> (Hub, Vec<Inbox>, Vec<mio::Poll>) {
+        throttled_hub(loops, capacity, Duration::ZERO)
+    }
+
+    fn throttled_hub(loops: usize, capacity: usize, latest: Duration) -> (Hub, Vec<Inbox>, Vec<mio::Poll>) {
         let polls: Vec<_> = (0..loops).map(|_| mio::Poll::new().unwrap()).collect();
         let wakers =
             polls.iter().map(|p| Arc::new(Waker::new(p.registry(), mio::Token(0)).unwrap())).collect();
-        let (hub, inboxes) = Hub::new(wakers, capacity, Duration::ZERO, 0);
+        let (hub, inboxes) = Hub::new(wakers, capacity, latest, 0);
         (hub, inboxes, polls)
+    }
+
+    /// Data of the events waiting in `inbox`, in channel order.
+    fn drained(inbox: &Inbox) -> Vec<String> {
+        inbox
+            .rx
+            .try_iter()
+            .filter_map(|m| match m {
+                LoopMsg::Event(e) => Some(crate::sse::decode_frame(&e.frame).1),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Invariant 5: the trailing edge's value waits for room longer than a window while a
+    /// newer value passes the throttle; the newer one is sequenced first, and the older one
+    /// must then never be (it would win conflation, replay and `/latest`).
+    #[test]
+    fn an_older_latest_value_never_follows_a_newer_one() {
+        const WINDOW: Duration = Duration::from_millis(20);
+        let (hub, inboxes, _poll) = throttled_hub(1, 2, WINDOW);
+        let latest = |v: &str| prepare(&Message::new("p", v).latest("job"), 1000).unwrap();
+        let (send, _) = hub.admit(vec![latest("v0")]);
+        assert_eq!(hub.try_publish(&send, None).unwrap().len(), 1, "the first value passes");
+        let (send, held) = hub.admit(vec![latest("v1")]);
+        assert!(send.is_empty() && held == [true], "inside the window: held");
+        let filler = prepare(&Message::new("other", "x"), 1000).unwrap();
+        assert_eq!(hub.try_publish(&[filler], None).unwrap().len(), 1);
+        assert_eq!(hub.try_publish(&[latest("full")], None).unwrap().len(), 0, "the hub is full");
+
+        // The flusher takes v1 at the window's end, but finds no room ...
+        let (due, _) = hub.throttle.next_due();
+        assert_eq!(due.len(), 1);
+        assert_eq!(hub.try_publish(&due, None).unwrap().len(), 0);
+        // ... for longer than the next window, so v2 passes straight through and gets room.
+        std::thread::sleep(WINDOW * 2);
+        let (v2, _) = hub.admit(vec![latest("v2")]);
+        assert_eq!(v2.len(), 1, "the window ended: v2 passes");
+        assert_eq!(drained(&inboxes[0]), ["v0", "x"]);
+        let v2_id = hub.try_publish(&v2, None).unwrap();
+        assert!(v2_id.len() == 1 && v2_id[0] != SUPERSEDED);
+        // The flusher's retry of v1 now finds room: v1 must not be sequenced after v2.
+        assert_eq!(hub.try_publish(&due, None).unwrap(), [SUPERSEDED]);
+        assert_eq!(drained(&inboxes[0]), ["v2"], "the newest value is the last one sequenced");
+        assert_eq!(hub.throttle.replaced(), 1, "the superseded value is counted");
+        hub.close();
     }
 
     #[test]

@@ -33,6 +33,7 @@ pub mod http;
 pub mod hub;
 pub mod metrics;
 mod monitor;
+pub mod notices;
 pub mod outbox;
 pub mod polling;
 pub mod publish;
@@ -193,6 +194,7 @@ impl Server {
                 publish_rate_per_topic: config.publish_rate_per_topic,
                 publish_burst_per_topic: config.publish_burst_per_topic,
                 max_tracked_keys: admission::DEFAULT_MAX_TRACKED_KEYS,
+                ipv6_prefix: config.ipv6_prefix,
             }),
             publish_auth: auth::PublishAuth::new(config.publish_token.clone()),
             verifier,
@@ -386,7 +388,7 @@ impl Publisher {
             return Ok(None);
         }
         match self.hub.try_publish(&send, None)?.first() {
-            Some(&id) => Ok(Some(id)),
+            Some(&id) => Ok(Some(id).filter(|&id| id != hub::SUPERSEDED)),
             None => Err(PublishError::Full),
         }
     }
@@ -415,6 +417,7 @@ impl Publisher {
             }
         }
         let mut ids = ids.into_iter();
-        Ok(held.into_iter().map(|h| if h { None } else { ids.next() }).collect())
+        let sequenced = |id: &u64| *id != hub::SUPERSEDED;
+        Ok(held.into_iter().map(|h| if h { None } else { ids.next().filter(sequenced) }).collect())
     }
 }

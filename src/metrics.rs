@@ -147,6 +147,7 @@ pub struct LoopStats {
     pub(crate) frames_written: AtomicU64,
     pub(crate) writes: AtomicU64,
     pub(crate) heartbeats: AtomicU64,
+    pub(crate) tokens_expired: AtomicU64,
     pub(crate) publish_waits: AtomicU64,
     pub(crate) intake_pauses: AtomicU64,
     pub(crate) shed: AtomicU64,
@@ -235,6 +236,8 @@ pub struct Stats {
     pub writes: u64,
     /// Heartbeat frames queued.
     pub heartbeats: u64,
+    /// Streams closed because their subscribe token expired (`event: token-expired`).
+    pub tokens_expired: u64,
     /// Times a publisher had to wait for room in the hub queues.
     pub publish_waits: u64,
     /// Times a loop stopped taking hub events until it had written a pass, because it was
@@ -301,6 +304,7 @@ impl Stats {
             s.frames_written += get(&l.frames_written);
             s.writes += get(&l.writes);
             s.heartbeats += get(&l.heartbeats);
+            s.tokens_expired += get(&l.tokens_expired);
             s.publish_waits += get(&l.publish_waits);
             s.intake_pauses += get(&l.intake_pauses);
             s.shed += get(&l.shed);

@@ -4,7 +4,7 @@
 //! - `GET /topics/{t}/latest` → `200 {"id","event","data","class"[,"key"]}`, `404` when the
 //!   topic has no retained event.
 //! - `GET /topics/{t}/events?after=ID&limit=N` → `200 [...]` in id order (`[]` when nothing
-//!   is newer), `404` for a topic this node holds no history of. When events after `ID`
+//!   is newer), `404` for a topic this node holds no history of (and, after `ID`, lost none of). When events after `ID`
 //!   were dropped from history, `X-Gap-From`/`X-Gap-To` name the inclusive range that is
 //!   gone (the same range a stream would report as `event: gap`).
 

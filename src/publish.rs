@@ -120,6 +120,9 @@ pub struct Prepared {
     pub class: Class,
     /// Conflation key of a `latest` event.
     pub key: Option<Arc<str>>,
+    /// Admission order of a `latest` value the throttle released (0: none); the hub uses it
+    /// so an older value never overtakes a newer one ([`crate::throttle`] invariant 6).
+    pub stamp: u64,
 }
 
 /// Checks a message and encodes its frame body. `max_frame` is the largest frame a
@@ -140,6 +143,7 @@ pub fn prepare(msg: &Message, max_frame: usize) -> Result<Prepared, Reject> {
         body,
         class: msg.class,
         key: msg.key.as_deref().map(Arc::from),
+        stamp: 0,
     })
 }
 
@@ -148,6 +152,7 @@ pub fn validate(msg: &Message) -> Result<(), Reject> {
     topics::validate(&msg.topic).map_err(Reject::BadRequest)?;
     if let Some(name) = &msg.event {
         sse::check_event_name(name).map_err(|e| Reject::BadRequest(e.to_string()))?;
+        crate::notices::check_not_reserved(name).map_err(Reject::BadRequest)?;
     }
     match (msg.class, &msg.key) {
         (Class::Latest, None) => Err(Reject::BadRequest("class latest needs a key".into())),

@@ -7,10 +7,21 @@
 //! 2. When a window ends with a value held, that value is published (trailing edge) and a
 //!    new window opens; a window that ends with nothing held is forgotten. So the final
 //!    value of a burst (the `100%`) is never lost, and memory is one slot per active key.
-//! 3. The throttle's lock is never held while publishing to the hub, and the hub's lock is
-//!    never held while taking the throttle's: no lock order to get wrong.
+//! 3. The throttle's lock is never held while publishing to the hub (see the lock order
+//!    below).
 //! 4. The effective interval is `interval × multiplier`; overload mode widens it.
 //! 5. At most [`MAX_OPEN_WINDOWS`] windows are open; new keys past it are not throttled.
+//! 6. The newest value always wins. Every value the throttle releases (passed at once or
+//!    taken by the flusher) carries a stamp, increasing in admission order. The hub, under
+//!    its own lock, [`Throttle::claim`]s each stamped value as it sequences it; a value older
+//!    than one already sequenced for its key is superseded and never sequenced. So however
+//!    long a value waits for hub room (the flusher retrying, a publisher parked on a loop),
+//!    it can never be sequenced after a newer value and win conflation, replay or `/latest`.
+//!    A window stays open while values it released wait to be sequenced (up to
+//!    [`ABANDONED_AFTER`], for values whose publisher gave up).
+//!
+//! Lock order: the hub's lock, then the throttle's ([`Throttle::claim`]); nothing takes the
+//! hub's lock while holding the throttle's.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -29,10 +40,27 @@ pub const MAX_OPEN_WINDOWS: usize = 100_000;
 /// Longest the flusher sleeps when no window is open (it is woken for new ones).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
+/// A window whose released values were never all claimed (their publisher timed out or
+/// hung up while waiting for hub room) is forgotten this long after it last ended: longer
+/// than any publish waits by default (`--publish-wait-timeout-ms` is 10 s).
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+
 #[derive(Debug)]
 struct Window {
     ends: Instant,
     held: Option<Prepared>,
+    /// Stamp of the newest value of this key the hub sequenced (invariant 6).
+    sequenced: u64,
+    /// Values released and not yet claimed by the hub.
+    outstanding: u32,
+    /// When the window last ended with values outstanding (for [`ABANDONED_AFTER`]).
+    idle_since: Option<Instant>,
+}
+
+impl Window {
+    fn new(ends: Instant) -> Window {
+        Window { ends, held: None, sequenced: 0, outstanding: 0, idle_since: None }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -41,6 +69,20 @@ struct State {
     deadlines: BinaryHeap<Reverse<(Instant, Key)>>,
     stopped: bool,
     replaced: u64,
+    /// The last stamp given (invariant 6).
+    stamp: u64,
+}
+
+impl State {
+    /// Stamps a value the throttle releases for sequencing and counts it outstanding.
+    fn release(&mut self, key: &Key, mut event: Prepared) -> Prepared {
+        if let Some(w) = self.windows.get_mut(key) {
+            self.stamp += 1;
+            event.stamp = self.stamp;
+            w.outstanding += 1;
+        }
+        event
+    }
 }
 
 /// The throttle shared by every publish path.
@@ -99,18 +141,36 @@ impl Throttle {
                     state.replaced += 1;
                 }
                 w.ends = now + window;
-                state.deadlines.push(Reverse((w.ends, key)));
-                Some(event)
+                state.deadlines.push(Reverse((w.ends, key.clone())));
+                Some(state.release(&key, event))
             }
             None if full => Some(event),
             None => {
                 let ends = now + window;
-                state.windows.insert(key.clone(), Window { ends, held: None });
-                state.deadlines.push(Reverse((ends, key)));
+                state.windows.insert(key.clone(), Window::new(ends));
+                state.deadlines.push(Reverse((ends, key.clone())));
                 self.wake.notify_one();
-                Some(event)
+                Some(state.release(&key, event))
             }
         }
+    }
+
+    /// Called by the hub under its lock as it sequences a stamped `latest` value: `false`
+    /// when a newer value of the same key was sequenced first, so this one must not be
+    /// (invariant 6; counted as replaced). Unstamped values (throttle off, or past
+    /// [`MAX_OPEN_WINDOWS`]) always pass.
+    pub fn claim(&self, event: &Prepared) -> bool {
+        let Some(key) = event.key.as_ref().filter(|_| event.stamp != 0) else { return true };
+        let mut state = self.lock();
+        let state = &mut *state;
+        let Some(w) = state.windows.get_mut(&(event.topic.clone(), key.clone())) else { return true };
+        w.outstanding = w.outstanding.saturating_sub(1);
+        if event.stamp < w.sequenced {
+            state.replaced += 1;
+            return false;
+        }
+        w.sequenced = event.stamp;
+        true
     }
 
     /// Held values replaced by newer ones before their window ended.
@@ -146,7 +206,16 @@ impl Throttle {
                 }
                 match w.held.take() {
                     Some(value) => {
-                        due.push(value);
+                        w.ends = now + window;
+                        w.idle_since = None;
+                        st.deadlines.push(Reverse((w.ends, key.clone())));
+                        due.push(st.release(&key, value));
+                    }
+                    // Invariant 6: keep the window while released values wait for the hub.
+                    None if w.outstanding > 0
+                        && now.saturating_duration_since(*w.idle_since.get_or_insert(now))
+                            < ABANDONED_AFTER =>
+                    {
                         w.ends = now + window;
                         st.deadlines.push(Reverse((w.ends, key)));
                     }
@@ -188,15 +257,19 @@ mod tests {
     fn first_passes_then_held_values_replace_each_other_and_the_last_goes_out() {
         let th = Throttle::new(Duration::from_millis(30));
         let now = Instant::now();
-        assert!(th.admit(latest("k", "1"), now).is_some());
+        let k1 = th.admit(latest("k", "1"), now).expect("the first value passes");
         assert!(th.admit(latest("k", "2"), now).is_none());
         assert!(th.admit(latest("k", "3"), now).is_none());
-        assert!(th.admit(latest("other", "x"), now).is_some(), "keys are independent");
+        let x = th.admit(latest("other", "x"), now).expect("keys are independent");
         assert_eq!(th.replaced(), 1);
         let (due, stopped) = th.next_due();
         assert!(!stopped);
         assert_eq!(due.len(), 1);
         assert!(due[0].body.ends_with(b"data: 3\n\n"));
+        assert!(k1.stamp < due[0].stamp, "stamps follow admission order");
+        // The hub sequences what was released (invariant 6).
+        assert!([&k1, &x, &due[0]].iter().all(|v| th.claim(v)));
+        assert!(!th.claim(&k1), "an older value after a newer one is superseded");
         // The trailing send opened a new window; with nothing held it is then forgotten.
         let (due, _) = {
             let th2 = &th;

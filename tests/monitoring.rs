@@ -27,6 +27,7 @@ const METRICS: &[&str] = &[
     "sse_bytes_written_total",
     "sse_events_dropped_total",
     "sse_gaps_reported_total",
+    "sse_streams_token_expired_total",
     "sse_outbox_queued_bytes",
     "sse_connections_write_blocked",
     "sse_hub_queue_events",

@@ -143,6 +143,7 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
         s.conflated += get(&l.conflated);
         s.shed += get(&l.shed);
         s.gaps += get(&l.gaps_reported);
+        s.tokens_expired += get(&l.tokens_expired);
         s.history_events = s.history_events.max(get(&l.history_events));
         s.history_bytes = s.history_bytes.max(get(&l.history_bytes));
         s.loops.push(LoopScrape {

@@ -17,7 +17,10 @@
 //!    outbox of a stream that is writable *and* was emptied by its last write
 //!    (`Conn::kept_up`) over half full, the loop cannot write as fast as events arrive. A
 //!    client that is slow is not counted: its socket blocked with frames left, so it stays
-//!    out of this rule until a write empties its outbox again. The loop then takes no more
+//!    out of this rule until a write empties its outbox again. A new stream starts outside
+//!    it too, until its first write empties its outbox: a `Last-Event-ID` replay that fills
+//!    half an outbox is the client's backlog, and a reconnect storm of replays must not
+//!    stop every publisher. The loop then takes no more
 //!    events from the hub until it has written every connection queued at that moment; the
 //!    hub channel fills and publishers wait ([`crate::hub`] parks them), so readers the loop
 //!    is merely late for lose nothing to eviction. Streams whose clients do not read still

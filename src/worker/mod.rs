@@ -380,8 +380,8 @@ impl Worker {
             for &m in stream.memberships.iter() {
                 self.topics.unsubscribe(m);
             }
-            if let Some(permit) = stream.permit.take() {
-                self.shared.admission.release(*permit);
+            if let Some(permit) = stream.extra.take().and_then(|x| x.permit) {
+                self.shared.admission.release(permit);
             }
             self.streams -= 1;
         }
@@ -421,4 +421,9 @@ impl Worker {
         LoopStats::set(&stats.memberships, self.topics.membership_count());
         LoopStats::set(&stats.parked_publishers, self.parked.len());
     }
+}
+
+/// Seconds since the Unix epoch (subscribe tokens expire against it).
+pub(super) fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -20,9 +20,11 @@
 //!    [`super::PARK_RETRY`] while any publish is parked, so the limit is kept to within a
 //!    retry period (a loop that itself is stuck answers when it wakes).
 
-use crate::admission::{Refusal, RefusalReason, StreamPermit};
+use crate::admission::{Refusal, RefusalReason};
 use crate::auth::{self, AuthError};
-use crate::conn::{read_once, Conn, PendingPublish, Phase, ReadResult, StreamState, RESPONSE_BACKLOG_BYTES};
+use crate::conn::{
+    read_once, Conn, PendingPublish, Phase, ReadResult, StreamExtra, StreamState, RESPONSE_BACKLOG_BYTES,
+};
 use crate::http::{self, Limits, Parse, Reject, Request};
 use crate::hub::PublishError;
 use crate::metrics::{CloseReason, LoopStats, RejectReason};
@@ -153,11 +155,11 @@ impl Worker {
                 if self.draining() {
                     return self.refuse_for(key, RejectReason::Draining, draining_response(), false);
                 }
-                let permit = match self.admit_stream(request, &topics, peer) {
-                    Ok(permit) => permit,
+                let extra = match self.admit_stream(request, &topics, peer) {
+                    Ok(extra) => extra,
                     Err((reason, response)) => return self.refuse_for(key, reason, response, keep_alive),
                 };
-                self.start_stream(key, &topics, last_event_id, permit, cors.as_deref());
+                self.start_stream(key, &topics, last_event_id, extra, cors.as_deref());
             }
             Ok(Action::Publish { events, shape }) => {
                 if self.shared.config.publish_rate_per_topic > 0.0 {
@@ -202,28 +204,35 @@ impl Worker {
     }
 
     /// Verifies the subscribe token (when configured) and takes a stream permit (when per-IP
-    /// or per-user limits are on).
+    /// or per-user limits are on); the token's expiry and the permit go into the stream's
+    /// extras, allocated only when there is one of them.
     fn admit_stream(
         &self,
         request: &Request,
         topics: &[String],
         peer: std::net::SocketAddr,
-    ) -> Result<Option<Box<StreamPermit>>, (RejectReason, bytes::Bytes)> {
-        let user = match &self.shared.verifier {
-            Some(verifier) => match verifier.verify(request, topics, unix_now()) {
-                Ok(subject) => Some(subject.user),
+    ) -> Result<Option<Box<StreamExtra>>, (RejectReason, bytes::Bytes)> {
+        let subject = match &self.shared.verifier {
+            Some(verifier) => match verifier.verify(request, topics, super::unix_now()) {
+                Ok(subject) => Some(subject),
                 Err(e) => return Err((auth_reason(&e), e.response(request.keep_alive))),
             },
             None => None,
         };
+        let user = subject.as_ref().map(|s| s.user.as_str());
+        let token_expires_at = subject.as_ref().map_or(0, |s| s.expires_at);
         let limits = self.shared.admission.limits();
-        if limits.max_streams_per_ip == 0 && (user.is_none() || limits.max_streams_per_user == 0) {
-            return Ok(None);
-        }
-        match self.shared.admission.acquire_stream(peer.ip(), user.as_deref()) {
-            Ok(permit) => Ok(Some(Box::new(permit))),
-            Err(refusal) => Err((refusal_reason(&refusal), refusal.response(request.keep_alive))),
-        }
+        let permit = if limits.max_streams_per_ip == 0 && (user.is_none() || limits.max_streams_per_user == 0)
+        {
+            None
+        } else {
+            match self.shared.admission.acquire_stream(peer.ip(), user) {
+                Ok(permit) => Some(permit),
+                Err(refusal) => return Err((refusal_reason(&refusal), refusal.response(request.keep_alive))),
+            }
+        };
+        Ok((permit.is_some() || token_expires_at != 0)
+            .then(|| Box::new(StreamExtra { permit, token_expires_at })))
     }
 
     /// Answers a refused request with a prepared response and counts the reason.
@@ -271,23 +280,30 @@ impl Worker {
         key: usize,
         topics: &[String],
         last_event_id: Option<u64>,
-        permit: Option<Box<StreamPermit>>,
+        extra: Option<Box<StreamExtra>>,
         cors: Option<&str>,
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
-            if let Some(permit) = permit {
-                self.shared.admission.release(*permit);
+            if let Some(permit) = extra.and_then(|x| x.permit) {
+                self.shared.admission.release(permit);
             }
             return;
         };
         let memberships = topics.iter().map(|t| self.topics.subscribe(t, key)).collect();
-        conn.phase = Phase::Stream(Box::new(StreamState { memberships, permit }));
+        conn.phase = Phase::Stream(Box::new(StreamState { memberships, extra }));
         let head = match cors {
             Some(extra) => http::with_headers(http::stream_head(), extra),
             None => http::stream_head(),
         };
         conn.outbox.push_unbounded(head);
         conn.outbox.push_unbounded(self.prelude.clone());
+        // Invariant 6 of `delivery`: a new stream's backlog (its head, a replay) is its own,
+        // not a sign that the loop is behind; it counts as keeping up once a write empties it.
+        conn.kept_up = false;
+        if self.overloaded {
+            // Streams open at the transition were told; one opened since is told now.
+            conn.outbox.push_unbounded(crate::notices::overload(true));
+        }
         if let Some(after) = last_event_id {
             // An id this node never issued (another node's, or from before a clock jump):
             // its position is unknown, so resume from this process's first id — the client
@@ -420,9 +436,4 @@ fn refusal_reason(r: &Refusal) -> RejectReason {
 fn draining_response() -> bytes::Bytes {
     let body = b"{\"error\":\"server is draining for shutdown; reconnect shortly\"}\n";
     http::response(503, "Retry-After: 2\r\n", "application/json", body, false)
-}
-
-/// Seconds since the Unix epoch (token expiry is checked against it).
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

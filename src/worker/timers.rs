@@ -10,7 +10,10 @@
 //!    `--keepalive-timeout-ms`; a publisher parked on a full hub is exempt (we made it wait;
 //!    `--publish-wait-timeout-ms` bounds that wait, see [`super::requests`]);
 //! 4. a lingering close past its deadline is closed;
-//! 5. outbox and history gauges are refreshed.
+//! 5. a stream whose subscribe token expired leaves its topics at once, gets
+//!    `event: token-expired` and closes once that is written (so revoking access by expiry
+//!    works: a stream never outlives its token by more than a tick);
+//! 6. outbox and history gauges are refreshed.
 //!
 //! Drain (SIGTERM, `Handle::shutdown`): stop accepting; every stream gets
 //! `event: server-shutdown` with `data: {"reconnect":true}` and a `retry:` spread over
@@ -20,8 +23,6 @@
 
 use std::sync::atomic::Ordering;
 use std::time::Instant;
-
-use bytes::Bytes;
 
 use crate::conn::Phase;
 use crate::metrics::{CloseReason, LoopStats};
@@ -35,9 +36,16 @@ impl Worker {
         let (heartbeat_ms, stall_ms, now) = (c.heartbeat_ms, c.stall_timeout_ms, self.now_ms);
         let (request_ms, idle_ms) = (c.request_timeout_ms, c.keepalive_timeout_ms);
         let mut to_close = Vec::new();
+        let mut expired = Vec::new();
+        let now_unix = if self.shared.verifier.is_some() { super::unix_now() } else { 0 };
         let (mut queued, mut blocked, mut heartbeats) = (0usize, 0usize, 0u64);
         for (key, conn) in self.conns.iter_mut() {
             match &conn.phase {
+                Phase::Stream(s)
+                    if s.extra.as_ref().is_some_and(|x| token_expired(x.token_expires_at, now_unix)) =>
+                {
+                    expired.push(key);
+                }
                 Phase::Stream(_) if conn.outbox.is_empty() && now - conn.last_queued_ms >= heartbeat_ms => {
                     conn.outbox.push(crate::sse::HEARTBEAT.clone(), self.bounds);
                     conn.last_queued_ms = now;
@@ -67,6 +75,9 @@ impl Worker {
         for (key, reason) in to_close {
             self.close(key, reason);
         }
+        for key in expired {
+            self.end_expired_stream(key);
+        }
         self.history.expire(Instant::now());
         let (history_topics, history_events) = self.history.size();
         let max_iteration_us = std::mem::take(&mut self.max_iteration_us);
@@ -82,11 +93,33 @@ impl Worker {
         self.delivery_lag.publish(&stats.delivery_lag);
     }
 
+    /// Invariant 5: the stream's token expired. It leaves its topics now (nothing published
+    /// after the expiry reaches it), is told why, and closes once the notice is written (the
+    /// stall timeout bounds a client that never reads it).
+    fn end_expired_stream(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else { return };
+        let Phase::Stream(stream) = &mut conn.phase else { return };
+        let Some(extra) = stream.extra.as_mut() else { return };
+        let exp = std::mem::take(&mut extra.token_expires_at);
+        for m in std::mem::take(&mut stream.memberships).iter() {
+            self.topics.unsubscribe(*m);
+        }
+        conn.outbox.push_unbounded(crate::notices::token_expired(exp));
+        conn.close_after_flush = true;
+        self.dirty.push_stream(key, conn);
+        log::debug!(
+            "loop {} conn {key} peer {}: subscribe token expired at {exp}; closing",
+            self.index,
+            conn.peer
+        );
+        LoopStats::add(&self.stats().tokens_expired, 1);
+        self.update_gauges();
+    }
+
     /// Tells every stream that overload mode began (`system.overloaded`, so widgets can
     /// fall back to polling) or ended (`system.recovered`).
     pub(super) fn notify_overload(&mut self, on: bool) {
-        let name = if on { "system.overloaded" } else { "system.recovered" };
-        let frame = Bytes::from(format!("event: {name}\ndata: {{\"overloaded\":{on}}}\n\n"));
+        let frame = crate::notices::overload(on);
         for (key, conn) in self.conns.iter_mut() {
             if let Phase::Stream(_) = conn.phase {
                 conn.outbox.push_unbounded(frame.clone());
@@ -121,7 +154,7 @@ impl Worker {
             match &conn.phase {
                 Phase::Stream(_) => {
                     let jitter = if spread_ms == 0 { 0 } else { mix(seed ^ key as u64) % spread_ms };
-                    conn.outbox.push_unbounded(shutdown_notice(retry_ms + jitter));
+                    conn.outbox.push_unbounded(crate::notices::shutdown(retry_ms + jitter));
                     conn.close_after_flush = true;
                     self.dirty.push_stream(key, conn);
                 }
@@ -152,9 +185,9 @@ impl Worker {
     }
 }
 
-/// `event: server-shutdown` with the reconnection delay this stream should use.
-fn shutdown_notice(retry_ms: u64) -> Bytes {
-    Bytes::from(format!("event: server-shutdown\ndata: {{\"reconnect\":true}}\nretry: {retry_ms}\n\n"))
+/// A token expiring at `expires_at` (0: no token) has expired at `now_unix`.
+fn token_expired(expires_at: u64, now_unix: u64) -> bool {
+    expires_at != 0 && now_unix >= expires_at
 }
 
 /// splitmix64: spreads a seed into an evenly distributed value (jitter, not security).

@@ -262,6 +262,17 @@ impl SseClient {
         }
     }
 
+    /// The next event that carries an id: a published event, skipping the node's own
+    /// notices (`system.overloaded`, `gap`...), which carry none.
+    pub fn next_published(&mut self) -> io::Result<SseEvent> {
+        loop {
+            let e = self.next_event()?;
+            if e.id.is_some() {
+                return Ok(e);
+            }
+        }
+    }
+
     /// Reads `n` events or panics.
     pub fn events(&mut self, n: usize) -> Vec<SseEvent> {
         (0..n).map(|i| self.next_event().unwrap_or_else(|e| panic!("event {i} of {n}: {e}"))).collect()
