@@ -41,6 +41,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
     pub send_buffer_bytes: u32,
 
+    /// `TCP_NOTSENT_LOWAT` of each public connection (0: off): the socket turns unwritable
+    /// once this many bytes wait unsent in the kernel, however large the in-flight part grows
+    /// under the kernel's autotuning. Bounds what a stalled client pins in the kernel's unsent
+    /// queue without capping a fast client's throughput to distant readers the way
+    /// `--send-buffer-bytes` does.
+    #[arg(long, env = "SSE_EDGE_NOTSENT_LOWAT_BYTES", default_value_t = 0,
+          value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
+    pub notsent_lowat_bytes: u32,
+
     /// Pin loop `i` to core `i mod cores` so a connection's cache lines stay on one core.
     #[arg(long, env = "SSE_EDGE_PIN_THREADS", default_value_t = true, action = clap::ArgAction::Set)]
     pub pin_threads: bool,
@@ -268,6 +277,14 @@ impl Config {
     /// A config for tests and embedders: port 0 on loopback, no pinning, defaults otherwise.
     pub fn loopback() -> Self {
         Config { listen: SocketAddr::from(([127, 0, 0, 1], 0)), pin_threads: false, ..Config::default() }
+    }
+
+    /// The kernel send queue bounds of public connections.
+    pub fn send_queue(&self) -> crate::sys::listener::SendQueue {
+        crate::sys::listener::SendQueue {
+            buffer: self.send_buffer_bytes,
+            notsent_lowat: self.notsent_lowat_bytes,
+        }
     }
 
     /// Number of loops to run: `--threads` or the number of cores available to this process.

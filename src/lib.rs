@@ -144,7 +144,7 @@ impl Server {
         let mut wakers = Vec::with_capacity(loops);
         for i in 0..loops {
             let poll = Poll::new().map_err(io_err("creating a poll instance"))?;
-            let mut listener = sys::listener::bind_reuseport(addr, config.backlog, config.send_buffer_bytes)
+            let mut listener = sys::listener::bind_reuseport(addr, config.backlog, config.send_queue())
                 .map_err(|source| StartError::Bind { addr, source })?;
             if i == 0 {
                 // With port 0 the first bind picks the port; the other loops join it.
@@ -156,8 +156,9 @@ impl Server {
             wakers.push(Arc::new(Waker::new(poll.registry(), WAKER).map_err(io_err("creating a waker"))?));
             let admin = match (i, config.admin_listen) {
                 (0, Some(admin_addr)) => {
-                    let mut admin = sys::listener::bind_reuseport(admin_addr, config.backlog, 0)
-                        .map_err(|source| StartError::Bind { addr: admin_addr, source })?;
+                    let mut admin =
+                        sys::listener::bind_reuseport(admin_addr, config.backlog, Default::default())
+                            .map_err(|source| StartError::Bind { addr: admin_addr, source })?;
                     poll.registry()
                         .register(&mut admin, ADMIN_LISTENER, Interest::READABLE)
                         .map_err(io_err("registering the admin listener"))?;

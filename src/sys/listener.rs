@@ -7,16 +7,29 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Binds a non-blocking `SO_REUSEPORT` listener on `addr` with `backlog`; a non-zero
-/// `send_buffer` sets `SO_SNDBUF`, which accepted sockets inherit.
+/// How much a connection's kernel send queue may hold; accepted sockets inherit both.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SendQueue {
+    /// `SO_SNDBUF` (0: the kernel's autotuning): caps sent-but-unacknowledged plus unsent.
+    pub buffer: u32,
+    /// `TCP_NOTSENT_LOWAT` (0: off): caps only the unsent part, so the socket turns
+    /// unwritable once this much waits unsent while autotuning still grows the in-flight part.
+    pub notsent_lowat: u32,
+}
+
+/// Binds a non-blocking `SO_REUSEPORT` listener on `addr` with `backlog`, with the send
+/// queue bounds of [`SendQueue`] set so that accepted sockets inherit them.
 ///
 /// The kernel silently caps `backlog` at `net.core.somaxconn`.
-pub fn bind_reuseport(addr: SocketAddr, backlog: u32, send_buffer: u32) -> io::Result<mio::net::TcpListener> {
+pub fn bind_reuseport(addr: SocketAddr, backlog: u32, send: SendQueue) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.set_reuse_port(true)?;
-    if send_buffer > 0 {
-        socket.set_send_buffer_size(send_buffer as usize)?;
+    if send.buffer > 0 {
+        socket.set_send_buffer_size(send.buffer as usize)?;
+    }
+    if send.notsent_lowat > 0 {
+        socket.set_tcp_notsent_lowat(send.notsent_lowat)?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
@@ -34,10 +47,12 @@ mod tests {
     use super::*;
     use std::time::{Duration, Instant};
 
-    /// Accepted sockets inherit the listener's `SO_SNDBUF` (Linux doubles the value set).
+    /// Accepted sockets inherit the listener's `SO_SNDBUF` (Linux doubles the value set) and
+    /// `TCP_NOTSENT_LOWAT`.
     #[test]
-    fn accepted_sockets_inherit_the_send_buffer_cap() {
-        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16, 24_576).unwrap();
+    fn accepted_sockets_inherit_the_send_queue_bounds() {
+        let send = SendQueue { buffer: 24_576, notsent_lowat: 16_384 };
+        let listener = bind_reuseport("127.0.0.1:0".parse().unwrap(), 16, send).unwrap();
         let addr = listener.local_addr().unwrap();
         let _client = std::net::TcpStream::connect(addr).unwrap();
         let deadline = Instant::now() + Duration::from_secs(5);
@@ -50,7 +65,8 @@ mod tests {
                 Err(e) => panic!("accept: {e}"),
             }
         };
-        let size = socket2::SockRef::from(&accepted).send_buffer_size().unwrap();
-        assert_eq!(size, 2 * 24_576, "SO_SNDBUF of the accepted socket");
+        let sock = socket2::SockRef::from(&accepted);
+        assert_eq!(sock.send_buffer_size().unwrap(), 2 * 24_576, "SO_SNDBUF of the accepted socket");
+        assert_eq!(sock.tcp_notsent_lowat().unwrap(), 16_384, "TCP_NOTSENT_LOWAT of the accepted socket");
     }
 }
