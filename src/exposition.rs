@@ -77,6 +77,10 @@ pub struct Scrape {
     pub shed: u64,
     /// Gap notices sent.
     pub gaps: u64,
+    /// Polling answers cut short by `--poll-max-bytes`.
+    pub poll_truncated: u64,
+    /// Events left out of polling answers as too large for any answer.
+    pub poll_skipped: u64,
     /// Overload mode on.
     pub overload: bool,
     /// Each hub channel's capacity.
@@ -180,6 +184,18 @@ pub fn render(s: &Scrape) -> String {
     o.sample("sse_events_dropped_total", "class=\"droppable\",reason=\"shed\"", s.shed);
     o.family("sse_gaps_reported_total", "counter", "event: gap notices sent to clients.");
     o.sample("sse_gaps_reported_total", "", s.gaps);
+    o.family(
+        "sse_poll_truncated_total",
+        "counter",
+        "Polling answers cut short by --poll-max-bytes (the client continues at X-Next-After).",
+    );
+    o.sample("sse_poll_truncated_total", "", s.poll_truncated);
+    o.family(
+        "sse_poll_events_skipped_total",
+        "counter",
+        "Events left out of polling answers because their JSON alone exceeds the bound (reported as a gap).",
+    );
+    o.sample("sse_poll_events_skipped_total", "", s.poll_skipped);
     o.per_loop("sse_outbox_queued_bytes", "gauge", "Unwritten bytes in outboxes.", l, |l| {
         l.outbox_queued_bytes.to_string()
     });

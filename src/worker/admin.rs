@@ -142,6 +142,8 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
         }
         s.conflated += get(&l.conflated);
         s.shed += get(&l.shed);
+        s.poll_truncated += get(&l.poll_truncated);
+        s.poll_skipped += get(&l.poll_skipped);
         s.gaps += get(&l.gaps_reported);
         s.history_events = s.history_events.max(get(&l.history_events));
         s.history_bytes = s.history_bytes.max(get(&l.history_bytes));
