@@ -16,8 +16,9 @@ pub struct Config {
     #[arg(long, env = "SSE_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
 
-    /// Separate address for `/metrics`, `/healthz`, `/readyz`, the status page and the
-    /// polling endpoints; when set, the public listener no longer serves them.
+    /// Separate address for `/metrics`, `/healthz`, `/readyz` and the status page; when set,
+    /// the public listener no longer serves them. The polling endpoints are client API and
+    /// stay on the public listener (the admin listener serves them too, with the same auth).
     #[arg(long, env = "SSE_EDGE_ADMIN_LISTEN")]
     pub admin_listen: Option<SocketAddr>,
 
@@ -91,6 +92,14 @@ pub struct Config {
     #[arg(long, env = "SSE_EDGE_MAX_BODY_BYTES", default_value_t = 1 << 20,
           value_parser = parse_positive_usize)]
     pub max_body_bytes: usize,
+
+    /// Most body bytes of one polling answer (`/topics/{t}/events`): events are added until
+    /// the next would cross it and `X-Next-After` says where to continue. Bounds the memory a
+    /// polling client pins until it reads its answer; one event larger than this is answered
+    /// alone if its JSON fits `--outbox-max-bytes`.
+    #[arg(long, env = "SSE_EDGE_POLL_MAX_BYTES", default_value_t = 256 << 10,
+          value_parser = parse_poll_bytes)]
+    pub poll_max_bytes: usize,
 
     /// Most topics one stream may subscribe to in one request; more gets 400.
     #[arg(long, env = "SSE_EDGE_MAX_TOPICS_PER_STREAM", default_value_t = 64,
@@ -320,6 +329,9 @@ impl Config {
                     .into(),
             ));
         }
+        if self.poll_max_bytes < MIN_POLL_BYTES {
+            return Err(ConfigError(format!("--poll-max-bytes must be at least {MIN_POLL_BYTES}")));
+        }
         if self.hub_queue_events == 0 {
             return Err(ConfigError("--hub-queue-events must be at least 1".into()));
         }
@@ -329,6 +341,17 @@ impl Config {
 
 /// Smallest useful request head: a request line and a few short headers.
 pub const MIN_REQUEST_BYTES: usize = 256;
+
+/// Smallest polling answer bound: room for a page of a few small events.
+pub const MIN_POLL_BYTES: usize = 1024;
+
+fn parse_poll_bytes(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if n < MIN_POLL_BYTES {
+        return Err(format!("must be at least {MIN_POLL_BYTES}"));
+    }
+    Ok(n)
+}
 
 fn parse_positive_usize(s: &str) -> Result<usize, String> {
     let n: usize = s.parse().map_err(|e| format!("{e}"))?;
@@ -368,5 +391,15 @@ mod tests {
         assert!(with(4096).is_ok());
         let err = with(1024).expect_err("1 KiB is below the kernel's minimum");
         assert!(err.0.contains("--send-buffer-bytes"), "{}", err.0);
+    }
+
+    #[test]
+    fn poll_max_bytes_defaults_under_the_outbox_and_has_a_floor() {
+        let c = Config::default();
+        assert_eq!(c.poll_max_bytes, 256 << 10);
+        assert!(c.poll_max_bytes < c.outbox_max_bytes);
+        let err = Config { poll_max_bytes: 100, ..Config::default() }.validate().expect_err("too small");
+        assert!(err.0.contains("--poll-max-bytes"), "{}", err.0);
+        assert!(parse_poll_bytes("1023").is_err() && parse_poll_bytes("1024").is_ok());
     }
 }

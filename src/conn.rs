@@ -82,6 +82,9 @@ pub(crate) struct Requesting {
     pub buf: Vec<u8>,
     /// `100 Continue` sent for the request at the head of `buf`.
     pub continue_sent: bool,
+    /// The head of the request at the head of `buf` passed the gate (publish auth is decided
+    /// on the head, before its body is read).
+    pub head_checked: bool,
     /// The peer closed its write side; answer what is buffered, then close.
     pub peer_closed: bool,
     /// A publish waiting for room in the hub queues; reading is paused meanwhile.

@@ -1,21 +1,30 @@
 //! Sans-IO CORS for browser clients on other origins (`--cors-origin`).
 //!
 //! Contract: [`Cors::headers_for`] gives the extra header lines for a normal response,
-//! [`Cors::preflight`] the whole answer to an `OPTIONS` preflight. Both only read the request.
+//! [`Cors::preflight`] the whole answer to an `OPTIONS` preflight, [`Cors::check_publish`]
+//! whether a browser may publish from the request's origin. All only read the request.
 //!
 //! Invariants:
-//! 1. Only an allowed `Origin` gets CORS headers; any other request gets none, so the browser
-//!    blocks the response (the server still answers: CORS is enforced by browsers).
-//! 2. The allowed origin is echoed, never `*`, because credentials (cookies, `Authorization`)
-//!    are allowed; every response carrying it also says `Vary: Origin` so caches keep apart
-//!    the answers for different origins.
-//! 3. `*` in the list allows every origin except `null` (sandboxed frames, `file:` pages),
-//!    which must be listed explicitly.
+//! 1. Only an allowed `Origin` gets CORS headers; any other request (and one without
+//!    `Origin`) gets none, so the browser blocks reading the response.
+//! 2. Credentials (cookies, `Authorization`) are allowed only for explicitly listed origins:
+//!    they get their origin echoed with `Access-Control-Allow-Credentials: true`. `*` allows
+//!    every other origin *without* credentials: `Access-Control-Allow-Origin: *` and no
+//!    `-Credentials`, so a browser sends no cookie and shows no credentialed answer to an
+//!    arbitrary site. Every CORS answer says `Vary: Origin` (answers differ by origin).
+//! 3. `*` never covers `null` (sandboxed frames, `file:` pages), which must be listed.
 //! 4. Nothing is echoed that could break the header block: values with control characters or
 //!    non-ASCII bytes are refused (`Origin`) or replaced by the default (request headers).
+//! 5. A request carrying `Origin` is a browser's. It may publish only from a listed origin,
+//!    or under `*` when a publish token is configured (the token, which a browser never adds
+//!    by itself, decides). Loopback trust (no `--publish-token`) is ambient, like a cookie,
+//!    so `*` does not extend it: a page on any site, open in a browser on the node's host,
+//!    could otherwise publish with a `text/plain` POST that needs no preflight. A request
+//!    without `Origin` (curl, server-side publishers) is not affected.
 
 use bytes::Bytes;
 
+use crate::auth::AuthError;
 use crate::http::Request;
 
 /// Headers a preflight allows when the browser does not say which it wants.
@@ -24,6 +33,14 @@ pub const DEFAULT_ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event
 pub const ALLOW_METHODS: &str = "GET, POST, OPTIONS";
 /// Seconds a browser may cache a preflight answer (fewer `OPTIONS` round trips).
 pub const MAX_AGE_SECS: u32 = 600;
+
+/// How an origin is allowed (invariant 2).
+enum Allowed<'r> {
+    /// Listed explicitly: echoed, with credentials.
+    Listed(&'r str),
+    /// Covered by `*`: without credentials.
+    Any,
+}
 
 /// The allowed origins.
 #[derive(Debug, Clone, Default)]
@@ -59,24 +76,42 @@ impl Cors {
         !self.any && self.origins.is_empty()
     }
 
-    /// The request's `Origin` if it is allowed.
-    fn allowed_origin<'r>(&self, req: &'r Request) -> Option<&'r str> {
+    /// How the request's `Origin` is allowed, if it is.
+    fn allowed_origin<'r>(&self, req: &'r Request) -> Option<Allowed<'r>> {
         let origin = req.header("origin")?;
         if origin.is_empty() || !origin.bytes().all(|b| b.is_ascii_graphic()) {
             return None;
         }
-        let listed = self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin));
-        (listed || (self.any && origin != "null")).then_some(origin)
+        if self.origins.iter().any(|o| o.eq_ignore_ascii_case(origin)) {
+            Some(Allowed::Listed(origin))
+        } else {
+            (self.any && origin != "null").then_some(Allowed::Any)
+        }
     }
 
     /// Extra response header lines (`Name: value\r\n` each) for an allowed `Origin`; `None`
     /// without an `Origin` header or for an origin not allowed.
     pub fn headers_for(&self, req: &Request) -> Option<String> {
-        self.allowed_origin(req).map(|origin| {
-            format!(
+        self.allowed_origin(req).map(|allowed| match allowed {
+            Allowed::Listed(origin) => format!(
                 "Access-Control-Allow-Origin: {origin}\r\nAccess-Control-Allow-Credentials: true\r\nVary: Origin\r\n"
-            )
+            ),
+            Allowed::Any => "Access-Control-Allow-Origin: *\r\nVary: Origin\r\n".to_string(),
         })
+    }
+
+    /// Whether a publish with this request's `Origin` may go on (invariant 5);
+    /// `token_required`: a `--publish-token` is configured.
+    pub fn check_publish(&self, req: &Request, token_required: bool) -> Result<(), AuthError> {
+        let Some(origin) = req.header("origin") else { return Ok(()) };
+        match self.allowed_origin(req) {
+            Some(Allowed::Listed(_)) => Ok(()),
+            Some(Allowed::Any) if token_required => Ok(()),
+            _ => Err(AuthError::Forbidden(format!(
+                "publishing from a browser on origin {origin:?} is not allowed: list the origin in \
+                 --cors-origin ('*' covers publishes only with --publish-token)"
+            ))),
+        }
     }
 
     /// The whole answer to an `OPTIONS` preflight: `204`, with the CORS headers, allowed
@@ -168,16 +203,49 @@ mod tests {
     }
 
     #[test]
-    fn star_allows_any_origin_but_still_echoes_it() {
+    fn star_allows_any_origin_without_credentials() {
         let cors = Cors::new(["*"]);
         let h = cors.headers_for(&req("GET", &[("origin", "https://x.example:8443")])).unwrap();
-        assert!(h.starts_with("Access-Control-Allow-Origin: https://x.example:8443\r\n"));
-        assert!(!h.contains("Allow-Origin: *"));
+        assert_eq!(h, "Access-Control-Allow-Origin: *\r\nVary: Origin\r\n");
         assert_eq!(cors.headers_for(&req("GET", &[("origin", "null")])), None);
         assert!(Cors::new(["*", "null"]).headers_for(&req("GET", &[("origin", "null")])).is_some());
-        // Nothing that could split the header block is echoed.
+        // Nothing that could split the header block is answered.
         assert_eq!(cors.headers_for(&req("GET", &[("origin", "https://a b")])), None);
         assert_eq!(cors.headers_for(&req("GET", &[("origin", "https://a\r\nX: y")])), None);
+        // Listed next to `*`: credentials for the listed origin only.
+        let both = Cors::new(["*", APP]);
+        assert!(both.headers_for(&req("GET", &[("origin", APP)])).unwrap().contains("Credentials: true"));
+        assert!(!both
+            .headers_for(&req("GET", &[("origin", "https://x.example")]))
+            .unwrap()
+            .contains("Credentials"));
+        let r = text(cors.preflight(&req("OPTIONS", &[("origin", "https://x.example")]), true));
+        assert!(r.contains("\r\nAccess-Control-Allow-Origin: *\r\n") && !r.contains("Credentials"), "{r}");
+    }
+
+    #[test]
+    fn browsers_publish_only_from_listed_origins_or_with_a_token_under_star() {
+        let publish = |cors: &Cors, origin: Option<&str>, token: bool| {
+            let headers: Vec<(&str, &str)> = origin.map(|o| ("origin", o)).into_iter().collect();
+            cors.check_publish(&req("POST", &headers), token).is_ok()
+        };
+        let (listed, star, off) = (Cors::new([APP]), Cors::new(["*"]), Cors::default());
+        for token in [false, true] {
+            for cors in [&listed, &star, &off] {
+                assert!(publish(cors, None, token), "no Origin: not a browser");
+            }
+            assert!(publish(&listed, Some(APP), token));
+            assert!(!publish(&listed, Some("https://evil.example"), token));
+            assert!(!publish(&off, Some(APP), token));
+            assert!(!publish(&star, Some("null"), token));
+            assert!(!publish(&listed, Some(""), token));
+        }
+        // `*` does not extend loopback trust; a token is an explicit credential.
+        assert!(!publish(&star, Some("https://evil.example"), false));
+        assert!(publish(&star, Some("https://evil.example"), true));
+        let e = star.check_publish(&req("POST", &[("origin", "https://evil.example")]), false).unwrap_err();
+        assert_eq!(e.status(), 403);
+        assert!(e.to_string().contains("--cors-origin"), "{e}");
     }
 
     #[test]

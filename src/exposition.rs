@@ -79,6 +79,10 @@ pub struct Scrape {
     pub gaps: u64,
     /// Streams ended because their subscribe token expired.
     pub tokens_expired: u64,
+    /// Polling answers cut short by `--poll-max-bytes`.
+    pub poll_truncated: u64,
+    /// Events left out of polling answers as too large for any answer.
+    pub poll_skipped: u64,
     /// Overload mode on.
     pub overload: bool,
     /// Each hub channel's capacity.
@@ -188,6 +192,18 @@ pub fn render(s: &Scrape) -> String {
         "Streams told event: token-expired and closed because their subscribe token expired.",
     );
     o.sample("sse_streams_token_expired_total", "", s.tokens_expired);
+    o.family(
+        "sse_poll_truncated_total",
+        "counter",
+        "Polling answers cut short by --poll-max-bytes (the client continues at X-Next-After).",
+    );
+    o.sample("sse_poll_truncated_total", "", s.poll_truncated);
+    o.family(
+        "sse_poll_events_skipped_total",
+        "counter",
+        "Events left out of polling answers because their JSON alone exceeds the bound (reported as a gap).",
+    );
+    o.sample("sse_poll_events_skipped_total", "", s.poll_skipped);
     o.per_loop("sse_outbox_queued_bytes", "gauge", "Unwritten bytes in outboxes.", l, |l| {
         l.outbox_queued_bytes.to_string()
     });

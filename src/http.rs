@@ -1,8 +1,9 @@
 //! Sans-IO HTTP/1.1 request parsing and response heads.
 //!
 //! [`parse`] takes the bytes received so far and answers with what the caller does next:
-//! wait for more bytes, wait for the body (sending `100 Continue` first if asked), handle a
-//! complete request and drop `consumed` bytes, or reject with a status. No socket here.
+//! wait for more bytes, wait for the body (with the parsed head, so the caller can refuse on
+//! it, and sending `100 Continue` first if asked), handle a complete request and drop
+//! `consumed` bytes, or reject with a status. No socket here.
 //!
 //! Invariants:
 //! 1. A request head is never buffered past `max_head` bytes: beyond it the answer is 414 (the
@@ -123,8 +124,11 @@ pub enum Parse {
     /// The head is incomplete: read more.
     Partial,
     /// The head is complete and valid; `total` bytes (head + body) are needed. Send
-    /// `100 Continue` first when `expect_continue` is set and it was not yet sent.
+    /// `100 Continue` first when `expect_continue` is set and it was not yet sent; `head`
+    /// (with an empty body) lets the caller refuse on the head before reading the body.
     NeedBody {
+        /// The request without its body.
+        head: Box<Request>,
         /// Bytes the whole request occupies.
         total: usize,
         /// The client waits for `100 Continue` before sending the body.
@@ -188,7 +192,7 @@ pub fn parse(buf: &[u8], limits: Limits) -> Parse {
     if buf.len() < total {
         let expect_continue =
             request.header("expect").is_some_and(|v| v.eq_ignore_ascii_case("100-continue"));
-        return Parse::NeedBody { total, expect_continue };
+        return Parse::NeedBody { head: Box::new(request), total, expect_continue };
     }
     request.body = Bytes::copy_from_slice(&buf[head_len..total]);
     Parse::Complete(Box::new(request), total)
@@ -445,9 +449,10 @@ mod tests {
     fn expect_continue_is_reported_before_the_body() {
         let head = b"POST /publish HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n";
         match parse(head, L) {
-            Parse::NeedBody { total, expect_continue } => {
+            Parse::NeedBody { head: req, total, expect_continue } => {
                 assert_eq!(total, head.len() + 3);
                 assert!(expect_continue);
+                assert_eq!((req.method.as_str(), req.path.as_str()), ("POST", "/publish"));
             }
             other => panic!("{other:?}"),
         }

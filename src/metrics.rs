@@ -79,11 +79,13 @@ pub enum RejectReason {
     Draining,
     /// A publish waited `--publish-wait-timeout-ms` for hub room and was answered 503.
     PublishTimeout,
+    /// A browser publish (`Origin` header) from an origin `--cors-origin` does not allow (403).
+    Origin,
 }
 
 impl RejectReason {
     /// All reasons, in counter order.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::Capacity,
         RejectReason::Emfile,
         RejectReason::IpStreams,
@@ -94,6 +96,7 @@ impl RejectReason {
         RejectReason::Forbidden,
         RejectReason::Draining,
         RejectReason::PublishTimeout,
+        RejectReason::Origin,
     ];
 
     /// Stable label for metrics and logs.
@@ -109,6 +112,7 @@ impl RejectReason {
             RejectReason::Forbidden => "forbidden",
             RejectReason::Draining => "draining",
             RejectReason::PublishTimeout => "publish_timeout",
+            RejectReason::Origin => "origin",
         }
     }
 
@@ -151,6 +155,8 @@ pub struct LoopStats {
     pub(crate) publish_waits: AtomicU64,
     pub(crate) intake_pauses: AtomicU64,
     pub(crate) shed: AtomicU64,
+    pub(crate) poll_truncated: AtomicU64,
+    pub(crate) poll_skipped: AtomicU64,
     /// Longest iteration since the previous timer tick, in microseconds.
     pub(crate) loop_lag_us: AtomicU64,
     pub(crate) iteration: crate::histogram::Cells,
@@ -245,6 +251,11 @@ pub struct Stats {
     pub intake_pauses: u64,
     /// Droppable events not queued because the node was in overload mode.
     pub shed: u64,
+    /// Polling answers cut short by `--poll-max-bytes` (the client continues at `X-Next-After`).
+    pub poll_truncated: u64,
+    /// Events left out of polling answers because their JSON alone is over the bound
+    /// (reported to the client as a gap).
+    pub poll_skipped: u64,
     /// Longest recent loop iteration over all loops, in seconds.
     pub loop_lag_seconds: f64,
     /// Whether the node is in overload mode.
@@ -308,6 +319,8 @@ impl Stats {
             s.publish_waits += get(&l.publish_waits);
             s.intake_pauses += get(&l.intake_pauses);
             s.shed += get(&l.shed);
+            s.poll_truncated += get(&l.poll_truncated);
+            s.poll_skipped += get(&l.poll_skipped);
             s.loop_lag_seconds = s.loop_lag_seconds.max(get(&l.loop_lag_us) as f64 / 1e6);
         }
         s.frames_evicted = s.evicted_by_class.iter().sum();

@@ -65,9 +65,10 @@ pub enum Action {
 }
 
 impl Action {
-    /// Operator endpoints, served only on `--admin-listen` when that is set.
+    /// Operator endpoints, served only on `--admin-listen` when that is set. Streams,
+    /// publishing and the polling endpoints (gap fill, polling fallback) are client API.
     pub fn is_admin(&self) -> bool {
-        !matches!(self, Action::Subscribe { .. } | Action::Publish { .. })
+        matches!(self, Action::Metrics | Action::Healthz | Action::Readyz | Action::StatusPage)
     }
 }
 

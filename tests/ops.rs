@@ -343,6 +343,29 @@ fn nginx_closes_a_stream_without_heartbeats_at_proxy_read_timeout() {
     assert!(idle >= Duration::from_millis(1500) && idle < Duration::from_secs(6), "closed after {idle:?}");
 }
 
+#[test]
+fn nginx_serves_gap_fill_from_the_polling_endpoints_with_admin_listen_set() {
+    // As deployed (systemd/sse-edge.env): operator endpoints on --admin-listen, and the
+    // client's gap fill and polling fallback through nginx's /topics/ location.
+    let server = TestServer::start(Config {
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::loopback()
+    });
+    let nginx = Nginx::start(server.addr, "2s");
+    let sent: Vec<u64> = (0..3).map(|i| publish_via(&nginx, "jobs", &format!("e{i}"))).collect();
+    let get = |path: &str| {
+        Client::connect(nginx.addr).request(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())
+    };
+    let r = get(&format!("/topics/jobs/events?after={}", sent[0]));
+    assert_eq!(r.status, 200, "gap fill through nginx: {}\n{}", r.text(), nginx.log());
+    let ids: Vec<u64> = r.json().as_array().unwrap().iter().map(|e| e["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, &sent[1..]);
+    let r = get("/topics/jobs/latest");
+    assert_eq!(r.status, 200, "latest through nginx: {}", r.text());
+    assert_eq!(r.json()["data"], "e2");
+    assert_eq!(get("/metrics").status, 404, "metrics stay private");
+}
+
 // ---- sse-edge check ------------------------------------------------------------------------
 
 fn run_check(args: &[&str]) -> Output {

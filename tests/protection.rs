@@ -362,14 +362,18 @@ fn cors_headers_only_for_the_allowed_origin() {
     assert_eq!(r.status, 202);
     assert_cors_for(&r, APP, "publish response");
     let id1 = r.json()["id"].as_u64().unwrap();
+    // A browser publish from another origin is refused (it needs no preflight as text/plain).
     let r = publish_with(evil, "from elsewhere");
-    assert_eq!(r.status, 202, "CORS is for browsers; the server still answers");
+    assert_eq!(r.status, 403, "{}", r.text());
     assert!(!has_cors(&r), "{:?}", r.headers);
+    assert_eq!(server.stats().rejected_for(RejectReason::Origin), 1);
+    let r = publish_with("", "without an origin");
+    assert_eq!(r.status, 202, "curl and server-side publishers send no Origin");
     let id2 = r.json()["id"].as_u64().unwrap();
 
     for sub in [&mut app_stream, &mut evil_stream] {
         assert_next(sub, id1, "from the app");
-        assert_next(sub, id2, "from elsewhere");
+        assert_next(sub, id2, "without an origin");
     }
 }
 

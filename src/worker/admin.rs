@@ -142,6 +142,8 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
         }
         s.conflated += get(&l.conflated);
         s.shed += get(&l.shed);
+        s.poll_truncated += get(&l.poll_truncated);
+        s.poll_skipped += get(&l.poll_skipped);
         s.gaps += get(&l.gaps_reported);
         s.tokens_expired += get(&l.tokens_expired);
         s.history_events = s.history_events.max(get(&l.history_events));

@@ -23,6 +23,8 @@ pub(crate) use accept::ADMIN_MAX_CONNECTIONS;
 mod admin;
 mod delivery;
 use delivery::FlushQueue;
+mod gate;
+mod poll;
 mod requests;
 mod timers;
 

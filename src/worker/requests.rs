@@ -19,9 +19,11 @@
 //!    with its next request (or closes, without keep-alive). The poll timeout is capped at
 //!    [`super::PARK_RETRY`] while any publish is parked, so the limit is kept to within a
 //!    retry period (a loop that itself is stuck answers when it wakes).
+//! 7. A publish is authorised on its head ([`super::gate`]): a refusal goes out before
+//!    `100 Continue` and before the body is buffered, and closes the connection.
 
 use crate::admission::{Refusal, RefusalReason};
-use crate::auth::{self, AuthError};
+use crate::auth::AuthError;
 use crate::conn::{
     read_once, Conn, PendingPublish, Phase, ReadResult, StreamExtra, StreamState, RESPONSE_BACKLOG_BYTES,
 };
@@ -31,10 +33,10 @@ use crate::metrics::{CloseReason, LoopStats, RejectReason};
 use std::time::Instant;
 
 use crate::route::{self, Action, RouteLimits};
-use crate::{polling, publish, sse};
+use crate::{publish, sse};
 
 use super::delivery::FanOut;
-use super::{Worker, READ_BUDGET};
+use super::{gate, Worker, READ_BUDGET};
 
 /// Request buffers larger than this are released once empty, so a connection that sent
 /// one big publish does not keep a big buffer while idle.
@@ -73,6 +75,7 @@ impl Worker {
             max_body: self.shared.config.max_body_bytes,
         };
         let mut consumed = 0;
+        let mut refused = None;
         loop {
             let Some(conn) = self.conns.get_mut(key) else { return };
             let Phase::Request(req) = &mut conn.phase else { return };
@@ -90,7 +93,17 @@ impl Worker {
                     break;
                 }
                 Parse::Partial => break,
-                Parse::NeedBody { expect_continue, .. } => {
+                Parse::NeedBody { head, expect_continue, .. } => {
+                    if !req.head_checked {
+                        req.head_checked = true;
+                        // Invariant 7: refused before 100 Continue and before the body.
+                        if let Err(refusal) = gate::publish(&self.shared, &head, conn.peer.addr(), false) {
+                            req.cors = self.shared.cors.headers_for(&head);
+                            req.buf = Vec::new();
+                            refused = Some(refusal);
+                            break;
+                        }
+                    }
                     if expect_continue && !req.continue_sent {
                         req.continue_sent = true;
                         conn.outbox.push_unbounded(http::CONTINUE.clone());
@@ -105,9 +118,14 @@ impl Worker {
                 Parse::Complete(request, n) => {
                     consumed += n;
                     req.continue_sent = false;
+                    req.head_checked = false;
                     self.handle(key, &request);
                 }
             }
+        }
+        if let Some((reason, response)) = refused {
+            // The body that follows is never read: the connection ends with this answer.
+            return self.refuse_for(key, reason, response, false);
         }
         let now = self.now_ms;
         if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
@@ -139,12 +157,10 @@ impl Worker {
             let response = self.shared.cors.preflight(request, keep_alive);
             return self.respond(key, response, keep_alive);
         }
-        // Authorize publishers before their body is parsed and encoded.
-        if request.path == "/publish" && request.method == "POST" {
-            if let Err(e) = auth::check_publish(&self.shared.publish_auth, request, peer) {
-                let reason = auth_reason(&e);
-                return self.refuse_for(key, reason, e.response(keep_alive), keep_alive);
-            }
+        // Authorize publishers before their body is parsed and encoded (a publish whose
+        // body came with its head; others were judged on the head alone).
+        if let Err((reason, response)) = gate::publish(&self.shared, request, peer, keep_alive) {
+            return self.refuse_for(key, reason, response, keep_alive);
         }
         let c = &self.shared.config;
         let limits = RouteLimits { max_topics: c.max_topics_per_stream, max_frame: c.outbox_max_bytes };
@@ -184,13 +200,8 @@ impl Worker {
             Ok(action) if action.is_admin() && admin_elsewhere => {
                 self.refuse(key, &Reject::NotFound, keep_alive)
             }
-            Ok(Action::Latest { topic }) => {
-                let response = polling::latest(&self.history, &topic, now, keep_alive);
-                self.respond(key, response, keep_alive);
-            }
-            Ok(Action::EventsAfter { topic, after, limit }) => {
-                let response = polling::events_after(&self.history, &topic, after, limit, now, keep_alive);
-                self.respond(key, response, keep_alive);
+            Ok(action @ (Action::Latest { .. } | Action::EventsAfter { .. })) => {
+                self.serve_poll(key, request, action, keep_alive)
             }
             Ok(Action::Healthz) => {
                 if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
@@ -236,7 +247,13 @@ impl Worker {
     }
 
     /// Answers a refused request with a prepared response and counts the reason.
-    fn refuse_for(&mut self, key: usize, reason: RejectReason, response: bytes::Bytes, keep_alive: bool) {
+    pub(super) fn refuse_for(
+        &mut self,
+        key: usize,
+        reason: RejectReason,
+        response: bytes::Bytes,
+        keep_alive: bool,
+    ) {
         let Some(conn) = self.conns.get_mut(key) else { return };
         log::debug!("loop {} conn {key} peer {}: refused ({})", self.index, conn.peer, reason.label());
         self.stats().rejected(reason);
@@ -417,7 +434,7 @@ impl Worker {
     }
 }
 
-fn auth_reason(e: &AuthError) -> RejectReason {
+pub(super) fn auth_reason(e: &AuthError) -> RejectReason {
     match e {
         AuthError::Unauthorized(_) => RejectReason::Unauthorized,
         AuthError::Forbidden(_) => RejectReason::Forbidden,
