@@ -11,9 +11,14 @@
 //! 2. A topic remembers the newest id it has dropped (`dropped_up_to`); a resume from an
 //!    older id is told of the loss as a gap, never silently.
 //! 3. At most `max_topics` topics and `max_total_bytes` bytes are kept; past either the topic
-//!    published least recently is forgotten and `floor` rises to its newest id. Ids at or below `floor` on a topic this
-//!    loop knows nothing of may have been lost, so a resume from there gets a gap too. The
-//!    floor starts just below this process's first id: events from before a restart are gone.
+//!    published least recently is forgotten and `floor` rises to its newest id. The floor
+//!    starts just below this process's first id (events from before a restart are gone), and
+//!    with history off (`max_events == 0`) it follows every event.
+//! 4. This loop vouches for no id at or below `floor` on a topic it holds no ring for, and
+//!    a ring created later starts with `dropped_up_to = floor`: a topic first seen (or seen
+//!    again after being forgotten) never hides what came before it. So a resume or a poll
+//!    from any id below the floor is told of the loss as a gap, on every topic. `after == 0`
+//!    is no position at all and is told of nothing.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -95,6 +100,8 @@ impl History {
     /// Retains `event` (invariant 1); forgets the least recent topic past `max_topics`.
     pub fn record(&mut self, event: &Arc<Event>) {
         if self.limits.max_events == 0 {
+            // Nothing is kept, so nothing up to here can be vouched for (invariant 4).
+            self.floor = self.floor.max(event.id);
             return;
         }
         let ring = match self.topics.get_mut(&event.topic) {

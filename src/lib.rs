@@ -390,7 +390,10 @@ impl Publisher {
         }
         match self.hub.try_publish(&send, None)?.first() {
             Some(&id) => Ok(Some(id).filter(|&id| id != hub::SUPERSEDED)),
-            None => Err(PublishError::Full),
+            None => {
+                self.hub.throttle.abandon(&send);
+                Err(PublishError::Full)
+            }
         }
     }
 

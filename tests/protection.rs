@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sse_edge::metrics::RejectReason;
 use sse_edge::{CloseReason, Config};
 use util::*;
@@ -216,16 +215,6 @@ fn connect_rate_per_ip_refuses_past_the_burst_with_a_raw_429_and_refills() {
     let id = publish_from(ip(3), addr, "a", "after the refill", None);
     assert_next(&mut sub, id, "after the refill");
     assert_next(&mut again, id, "after the refill");
-}
-
-/// An HS256 subscribe token.
-fn mint(key: &[u8], sub: &str, topics: &[&str], exp: u64) -> String {
-    let claims = serde_json::json!({ "sub": sub, "topics": topics, "exp": exp });
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).unwrap()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn bearer(token: &str) -> String {

@@ -393,6 +393,12 @@ impl Worker {
     fn close(&mut self, key: usize, reason: CloseReason) {
         let Some(mut conn) = self.conns.try_remove(key) else { return };
         let phase = std::mem::replace(&mut conn.phase, Phase::Lingering { until_ms: 0 });
+        if let Phase::Request(req) = &phase {
+            if let Some(p) = &req.pending {
+                // A parked publish that will never be sequenced (throttle invariant 6).
+                self.shared.hub.throttle.abandon(&p.events[p.ids.len()..]);
+            }
+        }
         self.leave_stream(phase);
         self.health_waiting.retain(|(k, _)| *k != key);
         if let Err(e) = self.poll.registry().deregister(&mut conn.sock) {

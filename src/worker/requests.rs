@@ -20,7 +20,9 @@
 //!    [`super::PARK_RETRY`] while any publish is parked, so the limit is kept to within a
 //!    retry period (a loop that itself is stuck answers when it wakes).
 //! 7. A publish is authorised on its head ([`super::gate`]): a refusal goes out before
-//!    `100 Continue` and before the body is buffered, and closes the connection.
+//!    `100 Continue` and before the body is buffered, and closes the connection. Any other
+//!    request that announces a body is refused `413` the same way: only `POST /publish`
+//!    takes one, so no path lets a client pin `--max-body-bytes` of buffer.
 
 use crate::admission::{Refusal, RefusalReason};
 use crate::auth::AuthError;
@@ -97,6 +99,15 @@ impl Worker {
                     if !req.head_checked {
                         req.head_checked = true;
                         // Invariant 7: refused before 100 Continue and before the body.
+                        if !(head.method == "POST" && head.path == "/publish") {
+                            req.buf = Vec::new();
+                            let reject = Reject::PayloadTooLarge(format!(
+                                "{} {} takes no request body (only POST /publish does)",
+                                head.method, head.path
+                            ));
+                            self.refuse(key, &reject, false);
+                            break;
+                        }
                         if let Err(refusal) = gate::publish(&self.shared, &head, conn.peer.addr(), false) {
                             req.cors = self.shared.cors.headers_for(&head);
                             req.buf = Vec::new();
@@ -324,7 +335,8 @@ impl Worker {
         if let Some(after) = last_event_id {
             // An id this node never issued (another node's, or from before a clock jump):
             // its position is unknown, so resume from this process's first id — the client
-            // gets the gap notice for anything older and every retained event.
+            // gets every retained event. Nothing before that can be told apart from what it
+            // already saw, so no gap is reported for it.
             let after = if after >= self.shared.hub.next_id() {
                 log::debug!("loop {} conn {key}: Last-Event-ID {after} was never issued here", self.index);
                 self.shared.hub.first_id().saturating_sub(1)
@@ -403,6 +415,7 @@ impl Worker {
             pending.ids.len(),
         );
         self.stats().rejected(RejectReason::PublishTimeout);
+        self.shared.hub.throttle.abandon(&pending.events[pending.ids.len()..]);
         let body = publish::timed_out_body(&pending.answer(), waited_ms);
         let response = http::response(
             503,
