@@ -140,6 +140,8 @@ pub struct Report {
     pub user_bytes_per_stream: u64,
     /// `--fd-reserve`.
     pub fd_reserve: u64,
+    /// `--request-reserve`: connections for short requests beyond the stream capacity.
+    pub request_reserve: u64,
     /// Memory set aside for history (`--history-max-total-bytes`).
     pub history_reserved_bytes: u64,
     /// `--max-connections` (0: derived from the open-file limit).
@@ -210,7 +212,9 @@ pub fn read_host() -> Readings {
 
 /// Computes capacity, binding limit and advice from `r` for the server `config` describes.
 pub fn assess(r: &Readings, config: &Config) -> Report {
-    let reserve = config.fd_reserve as u64;
+    // Descriptors no stream can take: `--fd-reserve`, and the connections kept for short
+    // requests past the stream capacity (`--request-reserve`).
+    let reserve = config.fd_reserve.saturating_add(config.request_reserve) as u64;
     let history = config.history_max_total_bytes as u64;
     let per_stream = KERNEL_BYTES_PER_STREAM + USER_BYTES_PER_STREAM;
     let page = r.page_size.max(1);
@@ -218,8 +222,11 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
     let mut bounds = Vec::new();
     if let Some(hard) = r.nofile_hard {
         let soft = r.nofile_soft.map_or("?".into(), |s| s.to_string());
-        let how =
-            format!("hard limit {hard} (soft {soft} is raised to it at start) − --fd-reserve {reserve}");
+        let how = format!(
+            "hard limit {hard} (soft {soft} is raised to it at start) − --fd-reserve {} − \
+             --request-reserve {}",
+            config.fd_reserve, config.request_reserve
+        );
         bounds.push(Bound { limit: Limit::OpenFiles, streams: hard.saturating_sub(reserve), how });
     }
     if let (Some(max), Some(used)) = (r.file_max, r.files_in_use) {
@@ -258,7 +265,7 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
     };
     let server_max_connections = r.nofile_hard.map(|hard| {
         let fd = FdLimits { soft_before: r.nofile_soft.unwrap_or(hard), soft: hard, hard };
-        rlimits::max_connections(fd, config.fd_reserve, config.max_connections) as u64
+        rlimits::max_connections(fd, reserve as usize, config.max_connections) as u64
     });
     let mut advice = Vec::new();
     for b in bounds.iter().filter(|b| b.streams < target) {
@@ -288,7 +295,8 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
         readings: r.clone(),
         kernel_bytes_per_stream: KERNEL_BYTES_PER_STREAM,
         user_bytes_per_stream: USER_BYTES_PER_STREAM,
-        fd_reserve: reserve,
+        fd_reserve: config.fd_reserve as u64,
+        request_reserve: config.request_reserve as u64,
         history_reserved_bytes: history,
         max_connections: configured,
         server_max_connections,
@@ -470,10 +478,12 @@ impl fmt::Display for Report {
         }?;
         writeln!(
             f,
-            "the server would start with max connections {} (--max-connections {}, --fd-reserve {})",
+            "the server would start with max connections {} (--max-connections {}, --fd-reserve {}, \
+             --request-reserve {})",
             opt(self.server_max_connections),
             self.max_connections,
-            self.fd_reserve
+            self.fd_reserve,
+            self.request_reserve
         )?;
         if !self.reachable {
             writeln!(

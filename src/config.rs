@@ -138,11 +138,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub publish_wait_timeout_ms: u64,
 
-    /// Most open connections; 0 derives it from the open-file limit (the soft limit is raised
-    /// to the hard limit at start) minus `--fd-reserve`, and a larger value is capped by it.
-    /// Past it new connections get 503 with Retry-After.
+    /// Most open streams; 0 derives it from the open-file limit (the soft limit is raised
+    /// to the hard limit at start) minus `--fd-reserve` and `--request-reserve`, and a larger
+    /// value is capped by it. Past it a new stream gets 503 with Retry-After.
     #[arg(long, env = "SSE_EDGE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
+
+    /// Connections beyond `--max-connections` kept for short requests (publish, polling,
+    /// health, metrics), so publishers still get in when the streams fill the node; they are
+    /// counted in the descriptor budget. Past both, new connections get 503 at accept.
+    #[arg(long, env = "SSE_EDGE_REQUEST_RESERVE", default_value_t = 64)]
+    pub request_reserve: usize,
 
     /// File descriptors kept back from connections for listeners, pollers, logs and the
     /// spare descriptor that answers accepts during EMFILE.

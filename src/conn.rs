@@ -64,6 +64,8 @@ pub(crate) enum Phase {
 pub(crate) struct StreamState {
     pub memberships: Box<[Membership]>,
     pub permit: Option<Box<StreamPermit>>,
+    /// Counted in the node's stream capacity (public listener streams; handed back once).
+    pub holds_slot: bool,
 }
 
 /// A connection still sending requests.

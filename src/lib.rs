@@ -107,18 +107,21 @@ impl Server {
             Ok(fd) => {
                 max_fds = fd.soft;
                 // Each loop holds an epoll, a waker, a listener and a spare descriptor; the
-                // admin listener's connections have their own budget.
+                // admin listener's connections and short requests past the stream capacity
+                // (`--request-reserve`) have their own budgets.
                 let admin = if config.admin_listen.is_some() { worker::ADMIN_MAX_CONNECTIONS + 1 } else { 0 };
-                let overhead = config.fd_reserve + 4 * loops + admin;
+                let overhead = config.fd_reserve + 4 * loops + admin + config.request_reserve;
                 let capacity = sys::rlimits::max_connections(fd, overhead, config.max_connections);
                 log::info!(
                     "open-file limit: soft {} (was {}), hard {}; max connections {capacity} \
-                     (--max-connections {}, --fd-reserve {}, {} more for loops and admin)",
+                     (--max-connections {}, --fd-reserve {}, --request-reserve {}, {} more for \
+                     loops and admin)",
                     fd.soft,
                     fd.soft_before,
                     fd.hard,
                     config.max_connections,
                     config.fd_reserve,
+                    config.request_reserve,
                     4 * loops + admin
                 );
                 capacity
@@ -183,6 +186,7 @@ impl Server {
             stop: Default::default(),
             capacity,
             connections: Default::default(),
+            streams: Default::default(),
             admin_connections: Default::default(),
             open_fds: sys::rlimits::open_fds().unwrap_or(0).into(),
             admission: admission::Admission::new(admission::AdmissionLimits {

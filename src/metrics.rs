@@ -79,11 +79,13 @@ pub enum RejectReason {
     Draining,
     /// A publish waited `--publish-wait-timeout-ms` for hub room and was answered 503.
     PublishTimeout,
+    /// A stream request past `--max-connections` streams (503; short requests still served).
+    StreamCapacity,
 }
 
 impl RejectReason {
     /// All reasons, in counter order.
-    pub const ALL: [RejectReason; 10] = [
+    pub const ALL: [RejectReason; 11] = [
         RejectReason::Capacity,
         RejectReason::Emfile,
         RejectReason::IpStreams,
@@ -94,6 +96,7 @@ impl RejectReason {
         RejectReason::Forbidden,
         RejectReason::Draining,
         RejectReason::PublishTimeout,
+        RejectReason::StreamCapacity,
     ];
 
     /// Stable label for metrics and logs.
@@ -109,6 +112,7 @@ impl RejectReason {
             RejectReason::Forbidden => "forbidden",
             RejectReason::Draining => "draining",
             RejectReason::PublishTimeout => "publish_timeout",
+            RejectReason::StreamCapacity => "stream_capacity",
         }
     }
 

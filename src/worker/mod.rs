@@ -84,8 +84,12 @@ pub(crate) struct Shared {
     pub stats: Vec<CachePadded<LoopStats>>,
     /// Most connections the node holds (invariant 1 of [`accept`]).
     pub capacity: usize,
-    /// Open connections over all loops (touched per connection, never per event).
+    /// Open connections over all loops (touched per connection, never per event); at most
+    /// `capacity + --request-reserve` (invariant 1 of [`accept`]).
     pub connections: AtomicUsize,
+    /// Open streams from the public listener over all loops; at most `capacity` (invariant 5
+    /// of [`accept`]).
+    pub streams: AtomicUsize,
     /// Open connections on the admin listener (bounded separately).
     pub admin_connections: AtomicUsize,
     /// Open descriptors, sampled by the monitor (listing `/proc/self/fd` is too slow for a
@@ -382,6 +386,9 @@ impl Worker {
             }
             if let Some(permit) = stream.permit.take() {
                 self.shared.admission.release(*permit);
+            }
+            if stream.holds_slot {
+                self.shared.streams.fetch_sub(1, Ordering::AcqRel);
             }
             self.streams -= 1;
         }

@@ -153,11 +153,20 @@ impl Worker {
                 if self.draining() {
                     return self.refuse_for(key, RejectReason::Draining, draining_response(), false);
                 }
+                // Streams on the admin listener have its own bound (invariant 4 of accept).
+                let holds_slot = !admin;
+                if holds_slot && !self.take_stream_slot() {
+                    let response = super::accept::at_stream_capacity();
+                    return self.refuse_for(key, RejectReason::StreamCapacity, response, false);
+                }
                 let permit = match self.admit_stream(request, &topics, peer) {
                     Ok(permit) => permit,
-                    Err((reason, response)) => return self.refuse_for(key, reason, response, keep_alive),
+                    Err((reason, response)) => {
+                        self.release_stream_slot(holds_slot);
+                        return self.refuse_for(key, reason, response, keep_alive);
+                    }
                 };
-                self.start_stream(key, &topics, last_event_id, permit, cors.as_deref());
+                self.start_stream(key, &topics, last_event_id, (permit, holds_slot), cors.as_deref());
             }
             Ok(Action::Publish { events, shape }) => {
                 if self.shared.config.publish_rate_per_topic > 0.0 {
@@ -271,17 +280,17 @@ impl Worker {
         key: usize,
         topics: &[String],
         last_event_id: Option<u64>,
-        permit: Option<Box<StreamPermit>>,
+        (permit, holds_slot): (Option<Box<StreamPermit>>, bool),
         cors: Option<&str>,
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
             if let Some(permit) = permit {
                 self.shared.admission.release(*permit);
             }
-            return;
+            return self.release_stream_slot(holds_slot);
         };
         let memberships = topics.iter().map(|t| self.topics.subscribe(t, key)).collect();
-        conn.phase = Phase::Stream(Box::new(StreamState { memberships, permit }));
+        conn.phase = Phase::Stream(Box::new(StreamState { memberships, permit, holds_slot }));
         let head = match cors {
             Some(extra) => http::with_headers(http::stream_head(), extra),
             None => http::stream_head(),
