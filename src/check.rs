@@ -291,6 +291,7 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
          ({}) per stream",
         human_bytes(config.outbox_max_bytes as u64)
     ));
+    notes.push(history_note(config));
     Report {
         readings: r.clone(),
         kernel_bytes_per_stream: KERNEL_BYTES_PER_STREAM,
@@ -308,6 +309,23 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
         advice,
         notes,
     }
+}
+
+/// Frame of a typical small event planned for in [`history_note`]: `id:`, 100 bytes of
+/// data, an event name.
+const TYPICAL_FRAME_BYTES: usize = 150;
+
+/// What the history bound holds, with the same per-event cost the server counts.
+fn history_note(config: &Config) -> String {
+    let loops = config.loop_count();
+    let per_event = crate::history::event_bytes_estimate(TYPICAL_FRAME_BYTES, loops);
+    format!(
+        "history holds at most --history-max-total-bytes ({}) in memory: about {} events of \
+         {TYPICAL_FRAME_BYTES} B frames at {per_event} B each (frame, shared event and a slot \
+         in each of {loops} loops)",
+        human_bytes(config.history_max_total_bytes as u64),
+        config.history_max_total_bytes / per_event
+    )
 }
 
 /// Adds the lines that lift bound `b` to `target` streams.
@@ -593,5 +611,10 @@ mod tests {
         let sockstat = "sockets: used 5\nTCP: inuse 3 orphan 0 tw 1 alloc 4 mem 17\nUDP: inuse 0 mem 0\n";
         assert_eq!(crate::sys::rlimits::sockstat_tcp_mem_pages(sockstat), Some(17));
         assert_eq!(human_bytes(1536), "1.5 KiB");
+        let config = Config { threads: Some(2), history_max_total_bytes: 1 << 20, ..Config::default() };
+        let per_event = crate::history::event_bytes_estimate(TYPICAL_FRAME_BYTES, 2);
+        assert!(per_event > TYPICAL_FRAME_BYTES + 100, "{per_event}");
+        let note = history_note(&config);
+        assert!(note.contains(&format!("about {} events", (1 << 20) / per_event)), "{note}");
     }
 }

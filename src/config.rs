@@ -98,8 +98,9 @@ pub struct Config {
           value_parser = parse_positive_usize)]
     pub history_max_bytes: usize,
 
-    /// Frame bytes kept in history over all topics (frames are shared by all loops, so this
-    /// is the node's bound); past it the least recently published topics are forgotten.
+    /// Memory history holds over all topics: frames, the shared events and every loop's ring
+    /// slots (see `history` invariant 4; this is the node's bound); past it the least
+    /// recently published topics are forgotten.
     #[arg(long, env = "SSE_EDGE_HISTORY_MAX_TOTAL_BYTES", default_value_t = 256 << 20,
           value_parser = parse_positive_usize)]
     pub history_max_total_bytes: usize,

@@ -113,6 +113,8 @@ pub struct Hub {
     closed: AtomicBool,
     /// The publish-side throttle for `latest` events.
     pub throttle: Throttle,
+    /// Shared topic names: a retained event costs no name of its own.
+    names: crate::intern::Interner,
     /// Log every n-th published event (0: none).
     log_sample_every: u64,
 }
@@ -142,6 +144,7 @@ impl Hub {
             capacity,
             closed: AtomicBool::new(false),
             throttle: Throttle::new(latest_interval),
+            names: Default::default(),
             log_sample_every,
         };
         (hub, inboxes)
@@ -168,7 +171,9 @@ impl Hub {
 
     /// Runs `latest` events through the throttle. Returns the events to publish now and,
     /// per input event, whether the throttle held it (it goes out later, or is replaced).
-    pub fn admit(&self, events: Vec<Prepared>) -> (Vec<Prepared>, Vec<bool>) {
+    /// Topic names are interned here, so every event of a topic shares one name.
+    pub fn admit(&self, mut events: Vec<Prepared>) -> (Vec<Prepared>, Vec<bool>) {
+        self.names.intern_all(&mut events);
         let now = Instant::now();
         let mut held = Vec::with_capacity(events.len());
         let mut send = Vec::with_capacity(events.len());

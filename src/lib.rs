@@ -31,6 +31,7 @@ pub mod histogram;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod intern;
 pub mod metrics;
 mod monitor;
 pub mod outbox;

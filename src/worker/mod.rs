@@ -189,7 +189,8 @@ impl Worker {
                 max_total_bytes: c.history_max_total_bytes,
             },
             shared.hub.first_id().saturating_sub(1),
-        );
+        )
+        .shared_by(shared.hub.loops());
         Worker {
             index,
             shared,
