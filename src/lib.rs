@@ -37,6 +37,7 @@ mod monitor;
 pub mod outbox;
 pub mod polling;
 pub mod publish;
+mod room;
 pub mod route;
 pub mod sse;
 pub mod sys;
@@ -371,9 +372,6 @@ pub struct Publisher {
     max_frame: usize,
 }
 
-/// Longest sleep between retries of a blocking publish while the hub is full.
-const PUBLISH_BACKOFF_MAX: Duration = Duration::from_millis(2);
-
 impl Publisher {
     fn prepare(&self, msgs: &[Message]) -> Result<Vec<publish::Prepared>, PublishError> {
         msgs.iter()
@@ -396,7 +394,8 @@ impl Publisher {
         }
     }
 
-    /// Publishes one event, waiting (sleeping, never spinning) while a loop's queue is full.
+    /// Publishes one event, waiting (woken when a loop frees room, never spinning) while a
+    /// loop's queue is full.
     /// `Ok(None)` as for [`Publisher::try_publish`].
     pub fn publish(&self, msg: &Message) -> Result<Option<u64>, PublishError> {
         Ok(self.publish_batch(std::slice::from_ref(msg))?[0])
@@ -408,14 +407,11 @@ impl Publisher {
     pub fn publish_batch(&self, msgs: &[Message]) -> Result<Vec<Option<u64>>, PublishError> {
         let (send, held) = self.hub.admit(self.prepare(msgs)?);
         let mut ids = Vec::with_capacity(send.len());
-        let mut backoff = Duration::from_micros(50);
         while ids.len() < send.len() {
             let got = self.hub.try_publish(&send[ids.len()..], None)?;
             if got.is_empty() {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(PUBLISH_BACKOFF_MAX);
+                self.hub.wait_for_room();
             } else {
-                backoff = Duration::from_micros(50);
                 ids.extend(got);
             }
         }

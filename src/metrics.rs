@@ -152,6 +152,7 @@ pub struct LoopStats {
     pub(crate) writes: AtomicU64,
     pub(crate) heartbeats: AtomicU64,
     pub(crate) publish_waits: AtomicU64,
+    pub(crate) publish_retries: AtomicU64,
     pub(crate) intake_pauses: AtomicU64,
     pub(crate) shed: AtomicU64,
     /// Longest iteration since the previous timer tick, in microseconds.
@@ -241,6 +242,8 @@ pub struct Stats {
     pub heartbeats: u64,
     /// Times a publisher had to wait for room in the hub queues.
     pub publish_waits: u64,
+    /// Retries of parked publishes (after a wake-up that room was freed, or the fallback).
+    pub publish_retries: u64,
     /// Times a loop stopped taking hub events until it had written a pass, because it was
     /// behind on writing (a writable stream's outbox over half full).
     pub intake_pauses: u64,
@@ -306,6 +309,7 @@ impl Stats {
             s.writes += get(&l.writes);
             s.heartbeats += get(&l.heartbeats);
             s.publish_waits += get(&l.publish_waits);
+            s.publish_retries += get(&l.publish_retries);
             s.intake_pauses += get(&l.intake_pauses);
             s.shed += get(&l.shed);
             s.loop_lag_seconds = s.loop_lag_seconds.max(get(&l.loop_lag_us) as f64 / 1e6);

@@ -89,3 +89,65 @@ fn at_stream_capacity_publishers_are_served_from_the_request_reserve() {
         expect_event(sub, id, "recovered");
     }
 }
+
+/// A publish parked on a full hub is woken when the loop that was behind drains its channel,
+/// not retried every millisecond under the hub's lock while it waits.
+#[test]
+fn parked_publishers_are_woken_when_room_frees_not_polled() {
+    const QUEUE: usize = 4;
+    const BATCH: usize = 3 * QUEUE;
+    // SO_REUSEPORT spreads these over both loops; the ones on loop 1 park while loop 0
+    // sleeps (all landing on loop 0 has a chance of 2^-16).
+    const PUBLISHERS: usize = 16;
+    const BLOCK: std::time::Duration = std::time::Duration::from_secs(2);
+    let server = TestServer::start(Config {
+        threads: Some(2),
+        hub_queue_events: QUEUE,
+        publish_wait_timeout_ms: 0,
+        status_interval_ms: 0,
+        ..Config::loopback()
+    });
+    let mut sub = SseClient::connect(server.addr, "/events?topic=parked");
+    server.wait_stats("stream", |s| s.streams == 1);
+
+    // Loop 0 sleeps inside its hub drain: its channel fills after QUEUE events.
+    assert!(server.handle().debug_block_loop(0, BLOCK));
+    let body: String = (0..BATCH).map(|n| format!("{{\"topic\":\"parked\",\"data\":\"{n}\"}}\n")).collect();
+    let request = publish_request("", Some("application/x-ndjson"), body.as_bytes());
+    let mut clients: Vec<Client> = (0..PUBLISHERS).map(|_| Client::connect(server.addr)).collect();
+    for c in &mut clients {
+        c.send(&request);
+    }
+    // Every publisher is answered once loop 0 wakes and drains: all its events sequenced.
+    let mut sequenced = Vec::new();
+    for (n, c) in clients.iter_mut().enumerate() {
+        let r = c.read_response();
+        assert_eq!(r.status, 202, "publisher {n}: {}", r.text());
+        let ids: Vec<u64> =
+            r.json()["ids"].as_array().expect("ids").iter().filter_map(|v| v.as_u64()).collect();
+        assert_eq!(ids.len(), BATCH, "publisher {n}: {}", r.text());
+        sequenced.extend(ids);
+    }
+    sequenced.sort_unstable();
+    let mut delivered = Vec::with_capacity(sequenced.len());
+    while delivered.len() < sequenced.len() {
+        let e = sub.next_event().unwrap_or_else(|e| panic!("after {} events: {e}", delivered.len()));
+        if e.id.is_some() {
+            delivered.push(e.id_u64());
+        }
+    }
+    assert_eq!(delivered, sequenced, "every sequenced event, once, in id order");
+
+    // Polling every millisecond retried the parked publishes ~14,000 times in all (~2,000
+    // each while loop 0 slept); woken ones are retried per wake-up (and every
+    // ROOM_WAIT_FALLBACK without one): ~1,000-1,500 here, mostly once loop 0 drains.
+    let s = server.stats();
+    eprintln!("{} parked publishes, {} retries", s.publish_waits, s.publish_retries);
+    assert!(s.publish_waits >= 1, "some publisher parked on loop 1: {s:#?}");
+    assert!(
+        s.publish_retries < 200 * s.publish_waits,
+        "{} retries for {} parked publishes",
+        s.publish_retries,
+        s.publish_waits
+    );
+}
