@@ -68,7 +68,7 @@ pub const EVENT_OVERHEAD_BYTES: usize =
 /// One slot of a ring (`VecDeque<Arc<Event>>`), per loop, per unit of capacity.
 pub const SLOT_BYTES: usize = size_of::<Arc<Event>>();
 
-/// One ring's entries, per loop: its map entry (key and [`Ring`]) and its recency entry,
+/// One ring's entries, per loop: its map entry (key and `Ring`) and its recency entry,
 /// doubled for the maps' spare room (hash tables grow by doubling, B-tree nodes are at
 /// least half full).
 pub const RING_OVERHEAD_BYTES: usize = 2 * (size_of::<(Arc<str>, Ring)>() + size_of::<(u64, Arc<str>)>());

@@ -12,7 +12,7 @@
 //!    ids than events (possibly none) and retries later: a loop parks the publishing
 //!    connection (TCP pushes back on the client), the embedded `publish` waits and retries,
 //!    `try_publish` returns `Full`. Waiters are woken when a loop drains its channel
-//!    ([`crate::room`]), with a bounded fallback, so nobody retries on a timer.
+//!    (`room.rs`), with a bounded fallback, so nobody retries on a timer.
 //! 4. Ids start at the wall clock in microseconds, so a restarted node never reissues an id
 //!    a client already saw and resumes from.
 
