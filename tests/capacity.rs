@@ -48,7 +48,8 @@ fn at_stream_capacity_publishers_are_served_from_the_request_reserve() {
             expect_event(sub, id, &format!("full {i}"));
         }
     }
-    assert_eq!(http_get(addr, "/healthz").status, 200, "health is served at stream capacity");
+    assert_eq!(http_get(addr, "/metrics").status, 200, "metrics are served at stream capacity");
+    assert_eq!(http_get(addr, "/topics/cap/latest").status, 200, "polling is served at stream capacity");
 
     // The N+1th stream is refused with 503 + Retry-After, under its own reason, and its
     // connection is closed (it would hold a place of the reserve).
