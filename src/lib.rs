@@ -139,7 +139,8 @@ impl Server {
         };
         if capacity == 0 {
             return Err(StartError::Config(ConfigError(
-                "no file descriptors left for connections: raise the open-file limit or lower --fd-reserve"
+                "no file descriptors left for streams: raise the open-file limit or lower --fd-reserve \
+                 or --request-reserve"
                     .into(),
             )));
         }
