@@ -181,7 +181,7 @@ mod tests {
         for pick in [0, 98, 40, 0, 50, 7, 90, 3] {
             let (_, m) = held.remove(pick.min(held.len() - 1));
             idx.unsubscribe(m);
-            idx.unsubscribe(m); // a second unsubscribe of the same handle is harmless
+            idx.unsubscribe(m); // again, before the entry is reused: harmless
             let mut subs: Vec<usize> = idx.subscribers("t").collect();
             subs.sort_unstable();
             let mut want: Vec<usize> = held.iter().map(|&(c, _)| c).collect();
