@@ -246,7 +246,7 @@ pub fn render(s: &Scrape) -> String {
     o.sample("sse_overload_mode", "", u8::from(s.overload));
     o.family("sse_history_events", "gauge", "Events retained for resume and polling.");
     o.sample("sse_history_events", "", s.history_events);
-    o.family("sse_history_bytes", "gauge", "Frame bytes referenced by history.");
+    o.family("sse_history_bytes", "gauge", "Memory history holds (frames, shared events, ring slots), as counted against --history-max-total-bytes.");
     o.sample("sse_history_bytes", "", s.history_bytes);
     let p = &s.process;
     o.family("process_open_fds", "gauge", "Open file descriptors.");

@@ -111,6 +111,10 @@ impl Worker {
                 LoopMsg::Block(d) => std::thread::sleep(d),
             }
         }
+        if drained > 0 {
+            // Wake the publishers parked on a full channel (any loop's, and embedded ones).
+            self.shared.hub.room_freed();
+        }
         self.drain_more = drained == DRAIN_BUDGET || tally.pushes >= FANOUT_BUDGET;
         if tally.behind {
             self.write_behind = self.dirty.streams_len().max(1);

@@ -5,8 +5,10 @@
 //!    for hub room wait with it (nothing is reordered, nothing is dropped).
 //! 2. While a publish waits (the connection is *parked*), the socket is not read: the
 //!    client's bytes stay in the kernel buffers and TCP flow control slows the publisher.
-//!    The loop itself never blocks; it retries parked publishes every
-//!    [`super::PARK_RETRY`].
+//!    The loop itself never blocks; a parked publish is retried when a loop that drained
+//!    its hub channel wakes this one ([`crate::room`]), or after
+//!    [`crate::room::ROOM_WAIT_FALLBACK`] without a wake-up, never on a timer per
+//!    millisecond.
 //! 3. The request buffer holds at most one incomplete request plus one read chunk: complete
 //!    requests are handled after every read.
 //! 4. After `GET /events` the buffer is dropped with whatever followed the request.
@@ -17,8 +19,8 @@
 //!    incomplete past the limit is answered `503` + `Retry-After: 1` with the ids sequenced
 //!    so far (`null` for the rest), counted as `publish_timeout`, and the connection goes on
 //!    with its next request (or closes, without keep-alive). The poll timeout is capped at
-//!    [`super::PARK_RETRY`] while any publish is parked, so the limit is kept to within a
-//!    retry period (a loop that itself is stuck answers when it wakes).
+//!    [`crate::room::ROOM_WAIT_FALLBACK`] while any publish is parked, so the limit is kept to
+//!    within that (a loop that itself is stuck answers when it wakes).
 //! 7. A publish is authorised on its head ([`super::gate`]): a refusal goes out before
 //!    `100 Continue` and before the body is buffered, and closes the connection. Any other
 //!    request that announces a body is refused `413` the same way: only `POST /publish`
@@ -182,11 +184,20 @@ impl Worker {
                 if self.draining() {
                     return self.refuse_for(key, RejectReason::Draining, draining_response(), false);
                 }
+                // Streams on the admin listener have its own bound (invariant 4 of accept).
+                let holds_slot = !admin;
+                if holds_slot && !self.take_stream_slot() {
+                    let response = super::accept::at_stream_capacity();
+                    return self.refuse_for(key, RejectReason::StreamCapacity, response, false);
+                }
                 let extra = match self.admit_stream(request, &topics, peer) {
                     Ok(extra) => extra,
-                    Err((reason, response)) => return self.refuse_for(key, reason, response, keep_alive),
+                    Err((reason, response)) => {
+                        self.release_stream_slot(holds_slot);
+                        return self.refuse_for(key, reason, response, keep_alive);
+                    }
                 };
-                self.start_stream(key, &topics, last_event_id, extra, cors.as_deref());
+                self.start_stream(key, &topics, last_event_id, (extra, holds_slot), cors.as_deref());
             }
             Ok(Action::Publish { events, shape }) => {
                 if self.shared.config.publish_rate_per_topic > 0.0 {
@@ -308,14 +319,14 @@ impl Worker {
         key: usize,
         topics: &[String],
         last_event_id: Option<u64>,
-        extra: Option<Box<StreamExtra>>,
+        (extra, holds_slot): (Option<Box<StreamExtra>>, bool),
         cors: Option<&str>,
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
             if let Some(permit) = extra.and_then(|x| x.permit) {
                 self.shared.admission.release(permit);
             }
-            return;
+            return self.release_stream_slot(holds_slot);
         };
         let memberships = topics.iter().map(|t| self.topics.subscribe(t, key)).collect();
         conn.phase = Phase::Stream(Box::new(StreamState { memberships, extra }));
@@ -392,6 +403,8 @@ impl Worker {
         let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { return };
         req.pending = Some(pending);
         self.parked.push(key);
+        // Wait for a wake-up; with room already there, the next poll returns at once.
+        self.shared.hub.await_room(self.index);
         if first_wait {
             LoopStats::add(&self.stats().publish_waits, 1);
         }
@@ -430,10 +443,14 @@ impl Worker {
     /// Retries every parked publish; a connection that got through resumes its requests and
     /// its reads (its socket may hold bytes no readiness edge will announce again).
     pub(super) fn retry_parked(&mut self) {
-        if self.parked.is_empty() {
+        if self.parked.is_empty()
+            || (self.shared.hub.room_awaited(self.index) && self.now_ms < self.park_retry_at_ms)
+        {
             return;
         }
+        self.park_retry_at_ms = self.now_ms + crate::room::ROOM_WAIT_FALLBACK.as_millis() as u64;
         let parked = std::mem::take(&mut self.parked);
+        LoopStats::add(&self.stats().publish_retries, parked.len() as u64);
         for key in parked {
             let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { continue };
             let Some(pending) = req.pending.take() else { continue };
