@@ -74,7 +74,7 @@ fuzz_target!(|data: &[u8]| {
     let text = std::str::from_utf8(body).expect("accepted bodies are UTF-8");
     let form = content_type.map(|ct| ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase());
     let query_value = |name: &str| {
-        http::query_pairs(query).ok()?.into_iter().filter(|(k, _)| k == name).map(|(_, v)| v).last()
+        http::query_pairs(query).ok()?.into_iter().filter(|(k, _)| k == name).map(|(_, v)| v).next_back()
     };
     match form.as_deref() {
         Some("application/json") => {
