@@ -37,18 +37,64 @@ pub fn validate(name: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Membership(u32);
 
-/// Where a membership lives: its topic and its position in the topic's subscriber list.
-#[derive(Debug)]
+/// Where a membership lives: its topic and its position in the topic's subscriber list. A
+/// vacant entry has `topic == VACANT` and chains the free list through `pos`.
+#[derive(Debug, Clone, Copy)]
 struct Entry {
     topic: u32,
     pos: u32,
 }
 
+/// `Entry::topic` of a vacant entry (topic keys never reach it: see [`to_u32`]).
+const VACANT: u32 = u32::MAX;
+
+/// The membership entries: 8 bytes each, with an intrusive free list (a `Slab` would spend
+/// 16 bytes an entry, and every idle stream pays per membership).
+#[derive(Debug, Default)]
+struct Entries {
+    slots: Vec<Entry>,
+    /// First vacant slot.
+    free: Option<u32>,
+    live: usize,
+}
+
+impl Entries {
+    fn insert(&mut self, entry: Entry) -> u32 {
+        self.live += 1;
+        match self.free {
+            Some(i) => {
+                let slot = &mut self.slots[i as usize];
+                self.free = (slot.pos != VACANT).then_some(slot.pos);
+                *slot = entry;
+                i
+            }
+            None => {
+                self.slots.push(entry);
+                to_u32(self.slots.len() - 1)
+            }
+        }
+    }
+
+    fn try_remove(&mut self, i: u32) -> Option<Entry> {
+        let slot = self.slots.get_mut(i as usize).filter(|e| e.topic != VACANT)?;
+        let entry = *slot;
+        *slot = Entry { topic: VACANT, pos: self.free.unwrap_or(VACANT) };
+        self.free = Some(i);
+        self.live -= 1;
+        Some(entry)
+    }
+
+    fn get_mut(&mut self, i: u32) -> Option<&mut Entry> {
+        self.slots.get_mut(i as usize).filter(|e| e.topic != VACANT)
+    }
+}
+
 #[derive(Debug)]
 struct Topic {
     name: Arc<str>,
-    /// Dense: (connection, membership) for every subscriber, in no particular order.
-    subscribers: Vec<(usize, Membership)>,
+    /// Dense: (connection, membership) for every subscriber, in no particular order; 8 bytes
+    /// each (connection keys are bounded by the fd limit, see [`to_u32`]).
+    subscribers: Vec<(u32, Membership)>,
 }
 
 /// A topic's subscriber list keeps at least this capacity when it shrinks (shrinking
@@ -60,7 +106,7 @@ const MIN_SUBSCRIBER_CAPACITY: usize = 8;
 pub struct TopicIndex {
     by_name: HashMap<Arc<str>, usize>,
     topics: Slab<Topic>,
-    entries: Slab<Entry>,
+    entries: Entries,
 }
 
 impl TopicIndex {
@@ -81,23 +127,22 @@ impl TopicIndex {
             }
         };
         let subscribers = &mut self.topics[topic].subscribers;
-        let m = Membership(to_u32(
-            self.entries.insert(Entry { topic: to_u32(topic), pos: to_u32(subscribers.len()) }),
-        ));
-        subscribers.push((conn, m));
+        let m =
+            Membership(self.entries.insert(Entry { topic: to_u32(topic), pos: to_u32(subscribers.len()) }));
+        subscribers.push((to_u32(conn), m));
         m
     }
 
     /// Removes one membership in O(1) (invariant 1); drops the topic when it was the last.
     pub fn unsubscribe(&mut self, m: Membership) {
-        let Some(entry) = self.entries.try_remove(m.0 as usize) else { return };
+        let Some(entry) = self.entries.try_remove(m.0) else { return };
         let t = entry.topic as usize;
         let Some(topic) = self.topics.get_mut(t) else { return };
         let pos = entry.pos as usize;
         if pos < topic.subscribers.len() {
             topic.subscribers.swap_remove(pos);
             if let Some(&(_, moved)) = topic.subscribers.get(pos) {
-                if let Some(e) = self.entries.get_mut(moved.0 as usize) {
+                if let Some(e) = self.entries.get_mut(moved.0) {
                     e.pos = entry.pos;
                 }
             }
@@ -120,7 +165,7 @@ impl TopicIndex {
             .get(name)
             .and_then(|&t| self.topics.get(t))
             .into_iter()
-            .flat_map(|topic| topic.subscribers.iter().map(|&(conn, _)| conn))
+            .flat_map(|topic| topic.subscribers.iter().map(|&(conn, _)| conn as usize))
     }
 
     /// Topics with at least one subscriber.
@@ -130,7 +175,7 @@ impl TopicIndex {
 
     /// Total (connection, topic) memberships.
     pub fn membership_count(&self) -> usize {
-        self.entries.len()
+        self.entries.live
     }
 
     /// Capacity of `name`'s subscriber list (what a fan-out over it could walk at most).
@@ -140,8 +185,12 @@ impl TopicIndex {
 }
 
 fn to_u32(n: usize) -> u32 {
-    // Slab keys are bounded by the connection count (the fd limit) times topics per stream.
-    u32::try_from(n).unwrap_or_else(|_| panic!("topic index key {n} exceeds u32"))
+    // Keys are bounded by the connection count (the fd limit) times topics per stream, far
+    // below `VACANT`.
+    u32::try_from(n)
+        .ok()
+        .filter(|&k| k != VACANT)
+        .unwrap_or_else(|| panic!("topic index key {n} exceeds u32"))
 }
 
 #[cfg(test)]
