@@ -109,7 +109,17 @@ fn fill_until_blocked(server: &TestServer, topic: &str) {
 
 fn fast_ticks() -> Config {
     // Gauges (write_blocked, outbox bytes) refresh on the timer tick: heartbeat / 4.
-    Config { threads: Some(1), heartbeat_ms: 100, stall_timeout_ms: 60_000, ..Config::loopback() }
+    // A fixed kernel send buffer: once a non-reading client's socket is full it stays full.
+    // With only the default low-water mark, the client's receive window (autotuned) can
+    // open again for a moment and take one more frame, which these tests count exactly.
+    Config {
+        threads: Some(1),
+        heartbeat_ms: 100,
+        stall_timeout_ms: 60_000,
+        send_buffer_bytes: 65_536,
+        notsent_lowat_bytes: 0,
+        ..Config::loopback()
+    }
 }
 
 #[test]
