@@ -129,6 +129,8 @@ pub(crate) struct PendingPublish {
     /// Loop clock (ms) when the publish was first parked; `--publish-wait-timeout-ms` counts
     /// from here.
     pub parked_since_ms: Option<u64>,
+    /// With `--bus`: the part of `events` handed to the bus and not yet answered.
+    pub ticket: Option<std::sync::Arc<crate::bus::Ticket>>,
 }
 
 impl PendingPublish {

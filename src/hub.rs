@@ -93,6 +93,9 @@ pub enum PublishError {
     /// The server is shutting down.
     #[error("server is shut down")]
     Closed,
+    /// The bus (`--bus`) did not take the event; retry later. The text says why.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What the hub's lock protects: the id counter and the per-class publish counters
@@ -163,6 +166,45 @@ impl Hub {
     /// The first id this process assigns; anything below predates it.
     pub fn first_id(&self) -> u64 {
         self.first_id
+    }
+
+    /// With a bus: the bus decides ids; `first` is the first id this process can know of
+    /// (anything below predates it) and `next` the id the bus hands out next. Called once,
+    /// before the loops start.
+    pub(crate) fn start_at(&mut self, first: u64, next: u64) {
+        self.first_id = first;
+        self.seq.get_mut().unwrap_or_else(|p| p.into_inner()).next_id = next;
+        *self.issued_below.get_mut() = next;
+    }
+
+    /// Hands events the bus already sequenced to every loop, in order, as many as every
+    /// channel has room for (invariant 2); returns how many. The caller retries the rest.
+    pub(crate) fn deliver(&self, events: &[Arc<Event>]) -> usize {
+        let take = {
+            let mut seq = self.lock();
+            let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
+            let take = room.min(events.len());
+            for event in &events[..take] {
+                for link in &self.links {
+                    // Room was measured under this lock (invariant 2).
+                    let _ = link.tx.try_send(LoopMsg::Event(event.clone()));
+                }
+                seq.next_id = seq.next_id.max(event.id + 1);
+            }
+            self.issued_below.store(seq.next_id, Ordering::Release);
+            take
+        };
+        if take > 0 {
+            self.wake_all_but(None);
+        }
+        take
+    }
+
+    /// Wakes loop `index` (a bus answer for a publisher parked on it is in).
+    pub(crate) fn wake_loop(&self, index: usize) {
+        if let Some(link) = self.links.get(index) {
+            let _ = link.waker.wake();
+        }
     }
 
     /// Events sequenced so far, by [`Class::index`].

@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod bus;
 pub mod check;
 pub mod config;
 mod conn;
@@ -76,6 +77,9 @@ pub enum StartError {
         /// The OS error.
         source: io::Error,
     },
+    /// The bus (`--bus`) could not be reached or used at start.
+    #[error("--bus: {0}")]
+    Bus(bus::BusError),
     /// Another OS resource (poll instance, waker, thread) could not be created.
     #[error("{what}: {source}")]
     Io {
@@ -177,11 +181,20 @@ impl Server {
             }
             None => None,
         };
-        let (hub, inboxes) =
+        let (mut hub, inboxes) =
             Hub::new(wakers, config.hub_queue_events, latest_interval, config.log_sample_every);
+        let bus = match &config.bus.url {
+            Some(_) => {
+                let bus = bus::Bus::open(&config.bus, bus_io_timeout(&config)).map_err(StartError::Bus)?;
+                hub.start_at(bus.first_id(), bus.next_id());
+                Some(Arc::new(bus))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             stats: (0..loops).map(|_| CachePadded::new(Default::default())).collect(),
             hub: Arc::new(hub),
+            bus,
             stop: Default::default(),
             capacity,
             connections: Default::default(),
@@ -228,10 +241,20 @@ impl Server {
             threads.push(thread);
         }
         let hub = shared.hub.clone();
-        let flusher = std::thread::Builder::new()
-            .name("sse-throttle".into())
-            .spawn(move || hub.run_throttle_flusher())
-            .map_err(io_err("spawning the throttle thread"))?;
+        let mut helper_threads = Vec::new();
+        let flusher = match shared.bus.clone() {
+            Some(bus) => {
+                bus.clear_warm();
+                helper_threads.extend(bus.spawn(&hub).map_err(io_err("spawning the bus threads"))?);
+                std::thread::Builder::new()
+                    .name("sse-throttle".into())
+                    .spawn(move || bus::run_throttle_flusher(&bus, &hub))
+            }
+            None => std::thread::Builder::new()
+                .name("sse-throttle".into())
+                .spawn(move || hub.run_throttle_flusher()),
+        }
+        .map_err(io_err("spawning the throttle thread"))?;
         let c = &shared.config;
         log::info!(
             "sse-edge listening on {addr}: {loops} loops, backlog {}, outbox {} events / {} bytes, heartbeat {} ms, stall timeout {} ms",
@@ -246,8 +269,18 @@ impl Server {
             .name("sse-monitor".into())
             .spawn(move || monitor::run(watched))
             .map_err(io_err("spawning the monitor thread"))?;
-        let (loop_threads, helper_threads) = (threads, vec![flusher, monitor]);
+        helper_threads.extend([flusher, monitor]);
+        let loop_threads = threads;
         Ok(Handle { addr, admin_addr, shared, loop_threads, helper_threads })
+    }
+}
+
+/// Socket timeout of the bus's publish connection: a publish hears from the bus within
+/// about this long (bounded by `--publish-wait-timeout-ms`, at most 5 s).
+fn bus_io_timeout(config: &Config) -> Duration {
+    match config.publish_wait_timeout_ms {
+        0 => Duration::from_secs(5),
+        ms => Duration::from_millis(ms.clamp(100, 5_000)),
     }
 }
 
@@ -274,7 +307,11 @@ impl Handle {
 
     /// A cloneable, `Send` handle for publishing from this process.
     pub fn publisher(&self) -> Publisher {
-        Publisher { hub: self.shared.hub.clone(), max_frame: self.shared.config.outbox_max_bytes }
+        Publisher {
+            hub: self.shared.hub.clone(),
+            bus: self.shared.bus.clone(),
+            max_frame: self.shared.config.outbox_max_bytes,
+        }
     }
 
     /// Counters and gauges summed over all loops.
@@ -282,6 +319,9 @@ impl Handle {
         let hub = &self.shared.hub;
         let mut stats = Stats::sum(self.shared.stats.iter().map(|s| &**s), hub.queue_lengths());
         stats.published_by_class = hub.published();
+        if let Some(bus) = &self.shared.bus {
+            stats.published_by_class = bus.published();
+        }
         stats.throttled = hub.throttle.replaced();
         stats.capacity = self.shared.capacity as u64;
         stats.overloaded = self.shared.overload.load(Ordering::Acquire);
@@ -366,6 +406,7 @@ impl ShutdownTrigger {
 #[derive(Clone)]
 pub struct Publisher {
     hub: Arc<Hub>,
+    bus: Option<Arc<bus::Bus>>,
     max_frame: usize,
 }
 
@@ -388,6 +429,18 @@ impl Publisher {
         if send.is_empty() {
             return Ok(None);
         }
+        if let Some(bus) = &self.bus {
+            // The bus answers within its socket timeout; only a full window is `Full`.
+            let (ticket, _) = bus.try_submit(&send, None).ok_or(PublishError::Full)?;
+            let ids = loop {
+                match ticket.wait(Duration::from_millis(100)) {
+                    Some(outcome) => break outcome.map_err(|e| PublishError::Unavailable(e.to_string()))?,
+                    None if self.hub.is_closed() => return Err(PublishError::Closed),
+                    None => {}
+                }
+            };
+            return Ok(ids.first().copied().filter(|&id| id != hub::SUPERSEDED));
+        }
         match self.hub.try_publish(&send, None)?.first() {
             Some(&id) => Ok(Some(id).filter(|&id| id != hub::SUPERSEDED)),
             None => Err(PublishError::Full),
@@ -406,6 +459,14 @@ impl Publisher {
     pub fn publish_batch(&self, msgs: &[Message]) -> Result<Vec<Option<u64>>, PublishError> {
         let (send, held) = self.hub.admit(self.prepare(msgs)?);
         let mut ids = Vec::with_capacity(send.len());
+        if let Some(bus) = &self.bus {
+            if self.hub.is_closed() {
+                return Err(PublishError::Closed);
+            }
+            ids = bus
+                .publish_blocking(&self.hub, &send)
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        }
         let mut backoff = Duration::from_micros(50);
         while ids.len() < send.len() {
             let got = self.hub.try_publish(&send[ids.len()..], None)?;

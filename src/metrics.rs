@@ -81,11 +81,13 @@ pub enum RejectReason {
     PublishTimeout,
     /// A browser publish (`Origin` header) from an origin `--cors-origin` does not allow (403).
     Origin,
+    /// The bus (`--bus`) did not take a publish (503).
+    BusUnavailable,
 }
 
 impl RejectReason {
     /// All reasons, in counter order.
-    pub const ALL: [RejectReason; 11] = [
+    pub const ALL: [RejectReason; 12] = [
         RejectReason::Capacity,
         RejectReason::Emfile,
         RejectReason::IpStreams,
@@ -97,6 +99,7 @@ impl RejectReason {
         RejectReason::Draining,
         RejectReason::PublishTimeout,
         RejectReason::Origin,
+        RejectReason::BusUnavailable,
     ];
 
     /// Stable label for metrics and logs.
@@ -113,6 +116,7 @@ impl RejectReason {
             RejectReason::Draining => "draining",
             RejectReason::PublishTimeout => "publish_timeout",
             RejectReason::Origin => "origin",
+            RejectReason::BusUnavailable => "bus_unavailable",
         }
     }
 

@@ -130,6 +130,10 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
         },
         ..Scrape::default()
     };
+    if let Some(bus) = &shared.bus {
+        s.bus = bus.scrape();
+        s.published = bus.published();
+    }
     for (i, l) in shared.stats.iter().enumerate() {
         for (sum, c) in s.rejected.iter_mut().zip(&l.rejected) {
             *sum += get(c);

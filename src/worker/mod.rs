@@ -21,6 +21,7 @@
 mod accept;
 pub(crate) use accept::ADMIN_MAX_CONNECTIONS;
 mod admin;
+mod bus_publish;
 mod delivery;
 use delivery::FlushQueue;
 mod gate;
@@ -83,6 +84,8 @@ const ACCEPT_BACKOFF_MS: u64 = 50;
 pub(crate) struct Shared {
     pub config: Config,
     pub hub: Arc<Hub>,
+    /// The bus that sequences every event, with `--bus`.
+    pub bus: Option<Arc<crate::bus::Bus>>,
     pub stats: Vec<CachePadded<LoopStats>>,
     /// Most connections the node holds (invariant 1 of [`accept`]).
     pub capacity: usize,
@@ -188,6 +191,11 @@ impl Worker {
             },
             shared.hub.first_id().saturating_sub(1),
         );
+        let mut history = history;
+        // With a bus, a starting node's history holds the bus's newest events.
+        for event in shared.bus.iter().flat_map(|bus| bus.warm_events()) {
+            history.record(&event);
+        }
         Worker {
             index,
             shared,

@@ -194,6 +194,7 @@ impl Worker {
                     shape,
                     keep_alive,
                     parked_since_ms: None,
+                    ticket: None,
                 };
                 self.publish(key, pending);
             }
@@ -356,6 +357,9 @@ impl Worker {
     /// (invariant 2), and answers 503 once it has been parked for `--publish-wait-timeout-ms`
     /// (invariant 6).
     fn publish(&mut self, key: usize, mut pending: PendingPublish) {
+        if self.shared.bus.is_some() {
+            return self.publish_on_bus(key, pending);
+        }
         let done = pending.ids.len();
         match self.shared.hub.try_publish(&pending.events[done..], Some(self.index)) {
             Ok(ids) => pending.ids.extend(ids),
@@ -391,7 +395,7 @@ impl Worker {
     /// are delivered) and `null` for the rest, which the client may resend; a `latest` value
     /// the throttle holds is `null` too, as in the 202. The connection stays usable when
     /// keep-alive allows.
-    fn publish_timed_out(&mut self, key: usize, pending: &PendingPublish, waited_ms: u64) {
+    pub(super) fn publish_timed_out(&mut self, key: usize, pending: &PendingPublish, waited_ms: u64) {
         let Some(conn) = self.conns.get(key) else { return };
         log::info!(
             "loop {} conn {key} peer {}: publish of {} events (first topic {}) answered 503 after \

@@ -1,0 +1,259 @@
+//! Scale-out on Redis Streams (`--bus`), against a real `redis-server` per test (on a unix
+//! socket in a temp dir) and real sockets: one order for every node, every publish form,
+//! two processes on one port, Redis restarted empty, a restarted node resuming from the bus.
+
+mod util;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use sse_edge::{Config, Message};
+use util::redis::RedisServer;
+use util::{
+    http_get, spawn_sse_edge, spawn_sse_edge_on, Client, SseClient, SseEvent, TestServer, IO_TIMEOUT,
+};
+
+/// Ids must stay exact as JavaScript numbers.
+const MAX_SAFE_ID: u64 = (1 << 53) - 1;
+
+fn bus_config(redis: &RedisServer) -> Config {
+    let mut c = Config { threads: Some(2), ..Config::loopback() };
+    c.bus.url = Some(redis.url());
+    c
+}
+
+/// Publishes `body` as NDJSON envelopes on `topic`, one per line; the ids in order.
+fn publish_ndjson(addr: SocketAddr, topic: &str, data: &[&str]) -> Vec<u64> {
+    let body: String = data.iter().map(|d| format!("{{\"topic\":\"{topic}\",\"data\":\"{d}\"}}\n")).collect();
+    let r = Client::connect(addr).publish("", Some("application/x-ndjson"), body.as_bytes());
+    assert_eq!(r.status, 202, "ndjson publish: {}", r.text());
+    r.json()["ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("numeric id")).collect()
+}
+
+/// Publishes one raw event with an event name; its id.
+fn publish_raw(addr: SocketAddr, topic: &str, event: &str, data: &str) -> u64 {
+    let r = Client::connect(addr).publish(
+        &format!("topic={topic}&event={event}"),
+        Some("text/plain"),
+        data.as_bytes(),
+    );
+    assert_eq!(r.status, 202, "raw publish: {}", r.text());
+    r.json()["id"].as_u64().expect("id")
+}
+
+/// Reads events until `n` published ones arrived; panics on a gap notice.
+fn read_published(sub: &mut SseClient, n: usize) -> Vec<SseEvent> {
+    (0..n)
+        .map(|i| {
+            let e = sub.next_event().unwrap_or_else(|e| panic!("event {i} of {n}: {e}"));
+            assert!(e.id.is_some(), "unexpected notice {e:?} at {i}");
+            e
+        })
+        .collect()
+}
+
+/// (a) Two nodes on one Redis, every publish form on each in turn: every subscriber of either
+/// node sees the identical sequence of (id, event, data), ids strictly increasing below 2^53,
+/// and each publish's answer names the ids its events were delivered with.
+#[test]
+fn two_nodes_deliver_one_order_with_the_same_ids() {
+    let redis = RedisServer::start();
+    let a = TestServer::start(bus_config(&redis));
+    let b = TestServer::start(bus_config(&redis));
+    let mut subs: Vec<SseClient> = [a.addr, a.addr, b.addr, b.addr]
+        .iter()
+        .map(|&addr| SseClient::connect(addr, "/events?topic=jobs"))
+        .collect();
+    a.wait_stats("two streams on a", |s| s.streams == 2);
+    b.wait_stats("two streams on b", |s| s.streams == 2);
+
+    let mut expected: BTreeMap<u64, (Option<String>, String)> = BTreeMap::new();
+    let (pa, pb) = (a.handle().publisher(), b.handle().publisher());
+    for round in 0..4 {
+        let id = publish_raw(a.addr, "jobs", "raw", &format!("a-raw-{round}"));
+        expected.insert(id, (Some("raw".into()), format!("a-raw-{round}")));
+        let data: Vec<String> = (0..5).map(|i| format!("b-nd-{round}-{i}")).collect();
+        let refs: Vec<&str> = data.iter().map(String::as_str).collect();
+        for (id, d) in publish_ndjson(b.addr, "jobs", &refs).into_iter().zip(&data) {
+            expected.insert(id, (None, d.clone()));
+        }
+        let msg = Message::new("jobs", format!("a-emb-{round}")).event("emb");
+        let id = pa.publish(&msg).expect("embedded publish on a").expect("an id");
+        expected.insert(id, (Some("emb".into()), format!("a-emb-{round}")));
+        let id = publish_raw(b.addr, "jobs", "raw", &format!("b-raw-{round}"));
+        expected.insert(id, (Some("raw".into()), format!("b-raw-{round}")));
+        let ids = pb
+            .publish_batch(&[
+                Message::new("jobs", format!("b-emb-{round}")),
+                Message::new("other", "elsewhere"),
+            ])
+            .expect("embedded batch on b");
+        expected.insert(ids[0].expect("an id"), (None, format!("b-emb-{round}")));
+        let data: Vec<String> = (0..3).map(|i| format!("a-nd-{round}-{i}")).collect();
+        let refs: Vec<&str> = data.iter().map(String::as_str).collect();
+        for (id, d) in publish_ndjson(a.addr, "jobs", &refs).into_iter().zip(&data) {
+            expected.insert(id, (None, d.clone()));
+        }
+    }
+    let want: Vec<(u64, Option<String>, String)> =
+        expected.into_iter().map(|(id, (event, data))| (id, event, data)).collect();
+    assert_eq!(want.len(), 4 * 12);
+    for (i, sub) in subs.iter_mut().enumerate() {
+        let got: Vec<(u64, Option<String>, String)> =
+            read_published(sub, want.len()).into_iter().map(|e| (e.id_u64(), e.event, e.data)).collect();
+        assert_eq!(got, want, "subscriber {i} (0, 1 on node a; 2, 3 on node b)");
+    }
+    assert!(want.windows(2).all(|w| w[0].0 < w[1].0), "ids strictly increasing");
+    assert!(want.iter().all(|w| w.0 <= MAX_SAFE_ID), "ids below 2^53");
+    // Both nodes count what they appended.
+    let published = |s: &TestServer| s.stats().published_by_class.iter().sum::<u64>();
+    assert_eq!(published(&a) + published(&b), 4 * 13, "every event appended once (one on `other`)");
+}
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_sse-edge"))
+}
+
+/// A metric's value from a Prometheus text body.
+fn metric(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+}
+
+/// (b) Two processes share one port (`SO_REUSEPORT`), each with its own admin listener:
+/// subscribers land on both, publishes land on both, and every subscriber receives every
+/// event in the same order.
+#[test]
+fn two_processes_on_one_port_both_deliver_every_event() {
+    let redis = RedisServer::start();
+    let admin = [util::free_local_port(), util::free_local_port()];
+    let node = |admin: u16| {
+        let mut cmd = bin();
+        cmd.args(["--threads", "1", "--bus", &redis.url(), "--admin-listen", &format!("127.0.0.1:{admin}")]);
+        cmd
+    };
+    let (p1, addr) = spawn_sse_edge(node(admin[0]));
+    let (p2, _) = spawn_sse_edge_on(node(admin[1]), &addr.to_string());
+    let metrics = |i: usize| http_get(SocketAddr::from(([127, 0, 0, 1], admin[i])), "/metrics").text();
+    let streams = |i: usize| metric(&metrics(i), "sse_streams_active{loop=\"0\"}") as usize;
+    // The kernel spreads connections by hash: open streams until both processes hold some.
+    let mut subs = Vec::new();
+    while subs.len() < 64 && (subs.len() < 4 || streams(0) == 0 || streams(1) == 0) {
+        subs.push(SseClient::connect(addr, "/events?topic=shared"));
+        let deadline = Instant::now() + IO_TIMEOUT;
+        while streams(0) + streams(1) < subs.len() {
+            assert!(Instant::now() < deadline, "streams never registered");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+    assert!(streams(0) > 0 && streams(1) > 0, "64 streams all landed on one process");
+    let mut ids = Vec::new();
+    for i in 0..20 {
+        ids.push(util::publish(addr, "shared", &format!("e{i}")));
+    }
+    let published = |i: usize| metric(&metrics(i), "sse_events_published_total{class=\"reliable\"}");
+    assert!(published(0) > 0.0 && published(1) > 0.0, "20 publishes all landed on one process");
+    let mut sorted = ids.clone();
+    sorted.sort_unstable();
+    for (n, sub) in subs.iter_mut().enumerate() {
+        let got: Vec<(u64, String)> =
+            read_published(sub, 20).into_iter().map(|e| (e.id_u64(), e.data)).collect();
+        let want: Vec<(u64, String)> = sorted
+            .iter()
+            .map(|id| (*id, format!("e{}", ids.iter().position(|x| x == id).expect("published id"))))
+            .collect();
+        assert_eq!(got, want, "subscriber {n}");
+    }
+    drop((p1, p2));
+}
+
+/// (c) Redis is killed and restarted empty: publishes meanwhile get 503 + Retry-After (never
+/// a hang), the open stream stays open, the reader reconnects by itself, and the new ids are
+/// above every id handed out before (none is reused).
+#[test]
+fn redis_restarted_empty_continues_above_every_old_id() {
+    let mut redis = RedisServer::start();
+    let node = TestServer::start(Config { publish_wait_timeout_ms: 2_000, ..bus_config(&redis) });
+    let mut sub = SseClient::connect(node.addr, "/events?topic=t");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let before: Vec<u64> = (0..3).map(|i| util::publish(node.addr, "t", &format!("old{i}"))).collect();
+    let got = read_published(&mut sub, 3);
+    assert_eq!(got.iter().map(SseEvent::id_u64).collect::<Vec<_>>(), before);
+
+    redis.kill();
+    let r = Client::connect(node.addr).publish("topic=t", Some("text/plain"), b"lost");
+    assert_eq!(r.status, 503, "publish while the bus is down: {}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(r.json()["ids"], serde_json::json!([null]));
+    assert!(node.stats().rejected_for(sse_edge::metrics::RejectReason::BusUnavailable) >= 1);
+
+    redis.restart_empty();
+    // The publisher reconnects on the next publish; retry while it does.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let first_new = loop {
+        let r = Client::connect(node.addr).publish("topic=t", Some("text/plain"), b"new0");
+        if r.status == 202 {
+            break r.json()["id"].as_u64().expect("id");
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(Instant::now() < deadline, "publishing never recovered: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let second_new = util::publish(node.addr, "t", "new1");
+    assert!(first_new > before[2], "new id {first_new} must be above the old {}", before[2]);
+    assert!(second_new == first_new + 1);
+    let got = read_published(&mut sub, 2);
+    assert_eq!(
+        got.iter().map(|e| (e.id_u64(), e.data.as_str())).collect::<Vec<_>>(),
+        vec![(first_new, "new0"), (second_new, "new1")],
+        "the same stream receives the events published after the restart"
+    );
+}
+
+/// (e) A restarted node warms its history from the bus: a client resuming from an id
+/// published before the restart gets every later event, no gap, then live events.
+#[test]
+fn a_restarted_node_resumes_from_before_its_restart() {
+    let redis = RedisServer::start();
+    let first = TestServer::start(bus_config(&redis));
+    let ids: Vec<u64> = (0..6).map(|i| util::publish(first.addr, "r", &format!("v{i}"))).collect();
+    drop(first);
+    let second = TestServer::start(bus_config(&redis));
+    let c = Client::connect(second.addr);
+    let header = format!("Last-Event-ID: {}\r\n", ids[1]);
+    let mut sub = match SseClient::try_open(c, "/events?topic=r", &header).expect("open") {
+        Ok(s) => s,
+        Err(r) => panic!("resume refused: {} {}", r.status, r.text()),
+    };
+    let live = util::publish(second.addr, "r", "live");
+    let got: Vec<(u64, String)> =
+        read_published(&mut sub, 5).into_iter().map(|e| (e.id_u64(), e.data)).collect();
+    let mut want: Vec<(u64, String)> = (2..6).map(|i| (ids[i], format!("v{i}"))).collect();
+    want.push((live, "live".into()));
+    assert_eq!(got, want);
+}
+
+/// (d) Without `--bus` the node needs no Redis and keeps numbering its own events.
+#[test]
+fn without_a_bus_nothing_changes() {
+    assert_eq!(Config::default().bus.url, None);
+    let node = TestServer::with_threads(1);
+    let id = util::publish(node.addr, "t", "x");
+    assert_eq!(util::publish(node.addr, "t", "y"), id + 1);
+    let body = http_get(node.addr, "/metrics").text();
+    assert_eq!(metric(&body, "sse_bus_connected"), 0.0);
+}
+
+/// A `--bus` that cannot be reached fails the start with a message naming the option.
+#[test]
+fn an_unreachable_bus_fails_the_start() {
+    let dir = util::TempDir::new("nobus");
+    let mut c = Config::loopback();
+    c.bus.url = Some(format!("unix://{}", dir.join("none.sock").display()));
+    let err = sse_edge::Server::start(c).err().expect("start must fail");
+    assert!(err.to_string().starts_with("--bus"), "{err}");
+}
