@@ -103,6 +103,18 @@ pub(crate) struct Requesting {
     /// paused until the outbox drains (a pipelining client that never reads its responses
     /// cannot grow our memory).
     pub paused_for_output: bool,
+    /// A subscribe waiting for the bus to replay what the loop's history lacks.
+    pub resume: Option<Box<ResumeWait>>,
+}
+
+/// A stream about to start once the bus's replay is in (`--bus`).
+pub(crate) struct ResumeWait {
+    /// Matches the bus's answer to this connection (a slab key is reused).
+    pub token: u64,
+    pub topics: Vec<String>,
+    pub after: u64,
+    pub extra: Option<Box<StreamExtra>>,
+    pub cors: Option<String>,
 }
 
 /// Unread response bytes past which a connection's requests are no longer read.
@@ -112,7 +124,7 @@ impl Requesting {
     /// Waiting on the hub (a parked publish) or on the loops (a health probe): the socket is
     /// not read and no further request is handled until that ends.
     pub fn is_waiting(&self) -> bool {
-        self.pending.is_some() || self.health.is_some()
+        self.pending.is_some() || self.health.is_some() || self.resume.is_some()
     }
 }
 

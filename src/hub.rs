@@ -57,6 +57,8 @@ pub enum LoopMsg {
     Ping(Arc<crate::health::Probe>),
     /// Test hook: sleep this long (a stuck loop, for health tests).
     Block(Duration),
+    /// The bus's answer to a resume this loop asked for ([`crate::bus::resume`]).
+    Resumed(Box<crate::bus::resume::Resumed>),
 }
 
 /// The hub's end of one loop's channel.
@@ -354,6 +356,20 @@ impl Hub {
             let _ = link.waker.wake();
         }
         sent
+    }
+
+    /// [`Hub::send_control`] that hands the message back when the channel is full.
+    pub(crate) fn send_control_or_return(&self, index: usize, msg: LoopMsg) -> Result<(), LoopMsg> {
+        let Some(link) = self.links.get(index) else { return Err(msg) };
+        {
+            let _seq = self.lock();
+            if link.tx.len() >= self.capacity {
+                return Err(msg);
+            }
+            link.tx.try_send(msg).map_err(|e| e.into_inner())?;
+        }
+        let _ = link.waker.wake();
+        Ok(())
     }
 
     /// Number of loops.

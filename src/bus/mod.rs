@@ -31,6 +31,7 @@ pub mod config;
 mod publisher;
 mod reader;
 pub mod redis;
+pub mod resume;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -166,6 +167,8 @@ pub struct Bus {
     start_after: u64,
     /// Socket timeout of the publisher's reads and everyone's writes.
     io_timeout: Duration,
+    resume_tx: Sender<resume::Request>,
+    resume_rx: crossbeam_channel::Receiver<resume::Request>,
 }
 
 /// What a bus gauge scrape reads.
@@ -212,6 +215,7 @@ impl Bus {
             warm.len()
         );
         let (tx, rx) = crossbeam_channel::bounded(config.publish_window);
+        let (resume_tx, resume_rx) = crossbeam_channel::bounded(resume::QUEUE);
         Ok(Bus {
             connector,
             config: config.clone(),
@@ -227,6 +231,8 @@ impl Bus {
             warm: Mutex::new(warm),
             start_after,
             io_timeout,
+            resume_tx,
+            resume_rx,
         })
     }
 
@@ -263,7 +269,15 @@ impl Bus {
         let (bus, h) = (self.clone(), hub.clone());
         let reader =
             std::thread::Builder::new().name("sse-bus-read".into()).spawn(move || reader::run(&bus, &h))?;
-        Ok(vec![publisher, reader])
+        let (bus, h) = (self.clone(), hub.clone());
+        let resumer =
+            std::thread::Builder::new().name("sse-bus-resume".into()).spawn(move || resume::run(&bus, &h))?;
+        Ok(vec![publisher, reader, resumer])
+    }
+
+    /// Queues a resume for the helper thread; `false` when its queue is full.
+    pub(crate) fn try_resume(&self, req: resume::Request) -> bool {
+        self.resume_tx.try_send(req).is_ok()
     }
 
     /// Hands a prefix of `events` (as many as the window has room for, at least one) to the

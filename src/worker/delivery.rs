@@ -109,6 +109,7 @@ impl Worker {
                 }
                 LoopMsg::Ping(probe) => probe.answer(self.index),
                 LoopMsg::Block(d) => std::thread::sleep(d),
+                LoopMsg::Resumed(r) => self.on_resumed(r),
             }
         }
         self.drain_more = drained == DRAIN_BUDGET || tally.pushes >= FANOUT_BUDGET;

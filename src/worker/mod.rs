@@ -27,6 +27,7 @@ use delivery::FlushQueue;
 mod gate;
 mod poll;
 mod requests;
+mod resume;
 mod timers;
 
 use std::fs::File;
@@ -165,6 +166,8 @@ pub(crate) struct Worker {
     tick_ms: u64,
     bounds: Bounds,
     prelude: Bytes,
+    /// Tokens of resumes asked of the bus (see [`resume`]).
+    resume_tokens: u64,
 }
 
 impl Worker {
@@ -230,6 +233,7 @@ impl Worker {
             tick_ms,
             bounds,
             prelude,
+            resume_tokens: 0,
         }
     }
 
@@ -386,6 +390,13 @@ impl Worker {
     /// hands back its permit, uncounts it. Exactly once per stream, because the phase is
     /// moved out.
     fn leave_stream(&mut self, phase: Phase) {
+        if let Phase::Request(mut req) = phase {
+            // A stream that waited for the bus's replay holds its permit already.
+            if let Some(permit) = req.resume.take().and_then(|w| w.extra).and_then(|x| x.permit) {
+                self.shared.admission.release(permit);
+            }
+            return;
+        }
         if let Phase::Stream(mut stream) = phase {
             for &m in stream.memberships.iter() {
                 self.topics.unsubscribe(m);

@@ -175,7 +175,11 @@ impl Worker {
                     Ok(extra) => extra,
                     Err((reason, response)) => return self.refuse_for(key, reason, response, keep_alive),
                 };
-                self.start_stream(key, &topics, last_event_id, extra, cors.as_deref());
+                let Err(extra) = self.resume_from_bus(key, &topics, last_event_id, extra, cors.as_deref())
+                else {
+                    return; // the stream starts when the bus's replay is in
+                };
+                self.start_stream(key, &topics, last_event_id, extra, cors.as_deref(), None);
             }
             Ok(Action::Publish { events, shape }) => {
                 if self.shared.config.publish_rate_per_topic > 0.0 {
@@ -293,13 +297,14 @@ impl Worker {
     /// id, first replays history (a gap notice, then retained events in id order). The
     /// replay and the registration happen in one step of the loop, so no event published
     /// meanwhile can fall between them or come twice.
-    fn start_stream(
+    pub(super) fn start_stream(
         &mut self,
         key: usize,
         topics: &[String],
         last_event_id: Option<u64>,
         extra: Option<Box<StreamExtra>>,
         cors: Option<&str>,
+        from_bus: Option<&crate::bus::resume::Resumed>,
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
             if let Some(permit) = extra.and_then(|x| x.permit) {
@@ -331,6 +336,11 @@ impl Worker {
                 self.shared.hub.first_id().saturating_sub(1)
             } else {
                 after
+            };
+            // With a bus's replay: it covers the ids up to its `through`, history the rest.
+            let after = match from_bus {
+                Some(r) => super::resume::replay(conn, r, after, self.bounds, &self.shared.stats[self.index]),
+                None => after,
             };
             conn.resume_after = after;
             let (gap, events) = self.history.replay(topics, after, Instant::now());
