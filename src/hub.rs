@@ -128,6 +128,9 @@ pub struct Hub {
     pub throttle: Throttle,
     /// Log every n-th published event (0: none).
     log_sample_every: u64,
+    /// With `--bus` the bus assigns every id: [`Hub::try_publish`] refuses, so no id is
+    /// ever sequenced here that the bus also hands out.
+    bus_sequenced: bool,
 }
 
 impl Hub {
@@ -156,6 +159,7 @@ impl Hub {
             closed: AtomicBool::new(false),
             throttle: Throttle::new(latest_interval),
             log_sample_every,
+            bus_sequenced: false,
         };
         (hub, inboxes)
     }
@@ -177,6 +181,7 @@ impl Hub {
         self.first_id = first;
         self.seq.get_mut().unwrap_or_else(|p| p.into_inner()).next_id = next;
         *self.issued_below.get_mut() = next;
+        self.bus_sequenced = true;
     }
 
     /// Hands events the bus already sequenced to every loop, in order, as many as every
@@ -265,6 +270,9 @@ impl Hub {
     ) -> Result<Vec<u64>, PublishError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed);
+        }
+        if self.bus_sequenced {
+            return Err(PublishError::Unavailable("with --bus the bus sequences every event".into()));
         }
         let mut ids = Vec::with_capacity(events.len());
         // Invariant 3: the lock is taken per chunk, so a huge batch never holds up other

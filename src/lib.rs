@@ -423,7 +423,9 @@ impl Publisher {
 
     /// Publishes one event, or returns [`PublishError::Full`] at once when a loop's queue is
     /// full. `Ok(None)`: a `latest` event the throttle holds (it goes out when its window
-    /// ends, unless a newer value for its key replaces it).
+    /// ends, unless a newer value for its key replaces it). With `--bus` it returns `Full`
+    /// only when the in-flight window is full; otherwise it waits for the bus's answer (one
+    /// round trip) and returns [`PublishError::Unavailable`] when the bus did not take it.
     pub fn try_publish(&self, msg: &Message) -> Result<Option<u64>, PublishError> {
         let (send, _) = self.hub.admit(self.prepare(std::slice::from_ref(msg))?);
         if send.is_empty() {

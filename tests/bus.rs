@@ -313,3 +313,21 @@ fn a_resume_older_than_the_bus_retains_gets_the_exact_gap() {
     let got: Vec<u64> = read_published(&mut sub, 4).iter().map(SseEvent::id_u64).collect();
     assert_eq!(got, ids[4..].to_vec());
 }
+
+/// With a bus no id comes from anywhere but the bus: the node's own status feed (which the
+/// hub would sequence locally) stays off, so a stream on a topic and the status topic sees
+/// only bus ids, strictly increasing.
+#[test]
+fn with_a_bus_no_locally_sequenced_id_reaches_a_stream() {
+    let redis = RedisServer::start();
+    let node = TestServer::start(Config { status_interval_ms: 10, ..bus_config(&redis) });
+    let mut sub = SseClient::connect(node.addr, "/events?topic=jobs&topic=sse-edge.status");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        ids.push(util::publish(node.addr, "jobs", &format!("j{i}")));
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let got: Vec<u64> = read_published(&mut sub, ids.len()).iter().map(SseEvent::id_u64).collect();
+    assert_eq!(got, ids, "only the bus's events, in the bus's order");
+}
