@@ -34,19 +34,19 @@ import json
 for i in range(1000):
     print(json.dumps({"topic": "bench", "data": "x" * 100}))
 PY
-urls=$(for _ in $(seq 50); do printf 'http://127.0.0.1:%s/publish ' "$PORT"; done)
-rm -f "$OUT/codes.txt"
+urls=$(for _ in $(seq 50); do printf -- '-o /dev/null http://127.0.0.1:%s/publish ' "$PORT"; done)
+rm -f "$OUT"/codes-*.txt
 curls=()
 start=$(date +%s.%N)
-for _ in 1 2 3 4; do
+for c in 1 2 3 4; do
   # shellcheck disable=SC2086
-  curl -s -o /dev/null -w '%{http_code}\n' -H 'Content-Type: application/x-ndjson' \
-    --data-binary @"$OUT/batch.ndjson" $urls >>"$OUT/codes.txt" &
+  curl -s -w '%{http_code}\n' -H 'Content-Type: application/x-ndjson' \
+    --data-binary @"$OUT/batch.ndjson" $urls >"$OUT/codes-$c.txt" &
   curls+=($!)
 done
 wait "${curls[@]}"
 end=$(date +%s.%N)
-ok=$(grep -c '^202$' "$OUT/codes.txt" || true)
+ok=$(cat "$OUT"/codes-*.txt | grep -c '^202$' || true)
 xlen=$(redis-cli -p "$RPORT" XLEN '{sse-edge}:events')
 cpu_redis=$(ps -o times= -p "$RPID")
 echo "throughput: $ok requests of 1000 answered 202, XLEN $xlen, $(python3 -c "print(round($xlen/($end-$start)))") events/s into the bus ($(python3 -c "print(round($end-$start,2))") s); redis cpu ${cpu_redis}s"
