@@ -140,6 +140,8 @@ pub struct Report {
     pub user_bytes_per_stream: u64,
     /// `--fd-reserve`.
     pub fd_reserve: u64,
+    /// `--request-reserve`: connections for short requests beyond the stream capacity.
+    pub request_reserve: u64,
     /// Memory set aside for history (`--history-max-total-bytes`).
     pub history_reserved_bytes: u64,
     /// `--max-connections` (0: derived from the open-file limit).
@@ -210,7 +212,9 @@ pub fn read_host() -> Readings {
 
 /// Computes capacity, binding limit and advice from `r` for the server `config` describes.
 pub fn assess(r: &Readings, config: &Config) -> Report {
-    let reserve = config.fd_reserve as u64;
+    // Descriptors no stream can take: `--fd-reserve`, and the connections kept for short
+    // requests past the stream capacity (`--request-reserve`).
+    let reserve = config.fd_reserve.saturating_add(config.request_reserve) as u64;
     let history = config.history_max_total_bytes as u64;
     let per_stream = KERNEL_BYTES_PER_STREAM + USER_BYTES_PER_STREAM;
     let page = r.page_size.max(1);
@@ -218,8 +222,11 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
     let mut bounds = Vec::new();
     if let Some(hard) = r.nofile_hard {
         let soft = r.nofile_soft.map_or("?".into(), |s| s.to_string());
-        let how =
-            format!("hard limit {hard} (soft {soft} is raised to it at start) − --fd-reserve {reserve}");
+        let how = format!(
+            "hard limit {hard} (soft {soft} is raised to it at start) − --fd-reserve {} − \
+             --request-reserve {}",
+            config.fd_reserve, config.request_reserve
+        );
         bounds.push(Bound { limit: Limit::OpenFiles, streams: hard.saturating_sub(reserve), how });
     }
     if let (Some(max), Some(used)) = (r.file_max, r.files_in_use) {
@@ -258,7 +265,7 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
     };
     let server_max_connections = r.nofile_hard.map(|hard| {
         let fd = FdLimits { soft_before: r.nofile_soft.unwrap_or(hard), soft: hard, hard };
-        rlimits::max_connections(fd, config.fd_reserve, config.max_connections) as u64
+        rlimits::max_connections(fd, reserve as usize, config.max_connections) as u64
     });
     let mut advice = Vec::new();
     for b in bounds.iter().filter(|b| b.streams < target) {
@@ -284,11 +291,13 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
          ({}) per stream",
         human_bytes(config.outbox_max_bytes as u64)
     ));
+    notes.push(history_note(config));
     Report {
         readings: r.clone(),
         kernel_bytes_per_stream: KERNEL_BYTES_PER_STREAM,
         user_bytes_per_stream: USER_BYTES_PER_STREAM,
-        fd_reserve: reserve,
+        fd_reserve: config.fd_reserve as u64,
+        request_reserve: config.request_reserve as u64,
         history_reserved_bytes: history,
         max_connections: configured,
         server_max_connections,
@@ -300,6 +309,23 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
         advice,
         notes,
     }
+}
+
+/// Frame of a typical small event planned for in [`history_note`]: `id:`, 100 bytes of
+/// data, an event name.
+const TYPICAL_FRAME_BYTES: usize = 150;
+
+/// What the history bound holds, with the same per-event cost the server counts.
+fn history_note(config: &Config) -> String {
+    let loops = config.loop_count();
+    let per_event = crate::history::event_bytes_estimate(TYPICAL_FRAME_BYTES, loops);
+    format!(
+        "history holds at most --history-max-total-bytes ({}) in memory: about {} events of \
+         {TYPICAL_FRAME_BYTES} B frames at {per_event} B each (frame, shared event and a slot \
+         in each of {loops} loops)",
+        human_bytes(config.history_max_total_bytes as u64),
+        config.history_max_total_bytes / per_event
+    )
 }
 
 /// Adds the lines that lift bound `b` to `target` streams.
@@ -470,10 +496,12 @@ impl fmt::Display for Report {
         }?;
         writeln!(
             f,
-            "the server would start with max connections {} (--max-connections {}, --fd-reserve {})",
+            "the server would start with max connections {} (--max-connections {}, --fd-reserve {}, \
+             --request-reserve {})",
             opt(self.server_max_connections),
             self.max_connections,
-            self.fd_reserve
+            self.fd_reserve,
+            self.request_reserve
         )?;
         if !self.reachable {
             writeln!(
@@ -583,5 +611,10 @@ mod tests {
         let sockstat = "sockets: used 5\nTCP: inuse 3 orphan 0 tw 1 alloc 4 mem 17\nUDP: inuse 0 mem 0\n";
         assert_eq!(crate::sys::rlimits::sockstat_tcp_mem_pages(sockstat), Some(17));
         assert_eq!(human_bytes(1536), "1.5 KiB");
+        let config = Config { threads: Some(2), history_max_total_bytes: 1 << 20, ..Config::default() };
+        let per_event = crate::history::event_bytes_estimate(TYPICAL_FRAME_BYTES, 2);
+        assert!(per_event > TYPICAL_FRAME_BYTES + 100, "{per_event}");
+        let note = history_note(&config);
+        assert!(note.contains(&format!("about {} events", (1 << 20) / per_event)), "{note}");
     }
 }

@@ -116,8 +116,9 @@ pub struct Config {
           value_parser = parse_positive_usize)]
     pub history_max_bytes: usize,
 
-    /// Frame bytes kept in history over all topics (frames are shared by all loops, so this
-    /// is the node's bound); past it the least recently published topics are forgotten.
+    /// Memory history holds over all topics: frames, the shared events and every loop's ring
+    /// slots (see `history` invariant 4; this is the node's bound); past it the least
+    /// recently published topics are forgotten.
     #[arg(long, env = "SSE_EDGE_HISTORY_MAX_TOTAL_BYTES", default_value_t = 256 << 20,
           value_parser = parse_positive_usize)]
     pub history_max_total_bytes: usize,
@@ -156,11 +157,17 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub publish_wait_timeout_ms: u64,
 
-    /// Most open connections; 0 derives it from the open-file limit (the soft limit is raised
-    /// to the hard limit at start) minus `--fd-reserve`, and a larger value is capped by it.
-    /// Past it new connections get 503 with Retry-After.
+    /// Most open streams; 0 derives it from the open-file limit (the soft limit is raised
+    /// to the hard limit at start) minus `--fd-reserve` and `--request-reserve`, and a larger
+    /// value is capped by it. Past it a new stream gets 503 with Retry-After.
     #[arg(long, env = "SSE_EDGE_MAX_CONNECTIONS", default_value_t = 0)]
     pub max_connections: usize,
+
+    /// Connections beyond `--max-connections` kept for short requests (publish, polling,
+    /// health, metrics), so publishers still get in when the streams fill the node; they are
+    /// counted in the descriptor budget. Past both, new connections get 503 at accept.
+    #[arg(long, env = "SSE_EDGE_REQUEST_RESERVE", default_value_t = 64)]
+    pub request_reserve: usize,
 
     /// File descriptors kept back from connections for listeners, pollers, logs and the
     /// spare descriptor that answers accepts during EMFILE.

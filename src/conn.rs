@@ -114,6 +114,8 @@ pub(crate) struct ResumeWait {
     pub topics: Vec<String>,
     pub after: u64,
     pub extra: Option<Box<StreamExtra>>,
+    /// The stream holds a capacity slot (a public stream).
+    pub holds_slot: bool,
     pub cors: Option<String>,
 }
 
@@ -141,8 +143,9 @@ pub(crate) struct PendingPublish {
     /// Loop clock (ms) when the publish was first parked; `--publish-wait-timeout-ms` counts
     /// from here.
     pub parked_since_ms: Option<u64>,
-    /// With `--bus`: the part of `events` handed to the bus and not yet answered.
-    pub ticket: Option<std::sync::Arc<crate::bus::Ticket>>,
+    /// With `--bus`: the bus's answer for the next `.1` events, handed to it and not yet
+    /// answered.
+    pub ticket: Option<(std::sync::Arc<crate::bus::Ticket>, usize)>,
 }
 
 impl PendingPublish {

@@ -105,6 +105,11 @@ impl Out {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
     }
+    /// A family with one unlabelled sample.
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: impl std::fmt::Display) {
+        self.family(name, kind, help);
+        self.sample(name, "", value);
+    }
     fn sample(&mut self, name: &str, labels: &str, value: impl std::fmt::Display) {
         if labels.is_empty() {
             let _ = writeln!(self.0, "{name} {value}");
@@ -164,12 +169,12 @@ pub fn render(s: &Scrape) -> String {
     let l = &s.loops;
     o.per_loop("sse_connections_active", "gauge", "Open connections.", l, |l| l.connections.to_string());
     o.per_loop("sse_streams_active", "gauge", "Open event streams.", l, |l| l.streams.to_string());
-    o.family(
+    o.single(
         "sse_connections_max",
         "gauge",
         "Most connections this node holds (--max-connections or the fd limit).",
+        s.capacity,
     );
-    o.sample("sse_connections_max", "", s.capacity);
     o.per_loop("sse_connections_accepted_total", "counter", "Connections accepted.", l, |l| {
         l.accepted.to_string()
     });
@@ -206,26 +211,25 @@ pub fn render(s: &Scrape) -> String {
     o.sample("sse_events_dropped_total", "class=\"latest\",reason=\"conflated\"", s.conflated);
     o.sample("sse_events_dropped_total", "class=\"latest\",reason=\"throttled\"", s.throttled);
     o.sample("sse_events_dropped_total", "class=\"droppable\",reason=\"shed\"", s.shed);
-    o.family("sse_gaps_reported_total", "counter", "event: gap notices sent to clients.");
-    o.sample("sse_gaps_reported_total", "", s.gaps);
-    o.family(
+    o.single("sse_gaps_reported_total", "counter", "event: gap notices sent to clients.", s.gaps);
+    o.single(
         "sse_streams_token_expired_total",
         "counter",
         "Streams told event: token-expired and closed because their subscribe token expired.",
+        s.tokens_expired,
     );
-    o.sample("sse_streams_token_expired_total", "", s.tokens_expired);
-    o.family(
+    o.single(
         "sse_poll_truncated_total",
         "counter",
         "Polling answers cut short by --poll-max-bytes (the client continues at X-Next-After).",
+        s.poll_truncated,
     );
-    o.sample("sse_poll_truncated_total", "", s.poll_truncated);
-    o.family(
+    o.single(
         "sse_poll_events_skipped_total",
         "counter",
         "Events left out of polling answers because their JSON alone exceeds the bound (reported as a gap).",
+        s.poll_skipped,
     );
-    o.sample("sse_poll_events_skipped_total", "", s.poll_skipped);
     o.per_loop("sse_outbox_queued_bytes", "gauge", "Unwritten bytes in outboxes.", l, |l| {
         l.outbox_queued_bytes.to_string()
     });
@@ -246,8 +250,12 @@ pub fn render(s: &Scrape) -> String {
         l,
         |l| l.intake_pauses.to_string(),
     );
-    o.family("sse_hub_queue_capacity", "gauge", "Capacity of each hub channel (--hub-queue-events).");
-    o.sample("sse_hub_queue_capacity", "", s.hub_capacity);
+    o.single(
+        "sse_hub_queue_capacity",
+        "gauge",
+        "Capacity of each hub channel (--hub-queue-events).",
+        s.hub_capacity,
+    );
     o.family(
         "sse_delivery_lag_seconds",
         "histogram",
@@ -265,23 +273,30 @@ pub fn render(s: &Scrape) -> String {
     o.per_loop("sse_loop_up", "gauge", "1 if the loop answered the last health probe in time.", l, |l| {
         u8::from(l.up).to_string()
     });
-    o.family("sse_overload_mode", "gauge", "1 while the node sheds droppable events and widens throttles.");
-    o.sample("sse_overload_mode", "", u8::from(s.overload));
-    o.family("sse_history_events", "gauge", "Events retained for resume and polling.");
-    o.sample("sse_history_events", "", s.history_events);
-    o.family("sse_history_bytes", "gauge", "Frame bytes referenced by history.");
-    o.sample("sse_history_bytes", "", s.history_bytes);
+    o.single(
+        "sse_overload_mode",
+        "gauge",
+        "1 while the node sheds droppable events and widens throttles.",
+        u8::from(s.overload),
+    );
+    o.single("sse_history_events", "gauge", "Events retained for resume and polling.", s.history_events);
+    o.single("sse_history_bytes", "gauge", "Memory history holds (frames, shared events, ring slots), as counted against --history-max-total-bytes.", s.history_bytes);
     let p = &s.process;
-    o.family("process_open_fds", "gauge", "Open file descriptors.");
-    o.sample("process_open_fds", "", p.open_fds);
-    o.family("process_max_fds", "gauge", "Maximum number of open file descriptors.");
-    o.sample("process_max_fds", "", p.max_fds);
-    o.family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
-    o.sample("process_resident_memory_bytes", "", p.resident_bytes);
-    o.family("process_cpu_seconds_total", "counter", "Total user and system CPU time spent in seconds.");
-    o.sample("process_cpu_seconds_total", "", p.cpu_seconds);
-    o.family("process_start_time_seconds", "gauge", "Start time of the process since unix epoch in seconds.");
-    o.sample("process_start_time_seconds", "", p.start_time_seconds);
+    o.single("process_open_fds", "gauge", "Open file descriptors.", p.open_fds);
+    o.single("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.max_fds);
+    o.single("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.", p.resident_bytes);
+    o.single(
+        "process_cpu_seconds_total",
+        "counter",
+        "Total user and system CPU time spent in seconds.",
+        p.cpu_seconds,
+    );
+    o.single(
+        "process_start_time_seconds",
+        "gauge",
+        "Start time of the process since unix epoch in seconds.",
+        p.start_time_seconds,
+    );
     o.0
 }
 

@@ -10,10 +10,24 @@
 //!    replayed and are dropped on the next timer walk.
 //! 2. A topic remembers the newest id it has dropped (`dropped_up_to`); a resume from an
 //!    older id is told of the loss as a gap, never silently.
-//! 3. At most `max_topics` topics and `max_total_bytes` bytes are kept; past either the topic
-//!    published least recently is forgotten and `floor` rises to its newest id. Ids at or below `floor` on a topic this
-//!    loop knows nothing of may have been lost, so a resume from there gets a gap too. The
-//!    floor starts just below this process's first id: events from before a restart are gone.
+//! 3. At most `max_topics` topics and `max_total_bytes` bytes of memory (invariant 5) are
+//!    kept; past either the topic
+//!    published least recently is forgotten and `floor` rises to its newest id. The floor
+//!    starts just below this process's first id (events from before a restart are gone), and
+//!    with history off (`max_events == 0`) it follows every event.
+//! 4. This loop vouches for no id at or below `floor` on a topic it holds no ring for, and
+//!    a ring created later starts with `dropped_up_to = floor`: a topic first seen (or seen
+//!    again after being forgotten) never hides what came before it. So a resume or a poll
+//!    from any id below the floor is told of the loss as a gap, on every topic. `after == 0`
+//!    is no position at all and is told of nothing.
+//! 5. The bytes counted against `max_total_bytes` are what history really holds, not only
+//!    frame bytes: per event its frame's heap chunk, [`EVENT_OVERHEAD_BYTES`] (the shared
+//!    `Event` and the frame's shared header), its key and, when the event does not share its
+//!    ring's topic name (names are interned by the hub), its own name; per ring, its name, its
+//!    map entries ([`RING_OVERHEAD_BYTES`]) and one [`SLOT_BYTES`] slot per unit of capacity.
+//!    Events are shared by all loops and counted once; per-loop parts (rings and slots) are
+//!    counted once per loop sharing the history (`History::shared_by`), so each loop's total
+//!    is the node's. A ring shrinks when it is mostly empty and frees its slots when emptied.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
@@ -33,22 +47,86 @@ pub struct HistoryLimits {
     pub max_age: Duration,
     /// Topics kept.
     pub max_topics: usize,
-    /// Frame bytes kept over all topics.
+    /// Memory kept over all topics (invariant 5).
     pub max_total_bytes: usize,
 }
 
-#[derive(Debug, Default)]
+/// Heap bytes the allocator (glibc malloc) takes for a request of `n` bytes: an 8-byte
+/// header, rounded up to 16, at least 32.
+pub const fn heap_chunk(n: usize) -> usize {
+    let c = (n + 8 + 15) & !15;
+    if c < 32 {
+        32
+    } else {
+        c
+    }
+}
+
+/// `Arc`'s two counters in front of the value it allocates.
+const ARC_COUNTS: usize = 2 * size_of::<usize>();
+
+/// What a retained event costs besides its frame's chunk, once per node: the `Arc<Event>`
+/// allocation (counters and [`Event`]) and the header `bytes` allocates for a frame that is
+/// cloned (a pointer, a capacity and a count).
+pub const EVENT_OVERHEAD_BYTES: usize =
+    heap_chunk(ARC_COUNTS + size_of::<Event>()) + heap_chunk(3 * size_of::<usize>());
+
+/// One slot of a ring (`VecDeque<Arc<Event>>`), per loop, per unit of capacity.
+pub const SLOT_BYTES: usize = size_of::<Arc<Event>>();
+
+/// One ring's entries, per loop: its map entry (key and `Ring`) and its recency entry,
+/// doubled for the maps' spare room (hash tables grow by doubling, B-tree nodes are at
+/// least half full).
+pub const RING_OVERHEAD_BYTES: usize = 2 * (size_of::<(Arc<str>, Ring)>() + size_of::<(u64, Arc<str>)>());
+
+/// Memory one retained event holds (invariant 5): `ring_name` is its ring's name.
+pub fn event_bytes(e: &Event, ring_name: &Arc<str>) -> usize {
+    let name = if Arc::ptr_eq(&e.topic, ring_name) { 0 } else { heap_chunk(ARC_COUNTS + e.topic.len()) };
+    let key = e.key.as_ref().map_or(0, |k| heap_chunk(ARC_COUNTS + k.len()));
+    heap_chunk(e.frame.len()) + EVENT_OVERHEAD_BYTES + key + name
+}
+
+/// Memory a node holds per retained event of `frame_len` bytes with `loops` loops (what
+/// `sse-edge check` plans with): its share of [`event_bytes`] and a slot in every loop.
+pub fn event_bytes_estimate(frame_len: usize, loops: usize) -> usize {
+    heap_chunk(frame_len) + EVENT_OVERHEAD_BYTES + loops * SLOT_BYTES
+}
+
+/// One topic's retained events.
+#[derive(Debug)]
 struct Ring {
+    name: Arc<str>,
     events: VecDeque<Arc<Event>>,
+    /// Frame bytes (the per-topic bound, `max_bytes`).
     bytes: usize,
+    /// [`event_bytes`] summed over `events`.
+    held: usize,
     dropped_up_to: u64,
     newest: u64,
 }
 
 impl Ring {
+    /// A new ring vouches for nothing up to `floor` (invariant 4).
+    fn new(name: Arc<str>, floor: u64) -> Ring {
+        Ring { name, events: VecDeque::new(), bytes: 0, held: 0, dropped_up_to: floor, newest: 0 }
+    }
+
+    /// What this ring holds (invariant 5), with per-loop parts counted `loops` times.
+    fn cost(&self, loops: usize) -> usize {
+        let per_loop = RING_OVERHEAD_BYTES + self.events.capacity() * SLOT_BYTES;
+        self.held + loops * per_loop + heap_chunk(ARC_COUNTS + self.name.len())
+    }
+
+    fn push_back(&mut self, e: &Arc<Event>) {
+        self.bytes += e.frame.len();
+        self.held += event_bytes(e, &self.name);
+        self.events.push_back(e.clone());
+    }
+
     fn pop_front(&mut self) {
         if let Some(e) = self.events.pop_front() {
             self.bytes -= e.frame.len();
+            self.held -= event_bytes(&e, &self.name);
             self.dropped_up_to = self.dropped_up_to.max(e.id);
         }
     }
@@ -60,6 +138,16 @@ impl Ring {
             .is_some_and(|e| now.saturating_duration_since(e.accepted_at) > limits.max_age)
         {
             self.pop_front();
+        }
+    }
+
+    /// Gives back slots a mostly empty ring no longer needs (all of them when empty).
+    fn shrink(&mut self) {
+        let (len, cap) = (self.events.len(), self.events.capacity());
+        if len == 0 {
+            self.events = VecDeque::new();
+        } else if cap > 4 * len {
+            self.events.shrink_to(2 * len);
         }
     }
 }
@@ -84,44 +172,54 @@ pub struct History {
     recency: BTreeMap<u64, Arc<str>>,
     floor: u64,
     total_bytes: usize,
+    /// Loops holding a history like this one (invariant 5).
+    loops: usize,
 }
 
 impl History {
     /// An empty history; ids at or below `floor` predate it.
     pub fn new(limits: HistoryLimits, floor: u64) -> History {
-        History { limits, topics: HashMap::new(), recency: BTreeMap::new(), floor, total_bytes: 0 }
+        History { limits, topics: HashMap::new(), recency: BTreeMap::new(), floor, total_bytes: 0, loops: 1 }
+    }
+
+    /// Counts the per-loop parts of the memory held `loops` times: every loop of a node
+    /// holds the same history, so one loop's total is then the node's (invariant 5).
+    pub fn shared_by(mut self, loops: usize) -> History {
+        self.loops = loops.max(1);
+        self
     }
 
     /// Retains `event` (invariant 1); forgets the least recent topic past `max_topics`.
     pub fn record(&mut self, event: &Arc<Event>) {
         if self.limits.max_events == 0 {
+            // Nothing is kept, so nothing up to here can be vouched for (invariant 4).
+            self.floor = self.floor.max(event.id);
             return;
         }
-        let ring = match self.topics.get_mut(&event.topic) {
+        let loops = self.loops;
+        let (ring, before) = match self.topics.get_mut(&event.topic) {
             Some(ring) => {
                 self.recency.remove(&ring.newest);
-                ring
+                let before = ring.cost(loops);
+                (ring, before)
             }
-            // Invariant 4: a new ring cannot vouch for anything up to the floor.
-            None => self
-                .topics
-                .entry(event.topic.clone())
-                .or_insert_with(|| Ring { dropped_up_to: self.floor, ..Ring::default() }),
+            None => {
+                let ring = Ring::new(event.topic.clone(), self.floor);
+                (self.topics.entry(event.topic.clone()).or_insert(ring), 0)
+            }
         };
-        let before = ring.bytes;
         ring.newest = event.id;
-        ring.bytes += event.frame.len();
-        ring.events.push_back(event.clone());
+        ring.push_back(event);
         while ring.events.len() > self.limits.max_events || ring.bytes > self.limits.max_bytes {
             ring.pop_front();
         }
         ring.expire(&self.limits, event.accepted_at);
-        self.total_bytes = self.total_bytes + ring.bytes - before;
-        self.recency.insert(event.id, event.topic.clone());
+        self.total_bytes = self.total_bytes + ring.cost(loops) - before;
+        self.recency.insert(event.id, ring.name.clone());
         while self.topics.len() > self.limits.max_topics || self.total_bytes > self.limits.max_total_bytes {
             let Some((newest, topic)) = self.recency.pop_first() else { break };
             if let Some(ring) = self.topics.remove(&topic) {
-                self.total_bytes -= ring.bytes;
+                self.total_bytes -= ring.cost(loops);
             }
             self.floor = self.floor.max(newest);
         }
@@ -130,12 +228,13 @@ impl History {
     /// Drops events older than `max_age` from every topic (one walk per timer tick; a ring
     /// also expires its head whenever it is published to).
     pub fn expire(&mut self, now: Instant) {
-        let limits = self.limits;
+        let (limits, loops) = (self.limits, self.loops);
         let mut freed = 0;
         for ring in self.topics.values_mut() {
-            let before = ring.bytes;
+            let before = ring.cost(loops);
             ring.expire(&limits, now);
-            freed += before - ring.bytes;
+            ring.shrink();
+            freed += before - ring.cost(loops);
         }
         self.total_bytes -= freed;
     }
@@ -238,7 +337,7 @@ impl History {
         (self.topics.len(), self.topics.values().map(|r| r.events.len()).sum())
     }
 
-    /// Frame bytes retained over all topics.
+    /// Memory retained over all topics, as counted against `max_total_bytes` (invariant 5).
     pub fn total_bytes(&self) -> usize {
         self.total_bytes
     }
@@ -342,16 +441,75 @@ mod tests {
 
     #[test]
     fn total_bytes_bound_forgets_least_recent_topics() {
-        let mut h = History::new(HistoryLimits { max_total_bytes: 40, ..limits(10) }, 0);
-        h.record(&ev(1, "a", Class::Reliable, None)); // 17 bytes each
+        // What two topics of one event each hold.
+        let mut probe = History::new(limits(10), 0);
+        probe.record(&ev(1, "a", Class::Reliable, None));
+        probe.record(&ev(2, "b", Class::Reliable, None));
+        let two = probe.total_bytes();
+        let mut h = History::new(HistoryLimits { max_total_bytes: two, ..limits(10) }, 0);
+        h.record(&ev(1, "a", Class::Reliable, None));
         h.record(&ev(2, "b", Class::Reliable, None));
         assert_eq!(h.size(), (2, 2));
         h.record(&ev(3, "c", Class::Reliable, None));
         assert_eq!(h.size(), (2, 2));
-        assert!(h.total_bytes() <= 40);
+        assert!(h.total_bytes() <= two);
         assert_eq!(h.replay(&["a".into()], 0, Instant::now()).0, None, "no position: nothing missed");
         h.record(&ev(4, "a", Class::Reliable, None)); // forgets "b"
         assert_eq!(h.replay(&["a".into(), "b".into()], 1, Instant::now()).0, Some((2, 2)), "b forgot 2");
+    }
+
+    #[test]
+    fn accounted_bytes_count_what_each_event_and_ring_really_holds() {
+        // The shared event is more than its frame: counters, the struct, the frame's chunk.
+        assert!(EVENT_OVERHEAD_BYTES >= 2 * size_of::<usize>() + size_of::<Event>());
+        assert_eq!(heap_chunk(1), 32);
+        assert_eq!(heap_chunk(30), 48);
+        let topic: Arc<str> = Arc::from("a");
+        let shared = |id: u64| {
+            Arc::new(Event {
+                id,
+                topic: topic.clone(),
+                class: Class::Reliable,
+                key: None,
+                frame: Bytes::from(format!("id: {id:03}\ndata: x\n\n")), // 17 bytes
+                accepted_at: Instant::now(),
+            })
+        };
+        let loops = 3;
+        let mut h = History::new(limits(1000), 0).shared_by(loops);
+        for id in 100..200 {
+            h.record(&shared(id));
+        }
+        let ring = &h.topics["a"];
+        let per_event = heap_chunk(17) + EVENT_OVERHEAD_BYTES; // the name is shared: not counted
+        let per_ring = loops * (RING_OVERHEAD_BYTES + ring.events.capacity() * SLOT_BYTES) + heap_chunk(17);
+        assert!(ring.events.capacity() >= 100);
+        assert_eq!(h.total_bytes(), 100 * per_event + per_ring);
+        assert!(h.total_bytes() > 100 * (17 + size_of::<Event>() + loops * SLOT_BYTES), "more than frames");
+        // An event with its own copy of the name pays for it.
+        let mut h2 = History::new(limits(1000), 0);
+        h2.record(&shared(1));
+        let before = h2.total_bytes();
+        h2.record(&ev(2, "a", Class::Reliable, None));
+        let grown = h2.total_bytes() - before;
+        assert!(grown >= per_event + heap_chunk(2 * size_of::<usize>() + 1), "{grown}");
+    }
+
+    #[test]
+    fn an_expired_ring_gives_its_slots_back() {
+        let mut h = History::new(
+            HistoryLimits { max_age: Duration::from_millis(10), max_total_bytes: 1 << 30, ..limits(10_000) },
+            0,
+        );
+        for id in 1..=5000 {
+            h.record(&ev(id, "a", Class::Reliable, None));
+        }
+        let full = h.total_bytes();
+        h.expire(Instant::now() + Duration::from_millis(50));
+        assert_eq!(h.size(), (1, 0));
+        assert_eq!(h.topics["a"].events.capacity(), 0, "an emptied ring keeps no slots");
+        assert_eq!(h.total_bytes(), RING_OVERHEAD_BYTES + heap_chunk(2 * size_of::<usize>() + 1));
+        assert!(h.total_bytes() < full / 1000);
     }
 
     #[test]

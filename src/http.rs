@@ -10,7 +10,8 @@
 //!    request line itself is too long) or 431 (the headers are).
 //! 2. A body is accepted only with a valid `Content-Length` no larger than `max_body`;
 //!    `Transfer-Encoding` bodies get 411, conflicting lengths 400.
-//! 3. Every rejection maps to exactly one status in [`Reject::status`]. A rejection from
+//! 3. Keep-alive follows RFC 9112 §9.3 over every `Connection` line: `close` always wins.
+//! 4. Every rejection maps to exactly one status in [`Reject::status`]. A rejection from
 //!    [`parse`] leaves the byte stream unsynchronised, so the caller closes after answering;
 //!    a rejection of a complete request (bad parameter, unknown path) keeps the connection.
 
@@ -219,14 +220,17 @@ fn oversized_head(buf: &[u8], max_head: usize) -> Reject {
     }
 }
 
+/// RFC 9112 §9.3: the options of every `Connection` line count, `close` always ends the
+/// connection, and HTTP/1.0 persists only when it asks for `keep-alive`.
 fn keep_alive(req: &Request, version: u8) -> bool {
-    let connection = req.header("connection").unwrap_or("");
-    let has = |token: &str| connection.split(',').any(|t| t.trim().eq_ignore_ascii_case(token));
-    if version == 0 {
-        has("keep-alive")
-    } else {
-        !has("close")
-    }
+    let has = |option: &str| {
+        req.headers
+            .iter()
+            .filter(|(n, _)| n == "connection")
+            .flat_map(|(_, v)| v.split(','))
+            .any(|o| o.trim().eq_ignore_ascii_case(option))
+    };
+    !has("close") && (version != 0 || has("keep-alive"))
 }
 
 fn body_length(req: &Request) -> Result<usize, Reject> {
@@ -462,6 +466,18 @@ mod tests {
     fn http10_closes_unless_asked() {
         assert!(!complete(b"GET / HTTP/1.0\r\n\r\n").0.keep_alive);
         assert!(complete(b"GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").0.keep_alive);
+    }
+
+    #[test]
+    fn every_connection_line_counts_and_close_wins() {
+        // Found by the http_request fuzz target; RFC 9112 §9.3.
+        assert!(
+            !complete(b"GET / HTTP/1.1\r\nConnection: keep-alive\r\nConnection: close\r\n\r\n").0.keep_alive
+        );
+        assert!(!complete(b"GET / HTTP/1.0\r\nConnection: keep-alive, close\r\n\r\n").0.keep_alive);
+        assert!(!complete(b"GET / HTTP/1.0\r\nConnection: Close,Keep-Alive\r\n\r\n").0.keep_alive);
+        assert!(complete(b"GET / HTTP/1.0\r\nConnection: x\r\nConnection: keep-alive\r\n\r\n").0.keep_alive);
+        assert!(complete(b"GET / HTTP/1.1\r\nConnection: upgrade\r\n\r\n").0.keep_alive);
     }
 
     #[test]

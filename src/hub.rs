@@ -10,8 +10,9 @@
 //! 3. Nothing waits while holding the lock, and it is held for at most [`EVENTS_PER_LOCK`]
 //!    events at a time. A publisher that finds no room gets back fewer
 //!    ids than events (possibly none) and retries later: a loop parks the publishing
-//!    connection (TCP pushes back on the client), the embedded `publish` sleeps and retries,
-//!    `try_publish` returns `Full`.
+//!    connection (TCP pushes back on the client), the embedded `publish` waits and retries,
+//!    `try_publish` returns `Full`. Waiters are woken when a loop drains its channel
+//!    (`room.rs`), with a bounded fallback, so nobody retries on a timer.
 //! 4. Ids start at the wall clock in microseconds, so a restarted node never reissues an id
 //!    a client already saw and resumes from.
 //! 5. The newest `latest` value wins: under the lock each stamped `latest` value is claimed
@@ -126,6 +127,10 @@ pub struct Hub {
     closed: AtomicBool,
     /// The publish-side throttle for `latest` events.
     pub throttle: Throttle,
+    /// Shared topic names: a retained event costs no name of its own.
+    names: crate::intern::Interner,
+    /// Publishers waiting for room in the channels.
+    room: crate::room::Room,
     /// Log every n-th published event (0: none).
     log_sample_every: u64,
     /// With `--bus` the bus assigns every id: [`Hub::try_publish`] refuses, so no id is
@@ -158,6 +163,8 @@ impl Hub {
             capacity,
             closed: AtomicBool::new(false),
             throttle: Throttle::new(latest_interval),
+            names: Default::default(),
+            room: crate::room::Room::new(inboxes.len()),
             log_sample_every,
             bus_sequenced: false,
         };
@@ -225,7 +232,9 @@ impl Hub {
 
     /// Runs `latest` events through the throttle. Returns the events to publish now and,
     /// per input event, whether the throttle held it (it goes out later, or is replaced).
-    pub fn admit(&self, events: Vec<Prepared>) -> (Vec<Prepared>, Vec<bool>) {
+    /// Topic names are interned here, so every event of a topic shares one name.
+    pub fn admit(&self, mut events: Vec<Prepared>) -> (Vec<Prepared>, Vec<bool>) {
+        self.names.intern_all(&mut events);
         let now = Instant::now();
         let mut held = Vec::with_capacity(events.len());
         let mut send = Vec::with_capacity(events.len());
@@ -252,7 +261,7 @@ impl Hub {
             let mut sent = 0;
             while sent < due.len() {
                 match self.try_publish(&due[sent..], None) {
-                    Ok(ids) if ids.is_empty() => std::thread::sleep(Duration::from_millis(1)),
+                    Ok(ids) if ids.is_empty() => self.wait_for_room(),
                     Ok(ids) => sent += ids.len(),
                     Err(_) => return,
                 }
@@ -352,6 +361,41 @@ impl Hub {
         }
     }
 
+    /// Whether every channel has room for one more event.
+    fn has_room(&self) -> bool {
+        self.links.iter().all(|l| l.tx.len() < self.capacity)
+    }
+
+    /// Blocks the calling (embedded) publisher until a loop frees room or
+    /// [`crate::room::ROOM_WAIT_FALLBACK`] passes; returns at once when the hub is closed.
+    pub(crate) fn wait_for_room(&self) {
+        let fallback = crate::room::ROOM_WAIT_FALLBACK;
+        self.room.wait(fallback, || self.has_room() || self.is_closed());
+    }
+
+    /// Registers a publish parked on loop `index` as waiting for room; `true` when there is
+    /// room already (retry now, no wake-up will come).
+    pub(crate) fn await_room(&self, index: usize) -> bool {
+        self.room.register_loop(index, || self.has_room())
+    }
+
+    /// Whether a publish parked on loop `index` still waits for a wake-up.
+    pub(crate) fn room_awaited(&self, index: usize) -> bool {
+        self.room.loop_waits(index)
+    }
+
+    /// Called by a loop that took events out of its channel: wakes the parked publishers of
+    /// every loop and the embedded ones.
+    pub(crate) fn room_freed(&self) {
+        self.room.freed(|i| {
+            if let Some(link) = self.links.get(i) {
+                if let Err(e) = link.waker.wake() {
+                    log::error!("hub: waking loop {i} for room failed: {e}");
+                }
+            }
+        });
+    }
+
     /// Sends a control message to loop `index`, under the lock so the room that publishers
     /// compute stays exact (invariant 2). `false` when that channel is full.
     pub(crate) fn send_control(&self, index: usize, msg: LoopMsg) -> bool {
@@ -406,6 +450,7 @@ impl Hub {
     pub(crate) fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.throttle.stop();
+        self.room.wake_embedded();
         for link in &self.links {
             let _ = link.waker.wake();
         }

@@ -32,12 +32,14 @@ pub mod histogram;
 pub mod history;
 pub mod http;
 pub mod hub;
+pub mod intern;
 pub mod metrics;
 mod monitor;
 pub mod notices;
 pub mod outbox;
 pub mod polling;
 pub mod publish;
+mod room;
 pub mod route;
 pub mod sse;
 pub mod sys;
@@ -112,18 +114,21 @@ impl Server {
             Ok(fd) => {
                 max_fds = fd.soft;
                 // Each loop holds an epoll, a waker, a listener and a spare descriptor; the
-                // admin listener's connections have their own budget.
+                // admin listener's connections and short requests past the stream capacity
+                // (`--request-reserve`) have their own budgets.
                 let admin = if config.admin_listen.is_some() { worker::ADMIN_MAX_CONNECTIONS + 1 } else { 0 };
-                let overhead = config.fd_reserve + 4 * loops + admin;
+                let overhead = config.fd_reserve + 4 * loops + admin + config.request_reserve;
                 let capacity = sys::rlimits::max_connections(fd, overhead, config.max_connections);
                 log::info!(
                     "open-file limit: soft {} (was {}), hard {}; max connections {capacity} \
-                     (--max-connections {}, --fd-reserve {}, {} more for loops and admin)",
+                     (--max-connections {}, --fd-reserve {}, --request-reserve {}, {} more for \
+                     loops and admin)",
                     fd.soft,
                     fd.soft_before,
                     fd.hard,
                     config.max_connections,
                     config.fd_reserve,
+                    config.request_reserve,
                     4 * loops + admin
                 );
                 capacity
@@ -139,7 +144,8 @@ impl Server {
         };
         if capacity == 0 {
             return Err(StartError::Config(ConfigError(
-                "no file descriptors left for connections: raise the open-file limit or lower --fd-reserve"
+                "no file descriptors left for streams: raise the open-file limit or lower --fd-reserve \
+                 or --request-reserve"
                     .into(),
             )));
         }
@@ -198,6 +204,7 @@ impl Server {
             stop: Default::default(),
             capacity,
             connections: Default::default(),
+            streams: Default::default(),
             admin_connections: Default::default(),
             open_fds: sys::rlimits::open_fds().unwrap_or(0).into(),
             admission: admission::Admission::new(admission::AdmissionLimits {
@@ -410,9 +417,6 @@ pub struct Publisher {
     max_frame: usize,
 }
 
-/// Longest sleep between retries of a blocking publish while the hub is full.
-const PUBLISH_BACKOFF_MAX: Duration = Duration::from_millis(2);
-
 impl Publisher {
     fn prepare(&self, msgs: &[Message]) -> Result<Vec<publish::Prepared>, PublishError> {
         msgs.iter()
@@ -433,7 +437,10 @@ impl Publisher {
         }
         if let Some(bus) = &self.bus {
             // The bus answers within its socket timeout; only a full window is `Full`.
-            let (ticket, _) = bus.try_submit(&send, None).ok_or(PublishError::Full)?;
+            let Some((ticket, _)) = bus.try_submit(&send, None) else {
+                self.hub.throttle.abandon(&send);
+                return Err(PublishError::Full);
+            };
             let ids = loop {
                 match ticket.wait(Duration::from_millis(100)) {
                     Some(outcome) => break outcome.map_err(|e| PublishError::Unavailable(e.to_string()))?,
@@ -445,11 +452,15 @@ impl Publisher {
         }
         match self.hub.try_publish(&send, None)?.first() {
             Some(&id) => Ok(Some(id).filter(|&id| id != hub::SUPERSEDED)),
-            None => Err(PublishError::Full),
+            None => {
+                self.hub.throttle.abandon(&send);
+                Err(PublishError::Full)
+            }
         }
     }
 
-    /// Publishes one event, waiting (sleeping, never spinning) while a loop's queue is full.
+    /// Publishes one event, waiting (woken when a loop frees room, never spinning) while a
+    /// loop's queue is full.
     /// `Ok(None)` as for [`Publisher::try_publish`].
     pub fn publish(&self, msg: &Message) -> Result<Option<u64>, PublishError> {
         Ok(self.publish_batch(std::slice::from_ref(msg))?[0])
@@ -469,14 +480,11 @@ impl Publisher {
                 .publish_blocking(&self.hub, &send)
                 .map_err(|e| PublishError::Unavailable(e.to_string()))?;
         }
-        let mut backoff = Duration::from_micros(50);
         while ids.len() < send.len() {
             let got = self.hub.try_publish(&send[ids.len()..], None)?;
             if got.is_empty() {
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(PUBLISH_BACKOFF_MAX);
+                self.hub.wait_for_room();
             } else {
-                backoff = Duration::from_micros(50);
                 ids.extend(got);
             }
         }

@@ -81,13 +81,15 @@ pub enum RejectReason {
     PublishTimeout,
     /// A browser publish (`Origin` header) from an origin `--cors-origin` does not allow (403).
     Origin,
+    /// A stream request past `--max-connections` streams (503; short requests still served).
+    StreamCapacity,
     /// The bus (`--bus`) did not take a publish (503).
     BusUnavailable,
 }
 
 impl RejectReason {
     /// All reasons, in counter order.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::Capacity,
         RejectReason::Emfile,
         RejectReason::IpStreams,
@@ -99,6 +101,7 @@ impl RejectReason {
         RejectReason::Draining,
         RejectReason::PublishTimeout,
         RejectReason::Origin,
+        RejectReason::StreamCapacity,
         RejectReason::BusUnavailable,
     ];
 
@@ -116,6 +119,7 @@ impl RejectReason {
             RejectReason::Draining => "draining",
             RejectReason::PublishTimeout => "publish_timeout",
             RejectReason::Origin => "origin",
+            RejectReason::StreamCapacity => "stream_capacity",
             RejectReason::BusUnavailable => "bus_unavailable",
         }
     }
@@ -157,6 +161,7 @@ pub struct LoopStats {
     pub(crate) heartbeats: AtomicU64,
     pub(crate) tokens_expired: AtomicU64,
     pub(crate) publish_waits: AtomicU64,
+    pub(crate) publish_retries: AtomicU64,
     pub(crate) intake_pauses: AtomicU64,
     pub(crate) shed: AtomicU64,
     pub(crate) poll_truncated: AtomicU64,
@@ -250,6 +255,8 @@ pub struct Stats {
     pub tokens_expired: u64,
     /// Times a publisher had to wait for room in the hub queues.
     pub publish_waits: u64,
+    /// Retries of parked publishes (after a wake-up that room was freed, or the fallback).
+    pub publish_retries: u64,
     /// Times a loop stopped taking hub events until it had written a pass, because it was
     /// behind on writing (a writable stream's outbox over half full).
     pub intake_pauses: u64,
@@ -321,6 +328,7 @@ impl Stats {
             s.heartbeats += get(&l.heartbeats);
             s.tokens_expired += get(&l.tokens_expired);
             s.publish_waits += get(&l.publish_waits);
+            s.publish_retries += get(&l.publish_retries);
             s.intake_pauses += get(&l.intake_pauses);
             s.shed += get(&l.shed);
             s.poll_truncated += get(&l.poll_truncated);

@@ -37,10 +37,13 @@ pub fn shutdown(retry_ms: u64) -> Bytes {
 }
 
 /// `event: token-expired`: the subscribe token this stream was opened with expired at `exp`
-/// (Unix seconds); the stream closes after it, and the client reconnects with a fresh token
+/// (Unix seconds); the stream closes after it, and the client reconnects after `retry_ms`
+/// (jittered by the caller, as tokens minted together expire together) with a fresh token
 /// and its Last-Event-ID.
-pub fn token_expired(exp: u64) -> Bytes {
-    Bytes::from(format!("event: token-expired\ndata: {{\"exp\":{exp},\"reconnect\":true}}\n\n"))
+pub fn token_expired(exp: u64, retry_ms: u64) -> Bytes {
+    Bytes::from(format!(
+        "event: token-expired\ndata: {{\"exp\":{exp},\"reconnect\":true}}\nretry: {retry_ms}\n\n"
+    ))
 }
 
 #[cfg(test)]
@@ -50,7 +53,7 @@ mod tests {
     #[test]
     fn every_frame_the_node_sends_uses_a_reserved_name() {
         for frame in
-            [overload(true), overload(false), shutdown(10), token_expired(1), crate::sse::gap_frame(1, 2)]
+            [overload(true), overload(false), shutdown(10), token_expired(1, 10), crate::sse::gap_frame(1, 2)]
         {
             let text = std::str::from_utf8(&frame).unwrap();
             let name = text.lines().find_map(|l| l.strip_prefix("event: ")).unwrap();

@@ -5,7 +5,8 @@
 //! 1. The first value for a topic+key passes at once and opens a window of `interval`.
 //!    Values inside the window are held, each replacing the one before (counted).
 //! 2. When a window ends with a value held, that value is published (trailing edge) and a
-//!    new window opens; a window that ends with nothing held is forgotten. So the final
+//!    new window opens; a window that ends with nothing held (and nothing it released still
+//!    waiting for the hub, invariant 6) is forgotten. So the final
 //!    value of a burst (the `100%`) is never lost, and memory is one slot per active key.
 //! 3. The throttle's lock is never held while publishing to the hub (see the lock order
 //!    below).
@@ -17,8 +18,9 @@
 //!    than one already sequenced for its key is superseded and never sequenced. So however
 //!    long a value waits for hub room (the flusher retrying, a publisher parked on a loop),
 //!    it can never be sequenced after a newer value and win conflation, replay or `/latest`.
-//!    A window stays open while values it released wait to be sequenced (up to
-//!    [`ABANDONED_AFTER`], for values whose publisher gave up).
+//!    A window stays open while values it released wait to be sequenced: every released
+//!    value is either claimed or handed back with [`Throttle::abandon`] by the path that
+//!    gives up on it ([`ABANDONED_AFTER`] only guards against a miscount).
 //!
 //! Lock order: the hub's lock, then the throttle's ([`Throttle::claim`]); nothing takes the
 //! hub's lock while holding the throttle's.
@@ -40,10 +42,10 @@ pub const MAX_OPEN_WINDOWS: usize = 100_000;
 /// Longest the flusher sleeps when no window is open (it is woken for new ones).
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// A window whose released values were never all claimed (their publisher timed out or
-/// hung up while waiting for hub room) is forgotten this long after it last ended: longer
-/// than any publish waits by default (`--publish-wait-timeout-ms` is 10 s).
-pub const ABANDONED_AFTER: Duration = Duration::from_secs(60);
+/// A window whose released values were never all claimed nor [`Throttle::abandon`]ed is
+/// forgotten this long after it last released one: a safety net against a miscount only,
+/// far longer than any bounded publish waits (`--publish-wait-timeout-ms` is 10 s).
+pub const ABANDONED_AFTER: Duration = Duration::from_secs(600);
 
 #[derive(Debug)]
 struct Window {
@@ -80,6 +82,7 @@ impl State {
             self.stamp += 1;
             event.stamp = self.stamp;
             w.outstanding += 1;
+            w.idle_since = None;
         }
         event
     }
@@ -171,6 +174,19 @@ impl Throttle {
         }
         w.sequenced = event.stamp;
         true
+    }
+
+    /// Hands back released values that will never be sequenced (their publisher got `Full`,
+    /// timed out, or hung up while waiting for room), so their windows' counts stay exact
+    /// and a window is kept exactly as long as a value of its key may still be sequenced.
+    pub fn abandon(&self, events: &[Prepared]) {
+        let mut state = self.lock();
+        for event in events {
+            let Some(key) = event.key.as_ref().filter(|_| event.stamp != 0) else { continue };
+            if let Some(w) = state.windows.get_mut(&(event.topic.clone(), key.clone())) {
+                w.outstanding = w.outstanding.saturating_sub(1);
+            }
+        }
     }
 
     /// Held values replaced by newer ones before their window ended.
@@ -275,7 +291,7 @@ mod tests {
             let th2 = &th;
             std::thread::scope(|s| {
                 s.spawn(|| {
-                    std::thread::sleep(Duration::from_millis(100));
+                    std::thread::sleep(Duration::from_millis(300));
                     th2.stop();
                 });
                 th2.next_due()
@@ -283,6 +299,29 @@ mod tests {
         };
         assert!(due.is_empty());
         assert_eq!(th.open_windows(), 0);
+    }
+
+    /// Runs the flusher side for `d`, then stops it; returns what came due.
+    fn flush_for(th: &Throttle, d: Duration) -> Vec<Prepared> {
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                std::thread::sleep(d);
+                th.stop();
+            });
+            th.next_due().0
+        })
+    }
+
+    #[test]
+    fn a_window_stays_while_a_released_value_waits_and_goes_once_it_is_abandoned() {
+        let th = Throttle::new(Duration::from_millis(10));
+        let v = th.admit(latest("k", "1"), Instant::now()).expect("passes");
+        assert!(flush_for(&th, Duration::from_millis(200)).is_empty());
+        assert_eq!(th.open_windows(), 1, "v may still be sequenced: its window stays");
+        th.abandon(std::slice::from_ref(&v));
+        th.lock().stopped = false; // a second flusher pass over the same windows
+        assert!(flush_for(&th, Duration::from_millis(200)).is_empty());
+        assert_eq!(th.open_windows(), 0, "abandoned: nothing of k waits, the window is forgotten");
     }
 
     #[test]

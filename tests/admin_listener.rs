@@ -34,7 +34,7 @@ fn admin_endpoints_move_and_survive_a_full_public_side() {
     server.wait_stats("public side full", |s| s.streams == 2);
     let r = Client::connect(server.addr).try_read_response_after(b"GET /events?topic=full HTTP/1.1\r\n\r\n");
     assert_eq!(r.map(|r| r.status).ok(), Some(503), "past capacity");
-    assert!(server.stats().rejected_for(RejectReason::Capacity) >= 1);
+    assert!(server.stats().rejected_for(RejectReason::StreamCapacity) >= 1);
 
     // The admin address still scrapes and publishes, and the public streams get the event.
     let mut ops = Client::connect(admin);

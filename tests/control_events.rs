@@ -5,7 +5,6 @@ mod util;
 
 use std::time::Instant;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sse_edge::{Config, Message, PublishError};
 use util::*;
 
@@ -57,15 +56,6 @@ fn control_event_names_are_refused_on_every_publish_path() {
     );
 }
 
-fn mint(key: &[u8], sub: &str, topics: &[&str], exp: u64) -> String {
-    let claims = serde_json::json!({ "sub": sub, "topics": topics, "exp": exp });
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).unwrap()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
-
 fn stream_with(addr: std::net::SocketAddr, token: &str) -> SseClient {
     let header = format!("Authorization: Bearer {token}\r\n");
     match SseClient::try_open(Client::connect(addr), "/events?topic=inbox", &header) {
@@ -84,7 +74,8 @@ fn a_stream_is_told_and_closed_when_its_token_expires() {
         ..Config::loopback()
     });
     let addr = server.addr;
-    let exp = unix_now() + 2;
+    // Whole seconds: 4 leaves at least 3 s for the steps before the expiry.
+    let exp = unix_now() + 4;
     let mut short = stream_with(addr, &mint(b"k", "alice", &["inbox"], exp));
     let mut long = stream_with(addr, &mint(b"k", "bob", &["inbox"], unix_now() + 600));
     server.wait_stats("two streams", |s| s.streams == 2);
@@ -94,11 +85,23 @@ fn a_stream_is_told_and_closed_when_its_token_expires() {
     }
 
     // The short stream's next event is the notice, then the server closes it.
-    let e = short.next_event().expect("token-expired notice");
+    let raw = loop {
+        let frame = short.next_raw_frame().expect("token-expired notice");
+        if !frame.starts_with(':') {
+            break frame; // heartbeats may come first
+        }
+    };
     assert!(unix_now() >= exp, "told before its token expired");
-    assert_eq!((e.event.as_deref(), e.id.as_deref()), (Some("token-expired"), None), "{e:?}");
+    let e = parse_frame(&raw).expect("an event");
+    assert_eq!((e.event.as_deref(), e.id.as_deref()), (Some("token-expired"), None), "{raw:?}");
     let v: serde_json::Value = serde_json::from_str(&e.data).expect("JSON");
     assert_eq!(v, serde_json::json!({"exp": exp, "reconnect": true}));
+    let retry: u64 = raw
+        .lines()
+        .find_map(|l| l.strip_prefix("retry: "))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("a retry: line in {raw:?}"));
+    assert!((3_000..13_000).contains(&retry), "retry {retry}: --retry-ms plus a share of the spread");
     let deadline = Instant::now() + IO_TIMEOUT;
     loop {
         match short.next_raw_frame() {

@@ -28,6 +28,8 @@ const METRICS: &[&str] = &[
     "sse_events_dropped_total",
     "sse_gaps_reported_total",
     "sse_streams_token_expired_total",
+    "sse_poll_truncated_total",
+    "sse_poll_events_skipped_total",
     "sse_outbox_queued_bytes",
     "sse_connections_write_blocked",
     "sse_hub_queue_events",

@@ -10,20 +10,9 @@ mod util;
 
 use std::io::Write;
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sse_edge::metrics::RejectReason;
 use sse_edge::Config;
 use util::*;
-
-/// An HS256 subscribe token.
-fn mint(key: &[u8], sub: &str, topics: &[&str], exp: u64) -> String {
-    let claims = serde_json::json!({ "sub": sub, "topics": topics, "exp": exp });
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).unwrap()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
-}
 
 fn get(addr: std::net::SocketAddr, path: &str, headers: &str) -> Response {
     Client::connect(addr).request(format!("GET {path} HTTP/1.1\r\nHost: test\r\n{headers}\r\n").as_bytes())
@@ -264,6 +253,19 @@ fn publish_auth_is_decided_on_the_head_before_100_continue_and_the_body() {
         assert!(c.is_closed_by_server(), "{what}: the connection is closed");
     }
     assert_eq!(server.stats().rejected_for(RejectReason::Unauthorized), 3);
+
+    // No other route takes a body: announcing one is refused on the head, whatever the path.
+    for (method, path) in [("GET", "/events?topic=b"), ("POST", "/topics/b/events"), ("PUT", "/publish")] {
+        let mut c = Client::connect(addr);
+        c.send(
+            format!("{method} {path} HTTP/1.1\r\nHost: t\r\nContent-Length: 1000000\r\nExpect: 100-continue\r\n\r\n")
+                .as_bytes(),
+        );
+        let r = c.read_response();
+        assert_eq!(r.status, 413, "{method} {path}: got {} (a 100 Continue?) {}", r.status, r.text());
+        assert!(r.text().contains("only POST /publish"), "{}", r.text());
+        assert!(c.is_closed_by_server(), "{method} {path}: the connection is closed");
+    }
 
     // An authorised publisher is served afterwards, with 100 Continue when it asks.
     let mut c = Client::connect(addr);

@@ -411,7 +411,7 @@ fn check_names_limitnofile_when_the_open_file_limit_binds() {
         .expect("run check under ulimit -n 1000");
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
-    assert!(text.contains("capacity: 936 streams; binding limit: open files"), "{text}");
+    assert!(text.contains("capacity: 872 streams; binding limit: open files"), "{text}");
     assert!(text.contains("LimitNOFILE=1048576"), "{text}");
 }
 
@@ -449,13 +449,14 @@ fn lines(r: &check::Report) -> Vec<&str> {
 #[test]
 fn assess_open_file_limit_binds_and_names_limitnofile() {
     let r = check::assess(&host(), &Config::default());
-    assert_eq!((r.capacity, r.binding), (19_936, Some(Limit::OpenFiles)));
-    assert_eq!(r.server_max_connections, Some(19_936));
+    // The hard limit minus --fd-reserve 64 and --request-reserve 64.
+    assert_eq!((r.capacity, r.binding), (19_872, Some(Limit::OpenFiles)));
+    assert_eq!(r.server_max_connections, Some(19_872));
     assert!(r.reachable && r.exit_code() == 0);
     assert_eq!(r.advice[0].line, "LimitNOFILE=1048576");
     assert_eq!(r.advice[0].file, "systemd/sse-edge.service");
     // Memory holds ~4M idle streams, so the plan is what LimitNOFILE=1048576 allows.
-    assert_eq!(r.target, 1_048_576 - 64);
+    assert_eq!(r.target, 1_048_576 - 128);
     assert_eq!(lines(&r), ["LimitNOFILE=1048576", "net.ipv4.tcp_mem = 786432 1048576 1572864"]);
     assert!(r.to_string().contains("binding limit: open files"));
 }
@@ -468,7 +469,7 @@ fn assess_unreachable_max_connections_exits_2_with_every_line_to_change() {
     assert_eq!(r.exit_code(), check::EXIT_UNREACHABLE);
     assert_eq!(
         lines(&r),
-        ["LimitNOFILE=2000064", "fs.nr_open = 2097152", "net.ipv4.tcp_mem = 1523712 2031616 3047424",]
+        ["LimitNOFILE=2000128", "fs.nr_open = 2097152", "net.ipv4.tcp_mem = 1523712 2031616 3047424",]
     );
     assert!(r.to_string().contains("--max-connections 2000000 cannot be reached"));
     // Within capacity: reachable, and the server would cap at exactly that.

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use sse_edge::metrics::RejectReason;
 use sse_edge::{CloseReason, Config};
 use util::*;
@@ -216,16 +215,6 @@ fn connect_rate_per_ip_refuses_past_the_burst_with_a_raw_429_and_refills() {
     let id = publish_from(ip(3), addr, "a", "after the refill", None);
     assert_next(&mut sub, id, "after the refill");
     assert_next(&mut again, id, "after the refill");
-}
-
-/// An HS256 subscribe token.
-fn mint(key: &[u8], sub: &str, topics: &[&str], exp: u64) -> String {
-    let claims = serde_json::json!({ "sub": sub, "topics": topics, "exp": exp });
-    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key)).unwrap()
-}
-
-fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
 }
 
 fn bearer(token: &str) -> String {
@@ -631,14 +620,18 @@ fn max_connections_refuses_with_503_and_recovers() {
     let mut streams: Vec<SseClient> =
         (0..10).map(|_| SseClient::connect(addr, "/events?topic=cap")).collect();
 
+    // Short requests have their own reserve (`--request-reserve`, tests/capacity.rs): the
+    // eleventh connection is accepted, and refused when it asks for a stream.
     let mut eleventh = Client::connect(addr);
-    let r = eleventh.read_response();
+    let r = eleventh
+        .try_read_response_after(b"GET /events?topic=cap HTTP/1.1\r\nAccept: text/event-stream\r\n\r\n")
+        .expect("an answer to the eleventh stream");
     assert_eq!(r.status, 503, "{}", r.text());
     retry_after(&r);
     assert!(eleventh.is_closed_by_server(), "refused connection stays open");
     let s = server.stats();
-    assert!(s.rejected_for(RejectReason::Capacity) >= 1, "{s:#?}");
-    assert_eq!(s.connections, 10);
+    assert!(s.rejected_for(RejectReason::StreamCapacity) >= 1, "{s:#?}");
+    assert_eq!(s.streams, 10);
 
     streams.truncate(8);
     server.wait_stats("two streams closed", |s| s.connections == 8);
@@ -656,7 +649,8 @@ fn out_of_descriptors_answers_503_from_the_spare_and_recovers() {
     // capacity (63) exceeds the descriptors really free, so accept hits EMFILE first.
     let mut cmd = Command::new("sh");
     cmd.args(["-c", "ulimit -n 64; exec \"$0\" \"$@\"", env!("CARGO_BIN_EXE_sse-edge")]);
-    cmd.args(["--threads", "1", "--fd-reserve", "1"]);
+    // No request reserve: the capacity is what it was before the reserve existed.
+    cmd.args(["--threads", "1", "--fd-reserve", "1", "--request-reserve", "0"]);
     let (mut child, addr) = spawn_sse_edge(cmd);
     let log = child.log();
     let read_log = || log.text();

@@ -149,6 +149,9 @@ pub struct Bus {
     rx: crossbeam_channel::Receiver<Submission>,
     /// Events submitted and not yet answered (invariant 2).
     inflight: AtomicUsize,
+    /// A publisher found the window full: the publisher thread wakes every loop when it
+    /// frees room, so parked HTTP publishers retry at once.
+    window_waiters: AtomicBool,
     /// The highest id this node has seen (appended or read).
     seen: AtomicU64,
     /// The reader's connection is up.
@@ -222,6 +225,7 @@ impl Bus {
             tx,
             rx,
             inflight: AtomicUsize::new(0),
+            window_waiters: AtomicBool::new(false),
             seen: AtomicU64::new(start_after),
             connected: AtomicBool::new(true),
             published: Default::default(),
@@ -290,6 +294,7 @@ impl Bus {
             (take > 0).then_some(inflight + take)
         });
         if reserved.is_err() || take == 0 {
+            self.window_waiters.store(true, Ordering::Release);
             return None;
         }
         let ticket = Arc::new(Ticket::new(from_loop));

@@ -55,7 +55,13 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
         let started = Instant::now();
         let outcome = match conn.as_mut() {
             Some(c) => append(bus, hub, c.as_mut(), &batch),
-            None => Err(BusError::Unreachable("not connected".into())),
+            None => {
+                // Nothing was claimed from the throttle: hand the values back.
+                for s in &batch {
+                    hub.throttle.abandon(&s.events);
+                }
+                Err(BusError::Unreachable("not connected".into()))
+            }
         };
         match outcome {
             Ok(ids) => {
@@ -76,6 +82,9 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
             }
         }
         bus.inflight.fetch_sub(events, Ordering::AcqRel);
+        if bus.window_waiters.swap(false, Ordering::AcqRel) {
+            hub.wake_all();
+        }
         for s in &batch {
             if let Some(i) = s.ticket.from_loop {
                 hub.wake_loop(i);

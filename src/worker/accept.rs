@@ -1,9 +1,10 @@
 //! Accepting: the first gate. Refuse at the edge, before a `Conn` exists.
 //!
 //! Invariants:
-//! 1. The node never holds more than `capacity` connections (`--max-connections`, capped by
-//!    the fd limit): the shared count is taken before a connection is registered and given
-//!    back when it closes. Past it, the socket gets a 503 with `Retry-After` and is closed.
+//! 1. The node never holds more than `capacity + --request-reserve` connections
+//!    (`--max-connections`, capped by the fd limit, plus the reserve for short requests): the
+//!    shared count is taken before a connection is registered and given back when it closes.
+//!    Past it, the socket gets a 503 with `Retry-After` and is closed (reason `capacity`).
 //! 2. `EMFILE`/`ENFILE` never busy-loops: each loop keeps one spare descriptor; on
 //!    exhaustion it frees it, accepts, answers 503, closes, and takes the spare back. If the
 //!    spare cannot be taken back, accepts pause for [`super::ACCEPT_BACKOFF_MS`].
@@ -11,6 +12,12 @@
 //! 4. Connections on the admin listener count against their own bound
 //!    ([`ADMIN_MAX_CONNECTIONS`], inside `--fd-reserve`), not against `capacity`: at capacity
 //!    an operator can still scrape, probe and publish there.
+//! 5. At most `capacity` streams are open on the public listener: a request that asks to
+//!    become a stream takes a slot of the shared stream count first and gets 503 with
+//!    `Retry-After` when none is left (reason `stream_capacity`); the stream hands its slot
+//!    back when its phase ends. Streams are what the capacity is for, so at stream capacity
+//!    publishes, polling, health and metrics are still served from the reserve of
+//!    invariant 1.
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -30,6 +37,13 @@ pub const ADMIN_MAX_CONNECTIONS: usize = 32;
 /// The response to a connection past capacity (or while out of descriptors).
 pub(super) fn at_capacity() -> bytes::Bytes {
     let body = b"{\"error\":\"server at capacity, retry later\"}\n";
+    crate::http::response(503, "Retry-After: 5\r\n", "application/json", body, false)
+}
+
+/// The response to a stream request past the stream capacity (invariant 5). It closes the
+/// connection, so a refused subscriber does not keep a place of the request reserve.
+pub(super) fn at_stream_capacity() -> bytes::Bytes {
+    let body = b"{\"error\":\"server at stream capacity, retry later\"}\n";
     crate::http::response(503, "Retry-After: 5\r\n", "application/json", body, false)
 }
 
@@ -96,7 +110,10 @@ impl Worker {
         let (counter, capacity) = if admin {
             (&self.shared.admin_connections, ADMIN_MAX_CONNECTIONS)
         } else {
-            (&self.shared.connections, self.shared.capacity)
+            (
+                &self.shared.connections,
+                self.shared.capacity.saturating_add(self.shared.config.request_reserve),
+            )
         };
         if counter.fetch_add(1, Ordering::AcqRel) >= capacity {
             counter.fetch_sub(1, Ordering::AcqRel);
@@ -121,6 +138,23 @@ impl Worker {
         entry.insert(conn);
         LoopStats::add(&self.stats().accepted, 1);
         self.update_gauges();
+    }
+
+    /// Invariant 5: takes a stream slot; `false` at stream capacity.
+    pub(super) fn take_stream_slot(&self) -> bool {
+        let streams = &self.shared.streams;
+        if streams.fetch_add(1, Ordering::AcqRel) >= self.shared.capacity {
+            streams.fetch_sub(1, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back a slot taken by [`Worker::take_stream_slot`] for a stream that never started.
+    pub(super) fn release_stream_slot(&self, held: bool) {
+        if held {
+            self.shared.streams.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 
     /// Invariant 2: one accept on the spare descriptor, answered with 503.

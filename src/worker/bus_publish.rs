@@ -28,7 +28,7 @@ impl Worker {
             let response = http::response(503, "Retry-After: 1\r\n", "application/json", body, false);
             return self.respond(key, response, false);
         }
-        if let Some(ticket) = &pending.ticket {
+        if let Some((ticket, _)) = &pending.ticket {
             match ticket.try_take() {
                 Some(Ok(ids)) => {
                     pending.ids.extend(ids);
@@ -46,7 +46,7 @@ impl Worker {
         let mut window_full = false;
         if pending.ticket.is_none() {
             match bus.try_submit(&pending.events[pending.ids.len()..], Some(self.index)) {
-                Some((ticket, _)) => pending.ticket = Some(ticket),
+                Some(submitted) => pending.ticket = Some(submitted),
                 None => window_full = true,
             }
         }
@@ -79,6 +79,8 @@ impl Worker {
             );
         }
         self.stats().rejected(RejectReason::BusUnavailable);
+        // The events never handed to the bus will not be sequenced (throttle invariant 6).
+        self.shared.hub.throttle.abandon(&pending.events[pending.ids.len()..]);
         let body = format!(
             "{{\"error\":{},\"ids\":{}}}\n",
             serde_json::Value::String(error.to_string()),

@@ -112,6 +112,10 @@ impl Worker {
                 LoopMsg::Resumed(r) => self.on_resumed(r),
             }
         }
+        if drained > 0 {
+            // Wake the publishers parked on a full channel (any loop's, and embedded ones).
+            self.shared.hub.room_freed();
+        }
         self.drain_more = drained == DRAIN_BUDGET || tally.pushes >= FANOUT_BUDGET;
         if tally.behind {
             self.write_behind = self.dirty.streams_len().max(1);

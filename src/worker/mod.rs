@@ -7,9 +7,11 @@
 //! 2. dispatch readiness by token: writable → mark for flush; readable → read and handle
 //!    requests ([`requests`]) or discard bytes on streams;
 //! 3. accept up to [`ACCEPT_BUDGET`] connections;
-//! 4. resume reads cut short by a budget, retry publishers parked on a full hub, answer
+//! 4. resume reads cut short by a budget, retry publishers parked on a full hub once a loop
+//!    freed room (or the fallback passed), answer
 //!    finished health probes ([`admin`]), tell streams when overload mode changed;
-//! 5. drain the hub inbox up to [`DRAIN_BUDGET`] events into outboxes ([`delivery`]);
+//! 5. drain the hub inbox up to [`DRAIN_BUDGET`] events into outboxes ([`delivery`]), and
+//!    wake publishers waiting for the room that made;
 //! 6. flush the next [`delivery::FLUSH_BUDGET`] queued connections, once each (`writev` over
 //!    its queued frames); anything still queued makes the next poll return at once;
 //! 7. on the timer tick: heartbeats, stall, request, idle and linger deadlines, gauges
@@ -72,8 +74,8 @@ const DRAIN_BUDGET: usize = 4096;
 const READ_CHUNK: usize = 64 * 1024;
 /// `read` calls per connection per readiness event before yielding to others.
 const READ_BUDGET: usize = 16;
-/// How often a publisher parked on a full hub queue retries.
-const PARK_RETRY: Duration = Duration::from_millis(1);
+/// How often a loop with `/healthz` requests waiting checks whether every loop answered.
+const HEALTH_RETRY: Duration = Duration::from_millis(1);
 /// How long a closing connection's unread input is drained after the response (so the
 /// client reads the response, not a reset).
 const LINGER_MS: u64 = 2_000;
@@ -90,8 +92,12 @@ pub(crate) struct Shared {
     pub stats: Vec<CachePadded<LoopStats>>,
     /// Most connections the node holds (invariant 1 of [`accept`]).
     pub capacity: usize,
-    /// Open connections over all loops (touched per connection, never per event).
+    /// Open connections over all loops (touched per connection, never per event); at most
+    /// `capacity + --request-reserve` (invariant 1 of [`accept`]).
     pub connections: AtomicUsize,
+    /// Open streams from the public listener over all loops; at most `capacity` (invariant 5
+    /// of [`accept`]).
+    pub streams: AtomicUsize,
     /// Open connections on the admin listener (bounded separately).
     pub admin_connections: AtomicUsize,
     /// Open descriptors, sampled by the monitor (listing `/proc/self/fd` is too slow for a
@@ -136,6 +142,8 @@ pub(crate) struct Worker {
     dirty: FlushQueue,
     /// Publishing connections waiting for hub room.
     parked: Vec<usize>,
+    /// Loop clock (ms) at which parked publishes are retried even without a wake-up.
+    park_retry_at_ms: u64,
     /// Connections whose reads were cut short by [`READ_BUDGET`].
     again: Vec<usize>,
     /// Connections in the stream phase (kept as a count: gauges must not walk the slab).
@@ -193,7 +201,8 @@ impl Worker {
                 max_total_bytes: c.history_max_total_bytes,
             },
             shared.hub.first_id().saturating_sub(1),
-        );
+        )
+        .shared_by(shared.hub.loops());
         let mut history = history;
         // With a bus, a starting node's history holds the bus's newest events.
         for event in shared.bus.iter().flat_map(|bus| bus.warm_events()) {
@@ -212,6 +221,7 @@ impl Worker {
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             dirty: FlushQueue::default(),
             parked: Vec::new(),
+            park_retry_at_ms: 0,
             again: Vec::new(),
             streams: 0,
             accept_pending: true,
@@ -309,10 +319,13 @@ impl Worker {
 
     fn poll_timeout(&self) -> Duration {
         let accepting = self.now_ms >= self.accept_paused_until_ms;
+        // Parked publishes whose wait a loop ended (or that found room when parking).
+        let room_freed = !self.parked.is_empty() && !self.shared.hub.room_awaited(self.index);
         let busy = (accepting && (self.accept_pending || self.admin_accept_pending))
             || !self.again.is_empty()
             || !self.dirty.is_empty()
-            || self.drain_more;
+            || self.drain_more
+            || room_freed;
         if busy {
             return Duration::ZERO;
         }
@@ -323,12 +336,15 @@ impl Worker {
         if let Some(deadline) = self.drain_deadline_ms {
             until_ms = until_ms.min(deadline);
         }
-        let timeout = Duration::from_millis(until_ms.saturating_sub(self.now_ms));
-        if self.parked.is_empty() && self.health_waiting.is_empty() {
-            timeout
-        } else {
-            timeout.min(PARK_RETRY)
+        let mut timeout = Duration::from_millis(until_ms.saturating_sub(self.now_ms));
+        if !self.parked.is_empty() {
+            // Woken when a loop frees room; the fallback bounds a missed wake-up.
+            timeout = timeout.min(crate::room::ROOM_WAIT_FALLBACK);
         }
+        if !self.health_waiting.is_empty() {
+            timeout = timeout.min(HEALTH_RETRY);
+        }
+        timeout
     }
 
     fn on_writable(&mut self, key: usize) {
@@ -382,18 +398,22 @@ impl Worker {
             return self.close(key, CloseReason::Error);
         }
         let old = std::mem::replace(&mut conn.phase, Phase::Lingering { until_ms: self.now_ms + LINGER_MS });
-        self.leave_stream(old);
+        let admin = conn.admin;
+        self.leave_stream(old, admin);
         self.discard_input(key);
     }
 
     /// A stream phase ends (close, or lingering after a drain notice): leaves its topics,
-    /// hands back its permit, uncounts it. Exactly once per stream, because the phase is
-    /// moved out.
-    fn leave_stream(&mut self, phase: Phase) {
+    /// hands back its permit and (public streams: `admin` is false) its capacity slot,
+    /// uncounts it. Exactly once per stream, because the phase is moved out. A connection that
+    /// waited for the bus's replay holds them already and hands them back the same way.
+    fn leave_stream(&mut self, phase: Phase, admin: bool) {
         if let Phase::Request(mut req) = phase {
-            // A stream that waited for the bus's replay holds its permit already.
-            if let Some(permit) = req.resume.take().and_then(|w| w.extra).and_then(|x| x.permit) {
-                self.shared.admission.release(permit);
+            if let Some(wait) = req.resume.take() {
+                if let Some(permit) = wait.extra.and_then(|x| x.permit) {
+                    self.shared.admission.release(permit);
+                }
+                self.release_stream_slot(wait.holds_slot);
             }
             return;
         }
@@ -404,6 +424,7 @@ impl Worker {
             if let Some(permit) = stream.extra.take().and_then(|x| x.permit) {
                 self.shared.admission.release(permit);
             }
+            self.release_stream_slot(!admin);
             self.streams -= 1;
         }
     }
@@ -412,7 +433,15 @@ impl Worker {
     fn close(&mut self, key: usize, reason: CloseReason) {
         let Some(mut conn) = self.conns.try_remove(key) else { return };
         let phase = std::mem::replace(&mut conn.phase, Phase::Lingering { until_ms: 0 });
-        self.leave_stream(phase);
+        if let Phase::Request(req) = &phase {
+            if let Some(p) = &req.pending {
+                // A parked publish that will never be sequenced (throttle invariant 6).
+                // Events handed to the bus are claimed there (`p.ticket`).
+                let handed = p.ticket.as_ref().map_or(0, |t| t.1);
+                self.shared.hub.throttle.abandon(&p.events[(p.ids.len() + handed).min(p.events.len())..]);
+            }
+        }
+        self.leave_stream(phase, conn.admin);
         self.health_waiting.retain(|(k, _)| *k != key);
         if let Err(e) = self.poll.registry().deregister(&mut conn.sock) {
             log::debug!("loop {} conn {key}: deregister: {e}", self.index);

@@ -5,8 +5,10 @@
 //!    for hub room wait with it (nothing is reordered, nothing is dropped).
 //! 2. While a publish waits (the connection is *parked*), the socket is not read: the
 //!    client's bytes stay in the kernel buffers and TCP flow control slows the publisher.
-//!    The loop itself never blocks; it retries parked publishes every
-//!    [`super::PARK_RETRY`].
+//!    The loop itself never blocks; a parked publish is retried when a loop that drained
+//!    its hub channel wakes this one ([`crate::room`]), or after
+//!    [`crate::room::ROOM_WAIT_FALLBACK`] without a wake-up, never on a timer per
+//!    millisecond.
 //! 3. The request buffer holds at most one incomplete request plus one read chunk: complete
 //!    requests are handled after every read.
 //! 4. After `GET /events` the buffer is dropped with whatever followed the request.
@@ -17,10 +19,12 @@
 //!    incomplete past the limit is answered `503` + `Retry-After: 1` with the ids sequenced
 //!    so far (`null` for the rest), counted as `publish_timeout`, and the connection goes on
 //!    with its next request (or closes, without keep-alive). The poll timeout is capped at
-//!    [`super::PARK_RETRY`] while any publish is parked, so the limit is kept to within a
-//!    retry period (a loop that itself is stuck answers when it wakes).
+//!    [`crate::room::ROOM_WAIT_FALLBACK`] while any publish is parked, so the limit is kept to
+//!    within that (a loop that itself is stuck answers when it wakes).
 //! 7. A publish is authorised on its head ([`super::gate`]): a refusal goes out before
-//!    `100 Continue` and before the body is buffered, and closes the connection.
+//!    `100 Continue` and before the body is buffered, and closes the connection. Any other
+//!    request that announces a body is refused `413` the same way: only `POST /publish`
+//!    takes one, so no path lets a client pin `--max-body-bytes` of buffer.
 
 use crate::admission::{Refusal, RefusalReason};
 use crate::auth::AuthError;
@@ -97,6 +101,15 @@ impl Worker {
                     if !req.head_checked {
                         req.head_checked = true;
                         // Invariant 7: refused before 100 Continue and before the body.
+                        if !(head.method == "POST" && head.path == "/publish") {
+                            req.buf = Vec::new();
+                            let reject = Reject::PayloadTooLarge(format!(
+                                "{} {} takes no request body (only POST /publish does)",
+                                head.method, head.path
+                            ));
+                            self.refuse(key, &reject, false);
+                            break;
+                        }
                         if let Err(refusal) = gate::publish(&self.shared, &head, conn.peer.addr(), false) {
                             req.cors = self.shared.cors.headers_for(&head);
                             req.buf = Vec::new();
@@ -171,15 +184,25 @@ impl Worker {
                 if self.draining() {
                     return self.refuse_for(key, RejectReason::Draining, draining_response(), false);
                 }
+                // Streams on the admin listener have its own bound (invariant 4 of accept).
+                let holds_slot = !admin;
+                if holds_slot && !self.take_stream_slot() {
+                    let response = super::accept::at_stream_capacity();
+                    return self.refuse_for(key, RejectReason::StreamCapacity, response, false);
+                }
                 let extra = match self.admit_stream(request, &topics, peer) {
                     Ok(extra) => extra,
-                    Err((reason, response)) => return self.refuse_for(key, reason, response, keep_alive),
+                    Err((reason, response)) => {
+                        self.release_stream_slot(holds_slot);
+                        return self.refuse_for(key, reason, response, keep_alive);
+                    }
                 };
-                let Err(extra) = self.resume_from_bus(key, &topics, last_event_id, extra, cors.as_deref())
+                let Err((extra, holds_slot)) =
+                    self.resume_from_bus(key, &topics, last_event_id, (extra, holds_slot), cors.as_deref())
                 else {
                     return; // the stream starts when the bus's replay is in
                 };
-                self.start_stream(key, &topics, last_event_id, extra, cors.as_deref(), None);
+                self.start_stream(key, &topics, last_event_id, (extra, holds_slot), cors.as_deref(), None);
             }
             Ok(Action::Publish { events, shape }) => {
                 if self.shared.config.publish_rate_per_topic > 0.0 {
@@ -302,7 +325,7 @@ impl Worker {
         key: usize,
         topics: &[String],
         last_event_id: Option<u64>,
-        extra: Option<Box<StreamExtra>>,
+        (extra, holds_slot): (Option<Box<StreamExtra>>, bool),
         cors: Option<&str>,
         from_bus: Option<&crate::bus::resume::Resumed>,
     ) {
@@ -310,7 +333,7 @@ impl Worker {
             if let Some(permit) = extra.and_then(|x| x.permit) {
                 self.shared.admission.release(permit);
             }
-            return;
+            return self.release_stream_slot(holds_slot);
         };
         let memberships = topics.iter().map(|t| self.topics.subscribe(t, key)).collect();
         conn.phase = Phase::Stream(Box::new(StreamState { memberships, extra }));
@@ -330,7 +353,8 @@ impl Worker {
         if let Some(after) = last_event_id {
             // An id this node never issued (another node's, or from before a clock jump):
             // its position is unknown, so resume from this process's first id — the client
-            // gets the gap notice for anything older and every retained event.
+            // gets every retained event. Nothing before that can be told apart from what it
+            // already saw, so no gap is reported for it.
             let after = if after >= self.shared.hub.next_id() {
                 log::debug!("loop {} conn {key}: Last-Event-ID {after} was never issued here", self.index);
                 self.shared.hub.first_id().saturating_sub(1)
@@ -394,6 +418,8 @@ impl Worker {
         let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { return };
         req.pending = Some(pending);
         self.parked.push(key);
+        // Wait for a wake-up; with room already there, the next poll returns at once.
+        self.shared.hub.await_room(self.index);
         if first_wait {
             LoopStats::add(&self.stats().publish_waits, 1);
         }
@@ -417,6 +443,7 @@ impl Worker {
             pending.ids.len(),
         );
         self.stats().rejected(RejectReason::PublishTimeout);
+        self.shared.hub.throttle.abandon(&pending.events[pending.ids.len()..]);
         let body = publish::timed_out_body(&pending.answer(), waited_ms);
         let response = http::response(
             503,
@@ -431,10 +458,14 @@ impl Worker {
     /// Retries every parked publish; a connection that got through resumes its requests and
     /// its reads (its socket may hold bytes no readiness edge will announce again).
     pub(super) fn retry_parked(&mut self) {
-        if self.parked.is_empty() {
+        if self.parked.is_empty()
+            || (self.shared.hub.room_awaited(self.index) && self.now_ms < self.park_retry_at_ms)
+        {
             return;
         }
+        self.park_retry_at_ms = self.now_ms + crate::room::ROOM_WAIT_FALLBACK.as_millis() as u64;
         let parked = std::mem::take(&mut self.parked);
+        LoopStats::add(&self.stats().publish_retries, parked.len() as u64);
         for key in parked {
             let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { continue };
             let Some(pending) = req.pending.take() else { continue };

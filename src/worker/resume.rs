@@ -31,16 +31,20 @@ impl Worker {
         key: usize,
         topics: &[String],
         last_event_id: Option<u64>,
-        extra: Option<Box<StreamExtra>>,
+        (extra, holds_slot): (Option<Box<StreamExtra>>, bool),
         cors: Option<&str>,
-    ) -> Result<(), Option<Box<StreamExtra>>> {
-        let (Some(bus), Some(after)) = (self.shared.bus.clone(), last_event_id) else { return Err(extra) };
+    ) -> Result<(), (Option<Box<StreamExtra>>, bool)> {
+        let (Some(bus), Some(after)) = (self.shared.bus.clone(), last_event_id) else {
+            return Err((extra, holds_slot));
+        };
         if after >= self.shared.hub.next_id() {
-            return Err(extra);
+            return Err((extra, holds_slot));
         }
-        let Some((_, upto)) = self.history.replay(topics, after, Instant::now()).0 else { return Err(extra) };
+        let Some((_, upto)) = self.history.replay(topics, after, Instant::now()).0 else {
+            return Err((extra, holds_slot));
+        };
         if !self.conns.get_mut(key).is_some_and(|c| c.requesting().is_some()) {
-            return Err(extra);
+            return Err((extra, holds_slot));
         }
         self.resume_tokens += 1;
         let token = self.resume_tokens;
@@ -49,10 +53,10 @@ impl Worker {
             Request { loop_index: self.index, key, token, topics: topics.to_vec(), after, upto, max_events };
         if !bus.try_resume(req) {
             log::debug!("loop {} conn {key}: bus resume queue full; resuming from history", self.index);
-            return Err(extra);
+            return Err((extra, holds_slot));
         }
-        let wait =
-            ResumeWait { token, topics: topics.to_vec(), after, extra, cors: cors.map(str::to_string) };
+        let cors = cors.map(str::to_string);
+        let wait = ResumeWait { token, topics: topics.to_vec(), after, extra, holds_slot, cors };
         if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
             req.resume = Some(Box::new(wait));
         }
@@ -71,7 +75,8 @@ impl Worker {
             return;
         }
         let Some(wait) = req.resume.take() else { return };
-        self.start_stream(r.key, &wait.topics, Some(wait.after), wait.extra, wait.cors.as_deref(), Some(&r));
+        let slot = (wait.extra, wait.holds_slot);
+        self.start_stream(r.key, &wait.topics, Some(wait.after), slot, wait.cors.as_deref(), Some(&r));
         // Requests pipelined after the subscribe are never read (the stream phase drops them).
     }
 }

@@ -104,11 +104,15 @@ impl Worker {
         for m in std::mem::take(&mut stream.memberships).iter() {
             self.topics.unsubscribe(*m);
         }
-        conn.outbox.push_unbounded(crate::notices::token_expired(exp));
+        // Tokens minted together expire together: spread their reconnects like a drain's.
+        let (retry_ms, spread_ms) =
+            (self.shared.config.retry_ms, self.shared.config.shutdown_retry_spread_ms);
+        let jitter = if spread_ms == 0 { 0 } else { mix(exp ^ (key as u64) << 20) % spread_ms };
+        conn.outbox.push_unbounded(crate::notices::token_expired(exp, retry_ms + jitter));
         conn.close_after_flush = true;
         self.dirty.push_stream(key, conn);
-        log::debug!(
-            "loop {} conn {key} peer {}: subscribe token expired at {exp}; closing",
+        log::info!(
+            "loop {} conn {key} peer {}: subscribe token expired at {exp}; stream closed",
             self.index,
             conn.peer
         );

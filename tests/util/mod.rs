@@ -630,3 +630,16 @@ pub fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> io::Result<Tcp
 pub fn client_from(local: std::net::IpAddr, addr: SocketAddr) -> Client {
     Client { reader: BufReader::new(connect_from(local, addr).expect("connect")) }
 }
+
+/// An HS256 subscribe token for `sub` on `topics`, expiring at `exp` (Unix seconds).
+pub fn mint(key: &[u8], sub: &str, topics: &[&str], exp: u64) -> String {
+    use jsonwebtoken::{Algorithm, EncodingKey, Header};
+    let claims = serde_json::json!({ "sub": sub, "topics": topics, "exp": exp });
+    jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(key))
+        .expect("HS256 signing")
+}
+
+/// Seconds since the Unix epoch (token expiry).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
