@@ -48,7 +48,7 @@ wait "${curls[@]}"
 end=$(date +%s.%N)
 ok=$(cat "$OUT"/codes-*.txt | grep -c '^202$' || true)
 xlen=$(redis-cli -p "$RPORT" XLEN '{sse-edge}:events')
-cpu_redis=$(ps -o times= -p "$RPID")
+cpu_redis=$(awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14+$15)/hz}' "/proc/$RPID/stat")
 echo "throughput: $ok requests of 1000 answered 202, XLEN $xlen, $(python3 -c "print(round($xlen/($end-$start)))") events/s into the bus ($(python3 -c "print(round($end-$start,2))") s); redis cpu ${cpu_redis}s"
 kill "$NODE"; wait "$NODE" 2>/dev/null || true
 

@@ -331,3 +331,88 @@ fn with_a_bus_no_locally_sequenced_id_reaches_a_stream() {
     let got: Vec<u64> = read_published(&mut sub, ids.len()).iter().map(SseEvent::id_u64).collect();
     assert_eq!(got, ids, "only the bus's events, in the bus's order");
 }
+
+/// `?lastEventId=` (what EventSource sends on a first connect) resumes from the bus too.
+#[test]
+fn the_query_resume_id_is_served_from_the_bus() {
+    let redis = RedisServer::start();
+    let node = TestServer::start(Config { history_max_events: 1, ..bus_config(&redis) });
+    let ids: Vec<u64> = (0..4).map(|i| util::publish(node.addr, "q", &format!("v{i}"))).collect();
+    let mut sub = SseClient::connect(node.addr, &format!("/events?topic=q&lastEventId={}", ids[0]));
+    let got: Vec<u64> = read_published(&mut sub, 3).iter().map(SseEvent::id_u64).collect();
+    assert_eq!(got, ids[1..].to_vec());
+}
+
+/// A one-event in-flight window: concurrent HTTP publishers wait for it (parked, woken when
+/// the bus answers) and every publish is answered 202 and delivered once.
+#[test]
+fn a_full_publish_window_makes_publishers_wait_not_fail() {
+    let redis = RedisServer::start();
+    let mut config = bus_config(&redis);
+    config.bus.publish_window = 1;
+    let node = TestServer::start(config);
+    let mut sub = SseClient::connect(node.addr, "/events?topic=w");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let addr = node.addr;
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            std::thread::spawn(move || {
+                let data: Vec<String> = (0..5).map(|i| format!("t{t}-{i}")).collect();
+                let refs: Vec<&str> = data.iter().map(String::as_str).collect();
+                let mut c = Client::connect(addr);
+                (0..5)
+                    .flat_map(|_| {
+                        let body: String =
+                            refs.iter().map(|d| format!("{{\"topic\":\"w\",\"data\":\"{d}\"}}\n")).collect();
+                        let r = c.publish("", Some("application/x-ndjson"), body.as_bytes());
+                        assert_eq!(r.status, 202, "{}", r.text());
+                        r.json()["ids"]
+                            .as_array()
+                            .expect("ids")
+                            .iter()
+                            .map(|v| v.as_u64().expect("id"))
+                            .collect::<Vec<_>>()
+                    })
+                    .collect::<Vec<u64>>()
+            })
+        })
+        .collect();
+    let mut ids: Vec<u64> = threads.into_iter().flat_map(|t| t.join().expect("publisher")).collect();
+    ids.sort_unstable();
+    assert_eq!(ids.len(), 100);
+    let got: Vec<u64> = read_published(&mut sub, 100).iter().map(SseEvent::id_u64).collect();
+    assert_eq!(got, ids, "every event delivered once, in id order");
+}
+
+/// A stream that waits for the bus's replay holds a capacity slot; a client that hangs up
+/// while it waits (Redis stopped, so the replay cannot come) is noticed once the replay is
+/// in, and its slot is given back.
+#[test]
+fn a_stream_closed_while_waiting_for_the_bus_gives_back_its_slot() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let redis = RedisServer::start();
+    let node = TestServer::start(Config { max_connections: 2, history_max_events: 1, ..bus_config(&redis) });
+    let ids: Vec<u64> = (0..3).map(|i| util::publish(node.addr, "s", &format!("v{i}"))).collect();
+    let pid = Pid::from_raw(redis.guard.as_ref().expect("redis runs").pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP redis-server");
+    for _ in 0..2 {
+        let mut c = Client::connect(node.addr);
+        c.send(
+            format!("GET /events?topic=s HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {}\r\n\r\n", ids[0])
+                .as_bytes(),
+        );
+        // The stream waits for the bus; the client hangs up meanwhile.
+        drop(c);
+    }
+    node.wait_stats("both resumes waiting for the bus", |s| s.connections == 2);
+    let full = SseClient::try_open(Client::connect(node.addr), "/events?topic=s", "").expect("answer");
+    assert_eq!(full.err().map(|r| r.status), Some(503), "both slots are held by the waiting resumes");
+    kill(pid, Signal::SIGCONT).expect("SIGCONT redis-server");
+    node.wait_stats("hung-up resumes closed", |s| s.connections == 0);
+    let mut a = SseClient::connect(node.addr, "/events?topic=s");
+    let mut b = SseClient::connect(node.addr, "/events?topic=s");
+    let id = util::publish(node.addr, "s", "after");
+    assert_eq!(a.next_published().expect("a").id_u64(), id);
+    assert_eq!(b.next_published().expect("b").id_u64(), id);
+}

@@ -77,7 +77,10 @@ impl Worker {
         let Some(wait) = req.resume.take() else { return };
         let slot = (wait.extra, wait.holds_slot);
         self.start_stream(r.key, &wait.topics, Some(wait.after), slot, wait.cors.as_deref(), Some(&r));
-        // Requests pipelined after the subscribe are never read (the stream phase drops them).
+        // The socket was not read while waiting: an EOF that arrived then has no readiness
+        // edge left to announce it, so look now (bytes pipelined after the subscribe are
+        // discarded, as on every stream).
+        self.discard_input(r.key);
     }
 }
 
