@@ -105,6 +105,20 @@ pub(crate) struct Requesting {
     pub paused_for_output: bool,
     /// A subscribe waiting for the bus to replay what the loop's history lacks.
     pub resume: Option<Box<ResumeWait>>,
+    /// A `/topics/{t}/events?after=` waiting for the bus for the same reason.
+    pub poll: Option<Box<PollWait>>,
+}
+
+/// A polling request answered once the bus's events are in (`--bus`).
+pub(crate) struct PollWait {
+    /// Matches the bus's answer to this connection.
+    pub token: u64,
+    pub topic: String,
+    pub after: u64,
+    pub limit: usize,
+    /// The newest id the loop's history lacks.
+    pub upto: u64,
+    pub keep_alive: bool,
 }
 
 /// A stream about to start once the bus's replay is in (`--bus`).
@@ -126,7 +140,7 @@ impl Requesting {
     /// Waiting on the hub (a parked publish) or on the loops (a health probe): the socket is
     /// not read and no further request is handled until that ends.
     pub fn is_waiting(&self) -> bool {
-        self.pending.is_some() || self.health.is_some() || self.resume.is_some()
+        self.pending.is_some() || self.health.is_some() || self.resume.is_some() || self.poll.is_some()
     }
 }
 

@@ -416,3 +416,39 @@ fn a_stream_closed_while_waiting_for_the_bus_gives_back_its_slot() {
     assert_eq!(a.next_published().expect("a").id_u64(), id);
     assert_eq!(b.next_published().expect("b").id_u64(), id);
 }
+
+/// `/topics/{t}/events?after=` older than the loop's history is answered from the bus (no
+/// gap headers, every event after the id); after a trim the exact range the bus lost is in
+/// `X-Gap-From`/`X-Gap-To`; the connection serves its next request after either.
+#[test]
+fn polling_older_than_history_is_answered_from_the_bus() {
+    let redis = RedisServer::start();
+    let node = TestServer::start(Config { history_max_events: 2, ..bus_config(&redis) });
+    let ids: Vec<u64> = (0..8).map(|i| util::publish(node.addr, "p", &format!("v{i}"))).collect();
+    util::publish(node.addr, "elsewhere", "x");
+    let mut c = Client::connect(node.addr);
+    let get = |c: &mut Client, after: u64| {
+        c.request(format!("GET /topics/p/events?after={after} HTTP/1.1\r\nHost: t\r\n\r\n").as_bytes())
+    };
+    let r = get(&mut c, ids[1]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gap-from"), None, "{}", r.text());
+    let got: Vec<(u64, String)> = r
+        .json()
+        .as_array()
+        .expect("list")
+        .iter()
+        .map(|e| (e["id"].as_u64().expect("id"), e["data"].as_str().expect("data").to_string()))
+        .collect();
+    let want: Vec<(u64, String)> = (2..8).map(|i| (ids[i], format!("v{i}"))).collect();
+    assert_eq!(got, want);
+
+    redis.command(&["XTRIM", "{sse-edge}:events", "MINID", &format!("{}-0", ids[4])]);
+    let r = get(&mut c, ids[1]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("x-gap-from"), Some((ids[1] + 1).to_string().as_str()));
+    assert_eq!(r.header("x-gap-to"), Some((ids[4] - 1).to_string().as_str()));
+    let got: Vec<u64> =
+        r.json().as_array().expect("list").iter().map(|e| e["id"].as_u64().expect("id")).collect();
+    assert_eq!(got, ids[4..].to_vec());
+}

@@ -28,6 +28,7 @@ mod delivery;
 use delivery::FlushQueue;
 mod gate;
 mod poll;
+mod poll_bus;
 mod requests;
 mod resume;
 mod timers;

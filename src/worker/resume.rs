@@ -46,8 +46,7 @@ impl Worker {
         if !self.conns.get_mut(key).is_some_and(|c| c.requesting().is_some()) {
             return Err((extra, holds_slot));
         }
-        self.resume_tokens += 1;
-        let token = self.resume_tokens;
+        let token = self.next_resume_token();
         let max_events = self.shared.config.outbox_max_events;
         let req =
             Request { loop_index: self.index, key, token, topics: topics.to_vec(), after, upto, max_events };
@@ -67,10 +66,19 @@ impl Worker {
         Ok(())
     }
 
+    /// A token for one request to the bus's resume thread.
+    pub(super) fn next_resume_token(&mut self) -> u64 {
+        self.resume_tokens += 1;
+        self.resume_tokens
+    }
+
     /// The bus's answer: start the stream with it (invariant 3), if the connection still
     /// waits for it.
     pub(super) fn on_resumed(&mut self, r: Box<Resumed>) {
         let Some(req) = self.conns.get_mut(r.key).and_then(Conn::requesting) else { return };
+        if req.poll.as_ref().map(|w| w.token) == Some(r.token) {
+            return self.answer_poll_from_bus(&r);
+        }
         if req.resume.as_ref().map(|w| w.token) != Some(r.token) {
             return;
         }
