@@ -452,3 +452,18 @@ fn polling_older_than_history_is_answered_from_the_bus() {
         r.json().as_array().expect("list").iter().map(|e| e["id"].as_u64().expect("id")).collect();
     assert_eq!(got, ids[4..].to_vec());
 }
+
+/// `--bus redis://host:port/db` (TCP) works as the unix socket does.
+#[test]
+fn a_redis_url_over_tcp_works() {
+    let redis = RedisServer::start_tcp();
+    let mut config = Config { threads: Some(1), ..Config::loopback() };
+    config.bus.url = Some(redis.tcp_url());
+    let node = TestServer::start(config);
+    let mut sub = SseClient::connect(node.addr, "/events?topic=tcp");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let id = util::publish(node.addr, "tcp", "over tcp");
+    let e = sub.next_published().expect("event");
+    assert_eq!((e.id_u64(), e.data.as_str()), (id, "over tcp"));
+    assert_eq!(redis.command(&["XLEN", "{sse-edge}:events"]).as_deref(), Some(":1\r\n"));
+}

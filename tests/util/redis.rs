@@ -12,18 +12,39 @@ use super::{require_binary, ProcessGuard, TempDir};
 /// How long a `redis-server` may take to answer `PING` after it was started.
 const REDIS_STARTUP: Duration = Duration::from_secs(10);
 
-/// One `redis-server` listening only on `<dir>/redis.sock`.
+/// One `redis-server` listening on `<dir>/redis.sock` (and, from [`RedisServer::start_tcp`],
+/// on a loopback port too).
 pub struct RedisServer {
     pub dir: TempDir,
     pub guard: Option<ProcessGuard>,
+    /// The TCP port, when it listens on one.
+    pub port: Option<u16>,
 }
 
 impl RedisServer {
     /// Starts an empty Redis without persistence.
     pub fn start() -> RedisServer {
-        let mut r = RedisServer { dir: TempDir::new("redis"), guard: None };
+        let mut r = RedisServer { dir: TempDir::new("redis"), guard: None, port: None };
         r.launch();
         r
+    }
+
+    /// Starts an empty Redis that also listens on a free loopback port (retried when another
+    /// process takes the port first, see [`super::start_on_free_port`]).
+    pub fn start_tcp() -> RedisServer {
+        super::start_on_free_port("redis-server", |port| {
+            let mut r = RedisServer { dir: TempDir::new("redis"), guard: None, port: Some(port) };
+            r.launch();
+            match r.guard.as_mut().map(|g| g.exited()) {
+                Some(None) => Ok(r),
+                _ => Err(format!("redis-server on port {port} exited")),
+            }
+        })
+    }
+
+    /// The `redis://` URL of its TCP port.
+    pub fn tcp_url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port.expect("started with start_tcp"))
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -37,8 +58,9 @@ impl RedisServer {
 
     fn launch(&mut self) {
         let bin = require_binary("/usr/bin/redis-server", "redis-server");
+        let port = self.port.unwrap_or(0).to_string();
         let child = Command::new(bin)
-            .args(["--port", "0", "--unixsocket"])
+            .args(["--port", &port, "--bind", "127.0.0.1", "--unixsocket"])
             .arg(self.socket())
             .args(["--unixsocketperm", "700", "--save", "", "--appendonly", "no", "--dir"])
             .arg(&self.dir.path)
@@ -50,6 +72,9 @@ impl RedisServer {
         self.guard = Some(ProcessGuard::new("redis-server", child));
         let deadline = Instant::now() + REDIS_STARTUP;
         while self.command(&["PING"]).as_deref() != Some("+PONG\r\n") {
+            if self.guard.as_mut().is_some_and(|g| g.exited().is_some()) {
+                return; // the port was taken: the caller retries
+            }
             assert!(Instant::now() < deadline, "redis-server did not answer PING within {REDIS_STARTUP:?}");
             std::thread::sleep(Duration::from_millis(20));
         }
