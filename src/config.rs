@@ -32,22 +32,22 @@ pub struct Config {
     pub backlog: u32,
 
     /// Kernel send buffer of each public connection (`SO_SNDBUF`, set on the listeners and
-    /// inherited by accepted sockets; the kernel doubles it for bookkeeping). A client that
-    /// stops reading then pins at most this (plus its own receive window) in the kernel and
-    /// turns write-blocked early, so the loop stops spending `writev`s on it and its backlog
-    /// waits in the outbox, bounded and evicted by class with a gap notice. Throughput per
-    /// stream is at most about twice this per round trip (64 KiB: ~1.3 MB/s at 100 ms).
-    /// 0 keeps the kernel's autotuning (`net.ipv4.tcp_wmem`, up to 4 MiB a socket).
-    #[arg(long, env = "SSE_EDGE_SEND_BUFFER_BYTES", default_value_t = 65_536,
+    /// inherited by accepted sockets; the kernel doubles it for bookkeeping), 0: the kernel's
+    /// autotuning (`net.ipv4.tcp_wmem`). A fixed buffer caps a stream at about twice this per
+    /// round trip (64 KiB: ~1.3 MB/s at 100 ms); `--notsent-lowat-bytes` bounds what a
+    /// stalled client pins without that cap, so the default leaves this to the kernel.
+    #[arg(long, env = "SSE_EDGE_SEND_BUFFER_BYTES", default_value_t = 0,
           value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
     pub send_buffer_bytes: u32,
 
     /// `TCP_NOTSENT_LOWAT` of each public connection (0: off): the socket turns unwritable
     /// once this many bytes wait unsent in the kernel, however large the in-flight part grows
-    /// under the kernel's autotuning. Bounds what a stalled client pins in the kernel's unsent
-    /// queue without capping a fast client's throughput to distant readers the way
-    /// `--send-buffer-bytes` does.
-    #[arg(long, env = "SSE_EDGE_NOTSENT_LOWAT_BYTES", default_value_t = 0,
+    /// under the kernel's autotuning. A client that stops reading then turns write-blocked
+    /// early, so the loop stops spending `writev`s on it and its backlog waits in the outbox
+    /// (bounded, evicted by class with a gap notice), while a fast client's throughput to a
+    /// distant reader is not capped the way `--send-buffer-bytes` caps it. Measured on M4b
+    /// (`benches/send_queue.sh`): 16 KiB gave the lowest readers' p99 and kernel memory.
+    #[arg(long, env = "SSE_EDGE_NOTSENT_LOWAT_BYTES", default_value_t = 16_384,
           value_parser = clap::value_parser!(u32).range(0..=64 << 20))]
     pub notsent_lowat_bytes: u32,
 
@@ -391,7 +391,7 @@ mod tests {
         assert_eq!(c.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(c.heartbeat_ms, 25_000);
         assert_eq!(c.publish_wait_timeout_ms, 10_000);
-        assert_eq!(c.send_buffer_bytes, 65_536);
+        assert_eq!((c.send_buffer_bytes, c.notsent_lowat_bytes), (0, 16_384));
         assert!(c.validate().is_ok());
         assert!(c.loop_count() >= 1);
     }
