@@ -467,3 +467,34 @@ fn a_redis_url_over_tcp_works() {
     assert_eq!((e.id_u64(), e.data.as_str()), (id, "over tcp"));
     assert_eq!(redis.command(&["XLEN", "{sse-edge}:events"]).as_deref(), Some(":1\r\n"));
 }
+
+/// The `latest` throttle's trailing edge goes through the bus too: a value the throttle held
+/// (answered with a null id) reaches the subscribers of both nodes later with one bus id.
+#[test]
+fn the_throttle_trailing_edge_is_sequenced_by_the_bus() {
+    let redis = RedisServer::start();
+    let config = || Config { latest_min_interval_ms: 50, ..bus_config(&redis) };
+    let (a, b) = (TestServer::start(config()), TestServer::start(config()));
+    let mut subs =
+        [SseClient::connect(a.addr, "/events?topic=job"), SseClient::connect(b.addr, "/events?topic=job")];
+    a.wait_stats("stream on a", |s| s.streams == 1);
+    b.wait_stats("stream on b", |s| s.streams == 1);
+    let publish = |data: &str| {
+        let query = "topic=job&class=latest&key=j1";
+        Client::connect(a.addr).publish(query, Some("text/plain"), data.as_bytes()).json()["id"].as_u64()
+    };
+    let first = publish("10%").expect("the first value passes at once");
+    assert_eq!(publish("50%"), None, "held by the throttle");
+    assert_eq!(publish("100%"), None, "replaces the held value");
+    let mut trailing = Vec::new();
+    for sub in &mut subs {
+        let got: Vec<(u64, String)> =
+            read_published(sub, 2).into_iter().map(|e| (e.id_u64(), e.data)).collect();
+        assert_eq!(got[0], (first, "10%".to_string()));
+        assert_eq!(got[1].1, "100%", "the trailing edge carries the last value");
+        assert!(got[1].0 > first);
+        trailing.push(got[1].0);
+    }
+    assert_eq!(trailing[0], trailing[1], "one bus id on both nodes");
+    assert_eq!(redis.command(&["XLEN", "{sse-edge}:events"]).as_deref(), Some(":2\r\n"), "two appends");
+}
