@@ -498,3 +498,42 @@ fn the_throttle_trailing_edge_is_sequenced_by_the_bus() {
     assert_eq!(trailing[0], trailing[1], "one bus id on both nodes");
     assert_eq!(redis.command(&["XLEN", "{sse-edge}:events"]).as_deref(), Some(":2\r\n"), "two appends");
 }
+
+/// `/readyz` says 503 while the bus reader has lost Redis and 200 again once it is back, with
+/// no operator action; the open stream stays open throughout and receives what follows.
+#[test]
+fn readyz_follows_the_bus() {
+    let mut redis = RedisServer::start();
+    let node = TestServer::start(bus_config(&redis));
+    let mut sub = SseClient::connect(node.addr, "/events?topic=r");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let ready = || http_get(node.addr, "/readyz");
+    assert_eq!(ready().status, 200);
+    redis.kill();
+    let wait_for = |status: u16| {
+        let deadline = Instant::now() + IO_TIMEOUT;
+        loop {
+            let r = ready();
+            if r.status == status {
+                return r;
+            }
+            assert!(Instant::now() < deadline, "/readyz never answered {status}: {} {}", r.status, r.text());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let down = wait_for(503);
+    assert!(down.text().contains("bus unreachable"), "{}", down.text());
+    redis.restart_empty();
+    wait_for(200);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let id = loop {
+        let r = Client::connect(node.addr).publish("topic=r", Some("text/plain"), b"back");
+        if r.status == 202 {
+            break r.json()["id"].as_u64().expect("id");
+        }
+        assert!(Instant::now() < deadline, "publishing never recovered: {}", r.text());
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let e = sub.next_published().expect("the stream stayed open");
+    assert_eq!((e.id_u64(), e.data.as_str()), (id, "back"));
+}

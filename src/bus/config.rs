@@ -38,6 +38,12 @@ pub struct BusConfig {
     #[arg(long = "bus-warm-events", env = "SSE_EDGE_BUS_WARM_EVENTS", default_value_t = 10_000,
           value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(0..=1_000_000))]
     pub warm_events: usize,
+
+    /// Answer `/readyz` with 503 while the bus reader has lost the bus (a balancer then
+    /// sends new clients to nodes that still deliver).
+    #[arg(long = "bus-unready-when-down", env = "SSE_EDGE_BUS_UNREADY_WHEN_DOWN", default_value_t = true,
+          action = clap::ArgAction::Set)]
+    pub unready_when_down: bool,
 }
 
 impl BusConfig {

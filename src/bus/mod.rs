@@ -356,6 +356,12 @@ impl Bus {
         }
     }
 
+    /// `/readyz` should say not ready: the reader lost the bus and
+    /// `--bus-unready-when-down` is on.
+    pub fn unready(&self) -> bool {
+        self.config.unready_when_down && !self.connected.load(Ordering::Acquire)
+    }
+
     /// Events this node appended, by class.
     pub fn published(&self) -> [u64; 3] {
         [0, 1, 2].map(|i| self.published[i].load(Ordering::Relaxed))
