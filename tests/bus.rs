@@ -537,3 +537,33 @@ fn readyz_follows_the_bus() {
     let e = sub.next_published().expect("the stream stayed open");
     assert_eq!((e.id_u64(), e.data.as_str()), (id, "back"));
 }
+
+/// A bus connection that stays open but stops answering (Redis stopped with SIGSTOP) is
+/// noticed by the reader's socket timeout (longer than its `XREAD BLOCK`): `/readyz` turns
+/// 503, and after SIGCONT the reader reconnects and delivers again.
+#[test]
+fn a_stale_bus_connection_is_noticed() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let redis = RedisServer::start();
+    let node = TestServer::start(bus_config(&redis));
+    let mut sub = SseClient::connect(node.addr, "/events?topic=st");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let pid = Pid::from_raw(redis.guard.as_ref().expect("redis runs").pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP redis-server");
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while http_get(node.addr, "/readyz").status != 503 {
+        assert!(Instant::now() < deadline, "a silent bus was never noticed");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(pid, Signal::SIGCONT).expect("SIGCONT redis-server");
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while http_get(node.addr, "/readyz").status != 200 {
+        assert!(Instant::now() < deadline, "the reader never came back");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let id = util::publish(node.addr, "st", "after the stall");
+    assert_eq!(sub.next_published().expect("event").id_u64(), id);
+    let body = http_get(node.addr, "/metrics").text();
+    assert!(metric(&body, "sse_bus_reconnects_total") >= 1.0, "the reader reconnected");
+}
