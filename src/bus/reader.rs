@@ -89,6 +89,9 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
                     }
                 }
                 Err(e) => {
+                    // Also the first connection: the one `Bus::open` made is not the reader's.
+                    bus.connected.store(false, Ordering::Release);
+                    was_down = true;
                     log::debug!("bus {}: reader cannot connect: {e}", bus.connector.describe());
                     sleep_unless_closed(hub, jittered(backoff));
                     backoff = (backoff * 2).min(BACKOFF_MAX);
