@@ -265,6 +265,10 @@ pub struct Config {
     #[arg(long, env = "SSE_EDGE_SHUTDOWN_RETRY_SPREAD_MS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub shutdown_retry_spread_ms: u64,
+
+    /// Scale-out over a bus (`--bus`, `--bus-*`); see [`crate::bus`].
+    #[command(flatten)]
+    pub bus: crate::bus::BusConfig,
 }
 
 impl Default for Config {
@@ -342,6 +346,7 @@ impl Config {
         if self.hub_queue_events == 0 {
             return Err(ConfigError("--hub-queue-events must be at least 1".into()));
         }
+        self.bus.validate().map_err(ConfigError)?;
         Ok(())
     }
 }

@@ -103,6 +103,34 @@ pub(crate) struct Requesting {
     /// paused until the outbox drains (a pipelining client that never reads its responses
     /// cannot grow our memory).
     pub paused_for_output: bool,
+    /// A subscribe waiting for the bus to replay what the loop's history lacks.
+    pub resume: Option<Box<ResumeWait>>,
+    /// A `/topics/{t}/events?after=` waiting for the bus for the same reason.
+    pub poll: Option<Box<PollWait>>,
+}
+
+/// A polling request answered once the bus's events are in (`--bus`).
+pub(crate) struct PollWait {
+    /// Matches the bus's answer to this connection.
+    pub token: u64,
+    pub topic: String,
+    pub after: u64,
+    pub limit: usize,
+    /// The newest id the loop's history lacks.
+    pub upto: u64,
+    pub keep_alive: bool,
+}
+
+/// A stream about to start once the bus's replay is in (`--bus`).
+pub(crate) struct ResumeWait {
+    /// Matches the bus's answer to this connection (a slab key is reused).
+    pub token: u64,
+    pub topics: Vec<String>,
+    pub after: u64,
+    pub extra: Option<Box<StreamExtra>>,
+    /// The stream holds a capacity slot (a public stream).
+    pub holds_slot: bool,
+    pub cors: Option<String>,
 }
 
 /// Unread response bytes past which a connection's requests are no longer read.
@@ -112,7 +140,7 @@ impl Requesting {
     /// Waiting on the hub (a parked publish) or on the loops (a health probe): the socket is
     /// not read and no further request is handled until that ends.
     pub fn is_waiting(&self) -> bool {
-        self.pending.is_some() || self.health.is_some()
+        self.pending.is_some() || self.health.is_some() || self.resume.is_some() || self.poll.is_some()
     }
 }
 
@@ -129,6 +157,9 @@ pub(crate) struct PendingPublish {
     /// Loop clock (ms) when the publish was first parked; `--publish-wait-timeout-ms` counts
     /// from here.
     pub parked_since_ms: Option<u64>,
+    /// With `--bus`: the bus's answer for the next `.1` events, handed to it and not yet
+    /// answered.
+    pub ticket: Option<(std::sync::Arc<crate::bus::Ticket>, usize)>,
 }
 
 impl PendingPublish {

@@ -93,6 +93,8 @@ pub struct Scrape {
     pub history_bytes: u64,
     /// Delivery lag over all loops.
     pub delivery_lag: Snapshot,
+    /// The bus's gauges (`--bus`; zero without one).
+    pub bus: crate::bus::BusScrape,
     /// Process numbers.
     pub process: ProcessScrape,
 }
@@ -139,6 +141,26 @@ impl Out {
         self.sample(&format!("{name}_sum"), labels, h.sum);
         self.sample(&format!("{name}_count"), labels, h.count());
     }
+}
+
+/// The bus families (`--bus`); without a bus they read 0.
+fn render_bus(o: &mut Out, b: &crate::bus::BusScrape) {
+    o.family("sse_bus_connected", "gauge", "1 while the bus reader is connected to the bus (--bus).");
+    o.sample("sse_bus_connected", "", u8::from(b.connected));
+    o.family("sse_bus_publish_inflight", "gauge", "Events appended to the bus and not yet answered.");
+    o.sample("sse_bus_publish_inflight", "", b.inflight);
+    o.family("sse_bus_publish_window", "gauge", "Most events in flight to the bus (--bus-publish-window).");
+    o.sample("sse_bus_publish_window", "", b.window);
+    o.family("sse_bus_reconnects_total", "counter", "Times the bus reader reconnected after losing the bus.");
+    o.sample("sse_bus_reconnects_total", "", b.reconnects);
+    o.family(
+        "sse_bus_read_gaps_total",
+        "counter",
+        "Times the bus reader found ids missing between two it read (trimmed or lost by the bus).",
+    );
+    o.sample("sse_bus_read_gaps_total", "", b.skipped);
+    o.family("sse_bus_publish_seconds", "histogram", "Round trip of one append of a batch to the bus.");
+    o.histogram("sse_bus_publish_seconds", "", &b.publish_seconds);
 }
 
 /// Renders `s` as Prometheus text.
@@ -240,6 +262,7 @@ pub fn render(s: &Scrape) -> String {
         "Hub accept to bytes accepted by the kernel, per delivery.",
     );
     o.histogram("sse_delivery_lag_seconds", "", &s.delivery_lag);
+    render_bus(&mut o, &s.bus);
     o.family("sse_loop_iteration_seconds", "histogram", "Time a loop spends per iteration.");
     for (i, lp) in l.iter().enumerate() {
         o.histogram("sse_loop_iteration_seconds", &format!("loop=\"{i}\""), &lp.iteration);

@@ -58,6 +58,8 @@ pub enum LoopMsg {
     Ping(Arc<crate::health::Probe>),
     /// Test hook: sleep this long (a stuck loop, for health tests).
     Block(Duration),
+    /// The bus's answer to a resume this loop asked for ([`crate::bus::resume`]).
+    Resumed(Box<crate::bus::resume::Resumed>),
 }
 
 /// The hub's end of one loop's channel.
@@ -94,6 +96,9 @@ pub enum PublishError {
     /// The server is shutting down.
     #[error("server is shut down")]
     Closed,
+    /// The bus (`--bus`) did not take the event; retry later. The text says why.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 /// What the hub's lock protects: the id counter and the per-class publish counters
@@ -128,6 +133,9 @@ pub struct Hub {
     room: crate::room::Room,
     /// Log every n-th published event (0: none).
     log_sample_every: u64,
+    /// With `--bus` the bus assigns every id: [`Hub::try_publish`] refuses, so no id is
+    /// ever sequenced here that the bus also hands out.
+    bus_sequenced: bool,
 }
 
 impl Hub {
@@ -158,6 +166,7 @@ impl Hub {
             names: Default::default(),
             room: crate::room::Room::new(inboxes.len()),
             log_sample_every,
+            bus_sequenced: false,
         };
         (hub, inboxes)
     }
@@ -170,6 +179,46 @@ impl Hub {
     /// The first id this process assigns; anything below predates it.
     pub fn first_id(&self) -> u64 {
         self.first_id
+    }
+
+    /// With a bus: the bus decides ids; `first` is the first id this process can know of
+    /// (anything below predates it) and `next` the id the bus hands out next. Called once,
+    /// before the loops start.
+    pub(crate) fn start_at(&mut self, first: u64, next: u64) {
+        self.first_id = first;
+        self.seq.get_mut().unwrap_or_else(|p| p.into_inner()).next_id = next;
+        *self.issued_below.get_mut() = next;
+        self.bus_sequenced = true;
+    }
+
+    /// Hands events the bus already sequenced to every loop, in order, as many as every
+    /// channel has room for (invariant 2); returns how many. The caller retries the rest.
+    pub(crate) fn deliver(&self, events: &[Arc<Event>]) -> usize {
+        let take = {
+            let mut seq = self.lock();
+            let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
+            let take = room.min(events.len());
+            for event in &events[..take] {
+                for link in &self.links {
+                    // Room was measured under this lock (invariant 2).
+                    let _ = link.tx.try_send(LoopMsg::Event(event.clone()));
+                }
+                seq.next_id = seq.next_id.max(event.id + 1);
+            }
+            self.issued_below.store(seq.next_id, Ordering::Release);
+            take
+        };
+        if take > 0 {
+            self.wake_all_but(None);
+        }
+        take
+    }
+
+    /// Wakes loop `index` (a bus answer for a publisher parked on it is in).
+    pub(crate) fn wake_loop(&self, index: usize) {
+        if let Some(link) = self.links.get(index) {
+            let _ = link.waker.wake();
+        }
     }
 
     /// Events sequenced so far, by [`Class::index`].
@@ -230,6 +279,9 @@ impl Hub {
     ) -> Result<Vec<u64>, PublishError> {
         if self.closed.load(Ordering::Acquire) {
             return Err(PublishError::Closed);
+        }
+        if self.bus_sequenced {
+            return Err(PublishError::Unavailable("with --bus the bus sequences every event".into()));
         }
         let mut ids = Vec::with_capacity(events.len());
         // Invariant 3: the lock is taken per chunk, so a huge batch never holds up other
@@ -356,6 +408,20 @@ impl Hub {
             let _ = link.waker.wake();
         }
         sent
+    }
+
+    /// [`Hub::send_control`] that hands the message back when the channel is full.
+    pub(crate) fn send_control_or_return(&self, index: usize, msg: LoopMsg) -> Result<(), LoopMsg> {
+        let Some(link) = self.links.get(index) else { return Err(msg) };
+        {
+            let _seq = self.lock();
+            if link.tx.len() >= self.capacity {
+                return Err(msg);
+            }
+            link.tx.try_send(msg).map_err(|e| e.into_inner())?;
+        }
+        let _ = link.waker.wake();
+        Ok(())
     }
 
     /// Number of loops.

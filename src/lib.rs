@@ -21,6 +21,7 @@
 
 pub mod admission;
 pub mod auth;
+pub mod bus;
 pub mod check;
 pub mod config;
 mod conn;
@@ -78,6 +79,9 @@ pub enum StartError {
         /// The OS error.
         source: io::Error,
     },
+    /// The bus (`--bus`) could not be reached or used at start.
+    #[error("--bus: {0}")]
+    Bus(bus::BusError),
     /// Another OS resource (poll instance, waker, thread) could not be created.
     #[error("{what}: {source}")]
     Io {
@@ -183,11 +187,20 @@ impl Server {
             }
             None => None,
         };
-        let (hub, inboxes) =
+        let (mut hub, inboxes) =
             Hub::new(wakers, config.hub_queue_events, latest_interval, config.log_sample_every);
+        let bus = match &config.bus.url {
+            Some(_) => {
+                let bus = bus::Bus::open(&config.bus, bus_io_timeout(&config)).map_err(StartError::Bus)?;
+                hub.start_at(bus.first_id(), bus.next_id());
+                Some(Arc::new(bus))
+            }
+            None => None,
+        };
         let shared = Arc::new(Shared {
             stats: (0..loops).map(|_| CachePadded::new(Default::default())).collect(),
             hub: Arc::new(hub),
+            bus,
             stop: Default::default(),
             capacity,
             connections: Default::default(),
@@ -235,10 +248,20 @@ impl Server {
             threads.push(thread);
         }
         let hub = shared.hub.clone();
-        let flusher = std::thread::Builder::new()
-            .name("sse-throttle".into())
-            .spawn(move || hub.run_throttle_flusher())
-            .map_err(io_err("spawning the throttle thread"))?;
+        let mut helper_threads = Vec::new();
+        let flusher = match shared.bus.clone() {
+            Some(bus) => {
+                bus.clear_warm();
+                helper_threads.extend(bus.spawn(&hub).map_err(io_err("spawning the bus threads"))?);
+                std::thread::Builder::new()
+                    .name("sse-throttle".into())
+                    .spawn(move || bus::run_throttle_flusher(&bus, &hub))
+            }
+            None => std::thread::Builder::new()
+                .name("sse-throttle".into())
+                .spawn(move || hub.run_throttle_flusher()),
+        }
+        .map_err(io_err("spawning the throttle thread"))?;
         let c = &shared.config;
         log::info!(
             "sse-edge listening on {addr}: {loops} loops, backlog {}, outbox {} events / {} bytes, heartbeat {} ms, stall timeout {} ms",
@@ -253,8 +276,18 @@ impl Server {
             .name("sse-monitor".into())
             .spawn(move || monitor::run(watched))
             .map_err(io_err("spawning the monitor thread"))?;
-        let (loop_threads, helper_threads) = (threads, vec![flusher, monitor]);
+        helper_threads.extend([flusher, monitor]);
+        let loop_threads = threads;
         Ok(Handle { addr, admin_addr, shared, loop_threads, helper_threads })
+    }
+}
+
+/// Socket timeout of the bus's publish connection: a publish hears from the bus within
+/// about this long (bounded by `--publish-wait-timeout-ms`, at most 5 s).
+fn bus_io_timeout(config: &Config) -> Duration {
+    match config.publish_wait_timeout_ms {
+        0 => Duration::from_secs(5),
+        ms => Duration::from_millis(ms.clamp(100, 5_000)),
     }
 }
 
@@ -281,7 +314,11 @@ impl Handle {
 
     /// A cloneable, `Send` handle for publishing from this process.
     pub fn publisher(&self) -> Publisher {
-        Publisher { hub: self.shared.hub.clone(), max_frame: self.shared.config.outbox_max_bytes }
+        Publisher {
+            hub: self.shared.hub.clone(),
+            bus: self.shared.bus.clone(),
+            max_frame: self.shared.config.outbox_max_bytes,
+        }
     }
 
     /// Counters and gauges summed over all loops.
@@ -289,6 +326,9 @@ impl Handle {
         let hub = &self.shared.hub;
         let mut stats = Stats::sum(self.shared.stats.iter().map(|s| &**s), hub.queue_lengths());
         stats.published_by_class = hub.published();
+        if let Some(bus) = &self.shared.bus {
+            stats.published_by_class = bus.published();
+        }
         stats.throttled = hub.throttle.replaced();
         stats.capacity = self.shared.capacity as u64;
         stats.overloaded = self.shared.overload.load(Ordering::Acquire);
@@ -373,6 +413,7 @@ impl ShutdownTrigger {
 #[derive(Clone)]
 pub struct Publisher {
     hub: Arc<Hub>,
+    bus: Option<Arc<bus::Bus>>,
     max_frame: usize,
 }
 
@@ -386,11 +427,28 @@ impl Publisher {
 
     /// Publishes one event, or returns [`PublishError::Full`] at once when a loop's queue is
     /// full. `Ok(None)`: a `latest` event the throttle holds (it goes out when its window
-    /// ends, unless a newer value for its key replaces it).
+    /// ends, unless a newer value for its key replaces it). With `--bus` it returns `Full`
+    /// only when the in-flight window is full; otherwise it waits for the bus's answer (one
+    /// round trip) and returns [`PublishError::Unavailable`] when the bus did not take it.
     pub fn try_publish(&self, msg: &Message) -> Result<Option<u64>, PublishError> {
         let (send, _) = self.hub.admit(self.prepare(std::slice::from_ref(msg))?);
         if send.is_empty() {
             return Ok(None);
+        }
+        if let Some(bus) = &self.bus {
+            // The bus answers within its socket timeout; only a full window is `Full`.
+            let Some((ticket, _)) = bus.try_submit(&send, None) else {
+                self.hub.throttle.abandon(&send);
+                return Err(PublishError::Full);
+            };
+            let ids = loop {
+                match ticket.wait(Duration::from_millis(100)) {
+                    Some(outcome) => break outcome.map_err(|e| PublishError::Unavailable(e.to_string()))?,
+                    None if self.hub.is_closed() => return Err(PublishError::Closed),
+                    None => {}
+                }
+            };
+            return Ok(ids.first().copied().filter(|&id| id != hub::SUPERSEDED));
         }
         match self.hub.try_publish(&send, None)?.first() {
             Some(&id) => Ok(Some(id).filter(|&id| id != hub::SUPERSEDED)),
@@ -414,6 +472,14 @@ impl Publisher {
     pub fn publish_batch(&self, msgs: &[Message]) -> Result<Vec<Option<u64>>, PublishError> {
         let (send, held) = self.hub.admit(self.prepare(msgs)?);
         let mut ids = Vec::with_capacity(send.len());
+        if let Some(bus) = &self.bus {
+            if self.hub.is_closed() {
+                return Err(PublishError::Closed);
+            }
+            ids = bus
+                .publish_blocking(&self.hub, &send)
+                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+        }
         while ids.len() < send.len() {
             let got = self.hub.try_publish(&send[ids.len()..], None)?;
             if got.is_empty() {

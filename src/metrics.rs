@@ -83,11 +83,13 @@ pub enum RejectReason {
     Origin,
     /// A stream request past `--max-connections` streams (503; short requests still served).
     StreamCapacity,
+    /// The bus (`--bus`) did not take a publish (503).
+    BusUnavailable,
 }
 
 impl RejectReason {
     /// All reasons, in counter order.
-    pub const ALL: [RejectReason; 12] = [
+    pub const ALL: [RejectReason; 13] = [
         RejectReason::Capacity,
         RejectReason::Emfile,
         RejectReason::IpStreams,
@@ -100,6 +102,7 @@ impl RejectReason {
         RejectReason::PublishTimeout,
         RejectReason::Origin,
         RejectReason::StreamCapacity,
+        RejectReason::BusUnavailable,
     ];
 
     /// Stable label for metrics and logs.
@@ -117,6 +120,7 @@ impl RejectReason {
             RejectReason::PublishTimeout => "publish_timeout",
             RejectReason::Origin => "origin",
             RejectReason::StreamCapacity => "stream_capacity",
+            RejectReason::BusUnavailable => "bus_unavailable",
         }
     }
 

@@ -42,6 +42,12 @@ const METRICS: &[&str] = &[
     "sse_overload_mode",
     "sse_history_events",
     "sse_history_bytes",
+    "sse_bus_connected",
+    "sse_bus_publish_inflight",
+    "sse_bus_publish_window",
+    "sse_bus_reconnects_total",
+    "sse_bus_read_gaps_total",
+    "sse_bus_publish_seconds",
     "process_open_fds",
     "process_max_fds",
     "process_resident_memory_bytes",
@@ -50,7 +56,8 @@ const METRICS: &[&str] = &[
 ];
 
 /// Histogram families among [`METRICS`]: their series are `_bucket`, `_sum` and `_count`.
-const HISTOGRAMS: &[&str] = &["sse_delivery_lag_seconds", "sse_loop_iteration_seconds"];
+const HISTOGRAMS: &[&str] =
+    &["sse_delivery_lag_seconds", "sse_loop_iteration_seconds", "sse_bus_publish_seconds"];
 
 const HISTOGRAM_SUFFIXES: &[&str] = &["_bucket", "_sum", "_count"];
 

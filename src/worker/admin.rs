@@ -100,9 +100,11 @@ impl Worker {
 fn readyz(shared: &Shared, keep_alive: bool) -> Bytes {
     let draining = shared.draining.load(Ordering::Acquire);
     let overloaded = shared.overload.load(Ordering::Acquire) && shared.config.unready_when_overloaded;
+    let bus_down = shared.bus.as_ref().is_some_and(|b| b.unready());
     let (status, state) = match (draining, overloaded) {
         (true, _) => (503, "draining"),
         (_, true) => (503, "overloaded"),
+        _ if bus_down => (503, "bus unreachable"),
         _ => (200, "ready"),
     };
     let body = format!("{{\"status\":\"{state}\"}}\n");
@@ -130,6 +132,10 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
         },
         ..Scrape::default()
     };
+    if let Some(bus) = &shared.bus {
+        s.bus = bus.scrape();
+        s.published = bus.published();
+    }
     for (i, l) in shared.stats.iter().enumerate() {
         for (sum, c) in s.rejected.iter_mut().zip(&l.rejected) {
             *sum += get(c);

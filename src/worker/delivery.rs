@@ -109,6 +109,7 @@ impl Worker {
                 }
                 LoopMsg::Ping(probe) => probe.answer(self.index),
                 LoopMsg::Block(d) => std::thread::sleep(d),
+                LoopMsg::Resumed(r) => self.on_resumed(r),
             }
         }
         if drained > 0 {

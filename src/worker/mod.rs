@@ -23,11 +23,14 @@
 mod accept;
 pub(crate) use accept::ADMIN_MAX_CONNECTIONS;
 mod admin;
+mod bus_publish;
 mod delivery;
 use delivery::FlushQueue;
 mod gate;
 mod poll;
+mod poll_bus;
 mod requests;
+mod resume;
 mod timers;
 
 use std::fs::File;
@@ -85,6 +88,8 @@ const ACCEPT_BACKOFF_MS: u64 = 50;
 pub(crate) struct Shared {
     pub config: Config,
     pub hub: Arc<Hub>,
+    /// The bus that sequences every event, with `--bus`.
+    pub bus: Option<Arc<crate::bus::Bus>>,
     pub stats: Vec<CachePadded<LoopStats>>,
     /// Most connections the node holds (invariant 1 of [`accept`]).
     pub capacity: usize,
@@ -170,6 +175,8 @@ pub(crate) struct Worker {
     tick_ms: u64,
     bounds: Bounds,
     prelude: Bytes,
+    /// Tokens of resumes asked of the bus (see [`resume`]).
+    resume_tokens: u64,
 }
 
 impl Worker {
@@ -197,6 +204,11 @@ impl Worker {
             shared.hub.first_id().saturating_sub(1),
         )
         .shared_by(shared.hub.loops());
+        let mut history = history;
+        // With a bus, a starting node's history holds the bus's newest events.
+        for event in shared.bus.iter().flat_map(|bus| bus.warm_events()) {
+            history.record(&event);
+        }
         Worker {
             index,
             shared,
@@ -232,6 +244,7 @@ impl Worker {
             tick_ms,
             bounds,
             prelude,
+            resume_tokens: 0,
         }
     }
 
@@ -393,8 +406,18 @@ impl Worker {
 
     /// A stream phase ends (close, or lingering after a drain notice): leaves its topics,
     /// hands back its permit and (public streams: `admin` is false) its capacity slot,
-    /// uncounts it. Exactly once per stream, because the phase is moved out.
+    /// uncounts it. Exactly once per stream, because the phase is moved out. A connection that
+    /// waited for the bus's replay holds them already and hands them back the same way.
     fn leave_stream(&mut self, phase: Phase, admin: bool) {
+        if let Phase::Request(mut req) = phase {
+            if let Some(wait) = req.resume.take() {
+                if let Some(permit) = wait.extra.and_then(|x| x.permit) {
+                    self.shared.admission.release(permit);
+                }
+                self.release_stream_slot(wait.holds_slot);
+            }
+            return;
+        }
         if let Phase::Stream(mut stream) = phase {
             for &m in stream.memberships.iter() {
                 self.topics.unsubscribe(m);
@@ -414,7 +437,9 @@ impl Worker {
         if let Phase::Request(req) = &phase {
             if let Some(p) = &req.pending {
                 // A parked publish that will never be sequenced (throttle invariant 6).
-                self.shared.hub.throttle.abandon(&p.events[p.ids.len()..]);
+                // Events handed to the bus are claimed there (`p.ticket`).
+                let handed = p.ticket.as_ref().map_or(0, |t| t.1);
+                self.shared.hub.throttle.abandon(&p.events[(p.ids.len() + handed).min(p.events.len())..]);
             }
         }
         self.leave_stream(phase, conn.admin);

@@ -19,11 +19,12 @@ impl Worker {
         if let Err((reason, response)) = gate::poll(&self.shared, request, topic) {
             return self.refuse_for(key, reason, response, keep_alive);
         }
-        let c = &self.shared.config;
-        let bounds = PollBounds {
-            page_bytes: c.poll_max_bytes,
-            event_bytes: c.poll_max_bytes.max(c.outbox_max_bytes),
-        };
+        if let Action::EventsAfter { topic, after, limit } = &action {
+            if self.poll_from_bus(key, topic, *after, *limit, keep_alive) {
+                return; // answered when the bus's events are in
+            }
+        }
+        let bounds = self.poll_bounds();
         let now = Instant::now();
         let answer = match &action {
             Action::EventsAfter { topic, after, limit } => {
@@ -47,5 +48,11 @@ impl Worker {
             LoopStats::add(&stats.poll_skipped, answer.skipped as u64);
         }
         self.respond(key, answer.response, keep_alive);
+    }
+
+    /// The bounds of one polling answer.
+    pub(super) fn poll_bounds(&self) -> PollBounds {
+        let c = &self.shared.config;
+        PollBounds { page_bytes: c.poll_max_bytes, event_bytes: c.poll_max_bytes.max(c.outbox_max_bytes) }
     }
 }

@@ -197,7 +197,12 @@ impl Worker {
                         return self.refuse_for(key, reason, response, keep_alive);
                     }
                 };
-                self.start_stream(key, &topics, last_event_id, (extra, holds_slot), cors.as_deref());
+                let Err((extra, holds_slot)) =
+                    self.resume_from_bus(key, &topics, last_event_id, (extra, holds_slot), cors.as_deref())
+                else {
+                    return; // the stream starts when the bus's replay is in
+                };
+                self.start_stream(key, &topics, last_event_id, (extra, holds_slot), cors.as_deref(), None);
             }
             Ok(Action::Publish { events, shape }) => {
                 if self.shared.config.publish_rate_per_topic > 0.0 {
@@ -216,6 +221,7 @@ impl Worker {
                     shape,
                     keep_alive,
                     parked_since_ms: None,
+                    ticket: None,
                 };
                 self.publish(key, pending);
             }
@@ -314,13 +320,14 @@ impl Worker {
     /// id, first replays history (a gap notice, then retained events in id order). The
     /// replay and the registration happen in one step of the loop, so no event published
     /// meanwhile can fall between them or come twice.
-    fn start_stream(
+    pub(super) fn start_stream(
         &mut self,
         key: usize,
         topics: &[String],
         last_event_id: Option<u64>,
         (extra, holds_slot): (Option<Box<StreamExtra>>, bool),
         cors: Option<&str>,
+        from_bus: Option<&crate::bus::resume::Resumed>,
     ) {
         let Some(conn) = self.conns.get_mut(key) else {
             if let Some(permit) = extra.and_then(|x| x.permit) {
@@ -354,6 +361,11 @@ impl Worker {
             } else {
                 after
             };
+            // With a bus's replay: it covers the ids up to its `through`, history the rest.
+            let after = match from_bus {
+                Some(r) => super::resume::replay(conn, r, after, self.bounds, &self.shared.stats[self.index]),
+                None => after,
+            };
             conn.resume_after = after;
             let (gap, events) = self.history.replay(topics, after, Instant::now());
             if let Some((from, to)) = gap {
@@ -379,6 +391,9 @@ impl Worker {
     /// (invariant 2), and answers 503 once it has been parked for `--publish-wait-timeout-ms`
     /// (invariant 6).
     fn publish(&mut self, key: usize, mut pending: PendingPublish) {
+        if self.shared.bus.is_some() {
+            return self.publish_on_bus(key, pending);
+        }
         let done = pending.ids.len();
         match self.shared.hub.try_publish(&pending.events[done..], Some(self.index)) {
             Ok(ids) => pending.ids.extend(ids),
@@ -416,7 +431,7 @@ impl Worker {
     /// are delivered) and `null` for the rest, which the client may resend; a `latest` value
     /// the throttle holds is `null` too, as in the 202. The connection stays usable when
     /// keep-alive allows.
-    fn publish_timed_out(&mut self, key: usize, pending: &PendingPublish, waited_ms: u64) {
+    pub(super) fn publish_timed_out(&mut self, key: usize, pending: &PendingPublish, waited_ms: u64) {
         let Some(conn) = self.conns.get(key) else { return };
         log::info!(
             "loop {} conn {key} peer {}: publish of {} events (first topic {}) answered 503 after \

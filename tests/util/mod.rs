@@ -2,6 +2,8 @@
 //! an SSE client that parses frames, and a bounded wait.
 #![allow(dead_code)]
 
+pub mod redis;
+
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
@@ -523,11 +525,17 @@ pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// unless `cmd` sets `RUST_LOG` itself (it must keep `sse_edge` at info). A thread collects
 /// stderr into [`ChildGuard::log`] until the child exits, so the child never blocks on a full
 /// pipe; stdout is discarded.
-pub fn spawn_sse_edge(mut cmd: std::process::Command) -> (ChildGuard, SocketAddr) {
+pub fn spawn_sse_edge(cmd: std::process::Command) -> (ChildGuard, SocketAddr) {
+    spawn_sse_edge_on(cmd, "127.0.0.1:0")
+}
+
+/// [`spawn_sse_edge`] with `--listen listen` (another process's address, to share its port
+/// with `SO_REUSEPORT`).
+pub fn spawn_sse_edge_on(mut cmd: std::process::Command, listen: &str) -> (ChildGuard, SocketAddr) {
     use std::process::Stdio;
     use std::sync::mpsc::{self, RecvTimeoutError};
 
-    cmd.args(["--listen", "127.0.0.1:0"]);
+    cmd.args(["--listen", listen]);
     if !cmd.get_envs().any(|(key, _)| key == "RUST_LOG") {
         cmd.env("RUST_LOG", "info");
     }

@@ -1,0 +1,369 @@
+//! Scale-out: an external bus (Redis Streams) sequences the events of every node.
+//!
+//! With `--bus`, the bus is the sequencer instead of the process: every publish of this node
+//! (HTTP raw, JSON, NDJSON batch, the embedded `Publisher`, the `latest` throttle's trailing
+//! edge) is appended to the bus, which decides its id, and one reader per process reads the
+//! bus back in batches and hands each event to every loop through the hub's bounded
+//! channels ([`crate::hub::Hub::deliver`]). A node never delivers its own publishes locally
+//! first: what every subscriber of every node sees is the bus's one order.
+//!
+//! The boundary to a bus is small ([`Connector`], [`Connection`]) so that another one (NATS
+//! JetStream) can follow without touching the loops; [`redis`] implements it.
+//!
+//! Invariants:
+//! 1. Ids come from the bus, strictly increasing in the bus's one order, contiguous within a
+//!    batch (the first id of an append and the batch's length give every id), below 2^53.
+//!    Each append passes a floor (the highest id this node has seen, plus one), so a bus that
+//!    lost its data starts above every id this node handed out: ids are never reused.
+//! 2. At most `--bus-publish-window` events are in flight (appended and not yet answered);
+//!    a publisher that finds the window full waits exactly as on a full hub (an HTTP
+//!    publisher's connection is parked, `try_publish` returns `Full`).
+//! 3. One publisher thread owns one connection and appends everything queued to it in one
+//!    round trip (up to [`APPEND_MAX`] events), so a node pushes many events per round trip.
+//!    It claims `latest` values from the throttle in submission order before appending them,
+//!    so within a node an older value never follows a newer one (hub invariant 5).
+//! 4. One reader thread per process reads the bus in id order and waits for room in the
+//!    loops' channels, so backpressure reaches the bus reads, not memory.
+//! 5. A bus error answers the publishes it affects at once (`503` + `Retry-After` over
+//!    HTTP, [`crate::PublishError::Unavailable`] when embedded); nothing queues without a bound.
+
+pub mod config;
+mod publisher;
+mod reader;
+pub mod redis;
+pub mod resume;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use crossbeam_channel::Sender;
+
+use crate::histogram;
+use crate::hub::{Event, Hub};
+use crate::publish::{Class, Prepared};
+
+pub use config::BusConfig;
+pub use publisher::run_throttle_flusher;
+
+/// Most events appended in one round trip (one script call): bounds the request size and
+/// the time one append holds the bus.
+pub const APPEND_MAX: usize = 4096;
+
+/// The bus failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BusError {
+    /// The bus cannot be reached or the connection broke; the text says why.
+    #[error("bus unreachable: {0}")]
+    Unreachable(String),
+    /// The bus answered something this node cannot use.
+    #[error("bus protocol error: {0}")]
+    Protocol(String),
+}
+
+/// One event as stored in the bus.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The id the bus gave it.
+    pub id: u64,
+    /// Topic.
+    pub topic: String,
+    /// Delivery class.
+    pub class: Class,
+    /// Conflation key of a `latest` event.
+    pub key: Option<String>,
+    /// The encoded frame without its `id:` line ([`Prepared::body`]).
+    pub body: Bytes,
+}
+
+/// Opens connections to a bus.
+pub trait Connector: Send + Sync {
+    /// A new connection whose reads wait at most `read_timeout`.
+    fn connect(&self, read_timeout: Duration) -> Result<Box<dyn Connection>, BusError>;
+    /// The bus's address for logs, without credentials.
+    fn describe(&self) -> String;
+}
+
+/// One connection to a bus.
+pub trait Connection: Send {
+    /// Appends `events` in order as one unit and returns the id of the first; the others
+    /// follow contiguously. With no events, returns the id the next event will get.
+    /// `floor`: the lowest id the bus may hand out if it has lost its counter (invariant 1).
+    fn append(&mut self, events: &[&Prepared], floor: u64) -> Result<u64, BusError>;
+    /// Up to `count` events after id `after` in id order, waiting up to `block` for one.
+    fn read_after(&mut self, after: u64, count: usize, block: Duration) -> Result<Vec<Entry>, BusError>;
+    /// Up to `count` events after id `after` in id order, without waiting (for resume).
+    fn range_after(&mut self, after: u64, count: usize) -> Result<Vec<Entry>, BusError>;
+    /// The newest `count` events, oldest first.
+    fn tail(&mut self, count: usize) -> Result<Vec<Entry>, BusError>;
+}
+
+/// A publish handed to the bus publisher; the publisher fills in the outcome.
+#[derive(Debug)]
+pub struct Ticket {
+    outcome: Mutex<Option<Result<Vec<u64>, BusError>>>,
+    done: Condvar,
+    /// The loop that submitted it (woken when the outcome is in), if any.
+    from_loop: Option<usize>,
+}
+
+impl Ticket {
+    fn new(from_loop: Option<usize>) -> Ticket {
+        Ticket { outcome: Mutex::new(None), done: Condvar::new(), from_loop }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Result<Vec<u64>, BusError>>> {
+        self.outcome.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn complete(&self, outcome: Result<Vec<u64>, BusError>) {
+        *self.lock() = Some(outcome);
+        self.done.notify_all();
+    }
+
+    /// The outcome, if it is in (taken: later calls return `None`).
+    pub fn try_take(&self) -> Option<Result<Vec<u64>, BusError>> {
+        self.lock().take()
+    }
+
+    /// Waits up to `limit` for the outcome.
+    pub fn wait(&self, limit: Duration) -> Option<Result<Vec<u64>, BusError>> {
+        let guard = self.lock();
+        let (mut guard, _) =
+            self.done.wait_timeout_while(guard, limit, |o| o.is_none()).unwrap_or_else(|p| p.into_inner());
+        guard.take()
+    }
+}
+
+struct Submission {
+    events: Vec<Prepared>,
+    ticket: Arc<Ticket>,
+}
+
+/// This node's side of the bus: the publisher's queue and window, and the gauges.
+pub struct Bus {
+    connector: Arc<dyn Connector>,
+    config: BusConfig,
+    tx: Sender<Submission>,
+    rx: crossbeam_channel::Receiver<Submission>,
+    /// Events submitted and not yet answered (invariant 2).
+    inflight: AtomicUsize,
+    /// A publisher found the window full: the publisher thread wakes every loop when it
+    /// frees room, so parked HTTP publishers retry at once.
+    window_waiters: AtomicBool,
+    /// The highest id this node has seen (appended or read).
+    seen: AtomicU64,
+    /// The reader's connection is up.
+    connected: AtomicBool,
+    /// Events appended, by class.
+    published: [AtomicU64; 3],
+    /// Times the reader reconnected.
+    reconnects: AtomicU64,
+    /// Events the reader found missing between two consecutive ids it read.
+    skipped: AtomicU64,
+    /// Round trips of appends.
+    publish_seconds: histogram::Cells,
+    /// Events read at start to warm the loops' history (taken once the loops are built).
+    warm: Mutex<Vec<Arc<Event>>>,
+    /// The id after which the reader starts.
+    start_after: u64,
+    /// Socket timeout of the publisher's reads and everyone's writes.
+    io_timeout: Duration,
+    resume_tx: Sender<resume::Request>,
+    resume_rx: crossbeam_channel::Receiver<resume::Request>,
+}
+
+/// What a bus gauge scrape reads.
+#[derive(Debug, Clone, Default)]
+pub struct BusScrape {
+    /// The reader's connection is up.
+    pub connected: bool,
+    /// Events in flight.
+    pub inflight: u64,
+    /// `--bus-publish-window`.
+    pub window: u64,
+    /// Reader reconnects.
+    pub reconnects: u64,
+    /// Ids the reader found missing.
+    pub skipped: u64,
+    /// Append round trips.
+    pub publish_seconds: histogram::Snapshot,
+}
+
+impl Bus {
+    /// Connects, finds where the stream ends and reads the newest `--bus-warm-events` events.
+    /// Fails when the bus cannot be reached (the node does not start without its sequencer).
+    pub fn open(config: &BusConfig, io_timeout: Duration) -> Result<Bus, BusError> {
+        let url = config.url.as_deref().ok_or_else(|| BusError::Protocol("no --bus".into()))?;
+        let connector: Arc<dyn Connector> = Arc::new(redis::RedisConnector::new(url, config, io_timeout)?);
+        let mut conn = connector.connect(io_timeout)?;
+        let tail = conn.tail(config.warm_events.max(1))?;
+        let (start_after, warm) = match tail.last() {
+            Some(last) => {
+                let now = std::time::Instant::now();
+                let mut topics = reader::Topics::default();
+                let keep = tail.len().min(config.warm_events);
+                let warm =
+                    tail[tail.len() - keep..].iter().map(|e| reader::event(e, &mut topics, now)).collect();
+                (last.id, warm)
+            }
+            // Empty: the next id is the first this node can know of.
+            None => (conn.append(&[], 1)?.saturating_sub(1), Vec::new()),
+        };
+        log::info!(
+            "bus {}: stream {:?} ends at id {start_after}; {} events warm the history",
+            connector.describe(),
+            config.stream_key(),
+            warm.len()
+        );
+        let (tx, rx) = crossbeam_channel::bounded(config.publish_window);
+        let (resume_tx, resume_rx) = crossbeam_channel::bounded(resume::QUEUE);
+        Ok(Bus {
+            connector,
+            config: config.clone(),
+            tx,
+            rx,
+            inflight: AtomicUsize::new(0),
+            window_waiters: AtomicBool::new(false),
+            seen: AtomicU64::new(start_after),
+            connected: AtomicBool::new(true),
+            published: Default::default(),
+            reconnects: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
+            publish_seconds: Default::default(),
+            warm: Mutex::new(warm),
+            start_after,
+            io_timeout,
+            resume_tx,
+            resume_rx,
+        })
+    }
+
+    /// The first id the loops may learn of: ids below it predate this node (its history
+    /// floor), the oldest warm event's id when there are any.
+    pub fn first_id(&self) -> u64 {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).first().map_or(self.start_after + 1, |e| e.id)
+    }
+
+    /// The id after the newest the bus held at start.
+    pub fn next_id(&self) -> u64 {
+        self.start_after + 1
+    }
+
+    /// The events that warm every loop's history, oldest first.
+    pub(crate) fn warm_events(&self) -> Vec<Arc<Event>> {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Forgets the warm events once every loop holds them.
+    pub(crate) fn clear_warm(&self) {
+        self.warm.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Starts the publisher and reader threads; they stop once the hub is closed.
+    pub(crate) fn spawn(
+        self: &Arc<Self>,
+        hub: &Arc<Hub>,
+    ) -> std::io::Result<Vec<std::thread::JoinHandle<()>>> {
+        let (bus, h) = (self.clone(), hub.clone());
+        let publisher = std::thread::Builder::new()
+            .name("sse-bus-publish".into())
+            .spawn(move || publisher::run(&bus, &h))?;
+        let (bus, h) = (self.clone(), hub.clone());
+        let reader =
+            std::thread::Builder::new().name("sse-bus-read".into()).spawn(move || reader::run(&bus, &h))?;
+        let (bus, h) = (self.clone(), hub.clone());
+        let resumer =
+            std::thread::Builder::new().name("sse-bus-resume".into()).spawn(move || resume::run(&bus, &h))?;
+        Ok(vec![publisher, reader, resumer])
+    }
+
+    /// Queues a resume for the helper thread; `false` when its queue is full.
+    pub(crate) fn try_resume(&self, req: resume::Request) -> bool {
+        self.resume_tx.try_send(req).is_ok()
+    }
+
+    /// Hands a prefix of `events` (as many as the window has room for, at least one) to the
+    /// publisher; `None` when the window is full (invariant 2). The count says how many.
+    pub fn try_submit(&self, events: &[Prepared], from_loop: Option<usize>) -> Option<(Arc<Ticket>, usize)> {
+        let window = self.config.publish_window;
+        let mut take = 0;
+        let reserved = self.inflight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |inflight| {
+            take = window.saturating_sub(inflight).min(events.len());
+            (take > 0).then_some(inflight + take)
+        });
+        if reserved.is_err() || take == 0 {
+            self.window_waiters.store(true, Ordering::Release);
+            return None;
+        }
+        let ticket = Arc::new(Ticket::new(from_loop));
+        let submission = Submission { events: events[..take].to_vec(), ticket: ticket.clone() };
+        // The channel holds at most `window` submissions of at least one event each, and the
+        // reservation above keeps the events in flight within the window: this cannot fail
+        // unless the publisher has exited, which answers the ticket here.
+        if self.tx.try_send(submission).is_err() {
+            self.inflight.fetch_sub(take, Ordering::AcqRel);
+            ticket.complete(Err(BusError::Unreachable("the bus publisher has stopped".into())));
+        }
+        Some((ticket, take))
+    }
+
+    /// Publishes `events` in order, blocking: waits for window room and for the bus's
+    /// answer. Ids in order ([`crate::hub::SUPERSEDED`] for a superseded `latest` value).
+    pub fn publish_blocking(&self, hub: &Hub, events: &[Prepared]) -> Result<Vec<u64>, BusError> {
+        let mut ids = Vec::with_capacity(events.len());
+        let mut backoff = Duration::from_micros(50);
+        while ids.len() < events.len() {
+            if hub.is_closed() {
+                return Err(BusError::Unreachable("the server is shutting down".into()));
+            }
+            let Some((ticket, _)) = self.try_submit(&events[ids.len()..], None) else {
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_millis(2));
+                continue;
+            };
+            backoff = Duration::from_micros(50);
+            loop {
+                match ticket.wait(Duration::from_millis(100)) {
+                    Some(outcome) => {
+                        ids.extend(outcome?);
+                        break;
+                    }
+                    None if hub.is_closed() => {
+                        return Err(BusError::Unreachable("the server is shutting down".into()))
+                    }
+                    None => {}
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    fn saw(&self, id: u64) {
+        self.seen.fetch_max(id, Ordering::AcqRel);
+    }
+
+    /// The gauges, for `/metrics`.
+    pub fn scrape(&self) -> BusScrape {
+        BusScrape {
+            connected: self.connected.load(Ordering::Acquire),
+            inflight: self.inflight.load(Ordering::Acquire) as u64,
+            window: self.config.publish_window as u64,
+            reconnects: self.reconnects.load(Ordering::Relaxed),
+            skipped: self.skipped.load(Ordering::Relaxed),
+            publish_seconds: histogram::Snapshot::sum(std::iter::once(&self.publish_seconds)),
+        }
+    }
+
+    /// `/readyz` should say not ready: the reader lost the bus and
+    /// `--bus-unready-when-down` is on.
+    pub fn unready(&self) -> bool {
+        self.config.unready_when_down && !self.connected.load(Ordering::Acquire)
+    }
+
+    /// Events this node appended, by class.
+    pub fn published(&self) -> [u64; 3] {
+        [0, 1, 2].map(|i| self.published[i].load(Ordering::Relaxed))
+    }
+}

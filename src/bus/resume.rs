@@ -1,0 +1,131 @@
+//! Resume from the bus: a `Last-Event-ID` older than a loop's history but still in the bus
+//! is served from the bus, on this helper thread so that no loop ever waits on Redis.
+//!
+//! Invariants:
+//! 1. The scan covers the ids `(after, through]` of the bus and returns every event of the
+//!    requested topics in it, in id order; ids missing from the bus at the start of the
+//!    range (trimmed, or lost) are returned as the exact gap `(after + 1, first − 1)`.
+//! 2. The scan is bounded: at most `max_events` events returned and [`SCAN_MAX`] entries
+//!    read; `through` says how far it got, and the loop reports anything past it that its
+//!    own history lacks as a gap (never silence).
+//! 3. The answer goes back to the requesting loop through its hub channel
+//!    ([`crate::hub::LoopMsg::Resumed`]), which replays it and registers the stream in one
+//!    step; live events up to `through` are skipped there, so nothing comes twice.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::RecvTimeoutError;
+
+use super::reader::{event, Topics};
+use super::{Bus, Connection};
+use crate::history::Gap;
+use crate::hub::{Event, Hub, LoopMsg};
+
+/// Entries read from the bus per resume at most (a topic that is rare in a busy stream
+/// cannot make one resume read the whole stream).
+pub const SCAN_MAX: usize = 100_000;
+/// Entries per `XRANGE` round trip.
+const SCAN_BATCH: usize = 1_000;
+/// Resumes waiting for the helper thread; past it a resume is served from local history
+/// alone (with its gap).
+pub const QUEUE: usize = 1_024;
+
+/// A loop asks for the bus's events after `after` on `topics`.
+#[derive(Debug)]
+pub struct Request {
+    /// The asking loop.
+    pub loop_index: usize,
+    /// The connection (slab key) and the token that proves it is still the same one.
+    pub key: usize,
+    /// See `key`.
+    pub token: u64,
+    /// Topics of the stream.
+    pub topics: Vec<String>,
+    /// The client's last id.
+    pub after: u64,
+    /// The newest id the loop's history lacks: the scan needs to reach at least this.
+    pub upto: u64,
+    /// Most events to return (the outbox bound).
+    pub max_events: usize,
+}
+
+/// The bus's answer to a [`Request`].
+#[derive(Debug)]
+pub struct Resumed {
+    /// The connection, as in the request.
+    pub key: usize,
+    /// As in the request.
+    pub token: u64,
+    /// Ids the bus no longer holds at the start of the range.
+    pub gap: Option<Gap>,
+    /// The events of the requested topics, in id order.
+    pub events: Vec<Arc<Event>>,
+    /// The scan covered the ids up to here (the client's `after` when it failed).
+    pub through: u64,
+}
+
+/// Serves requests until the hub is closed.
+pub(super) fn run(bus: &Bus, hub: &Hub) {
+    let mut conn: Option<Box<dyn Connection>> = None;
+    let mut topics = Topics::default();
+    loop {
+        let req = match bus.resume_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(r) => r,
+            Err(RecvTimeoutError::Timeout) if !hub.is_closed() => continue,
+            _ => return,
+        };
+        if conn.is_none() {
+            conn = bus.connector.connect(bus.io_timeout).map_err(|e| log::warn!("bus: resume: {e}")).ok();
+        }
+        let answer = match conn.as_mut() {
+            Some(c) => scan(c.as_mut(), &req, &mut topics).unwrap_or_else(|e| {
+                log::warn!("bus: resume after {} failed ({e}); served from history", req.after);
+                conn = None;
+                Resumed { key: req.key, token: req.token, gap: None, events: Vec::new(), through: req.after }
+            }),
+            None => {
+                Resumed { key: req.key, token: req.token, gap: None, events: Vec::new(), through: req.after }
+            }
+        };
+        let mut msg = LoopMsg::Resumed(Box::new(answer));
+        // The loop's channel may be full; wait for room as the reader does.
+        loop {
+            match hub.send_control_or_return(req.loop_index, msg) {
+                Ok(()) => break,
+                Err(_) if hub.is_closed() => return,
+                Err(back) => {
+                    msg = back;
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+        }
+    }
+}
+
+fn scan(conn: &mut dyn Connection, req: &Request, topics: &mut Topics) -> Result<Resumed, super::BusError> {
+    let now = Instant::now();
+    let mut answer =
+        Resumed { key: req.key, token: req.token, gap: None, events: Vec::new(), through: req.after };
+    let mut scanned = 0;
+    while scanned < SCAN_MAX && answer.through < req.upto {
+        let batch = conn.range_after(answer.through, SCAN_BATCH)?;
+        for e in &batch {
+            if scanned == 0 && e.id > req.after + 1 {
+                answer.gap = Some((req.after + 1, e.id - 1));
+            }
+            scanned += 1;
+            answer.through = e.id;
+            if req.topics.contains(&e.topic) {
+                answer.events.push(event(e, topics, now));
+                if answer.events.len() == req.max_events {
+                    return Ok(answer);
+                }
+            }
+        }
+        if batch.len() < SCAN_BATCH {
+            break;
+        }
+    }
+    Ok(answer)
+}

@@ -1,0 +1,98 @@
+//! HTTP publishes with `--bus`: the loop hands the events to the bus publisher and parks the
+//! connection until the bus answers, never blocking on the bus itself.
+//!
+//! Invariants (those of [`super::requests`] hold; these add to them):
+//! 1. A publish is answered `202` only once the bus accepted every event, with the ids the
+//!    bus gave them; the loop delivers them when the bus reader reads them back, like
+//!    everyone else's.
+//! 2. While the bus's answer is awaited, or the in-flight window is full, the connection is
+//!    parked exactly as on a full hub (its socket is not read). The bus publisher wakes the
+//!    loop when the answer is in; `--publish-wait-timeout-ms` applies from the first park.
+//! 3. A bus error answers `503` + `Retry-After: 1` at once, with the ids the bus gave the
+//!    events before (they are delivered) and `null` for the rest, counted as
+//!    `bus_unavailable`.
+
+use crate::conn::{Conn, PendingPublish};
+use crate::http;
+use crate::metrics::{LoopStats, RejectReason};
+use crate::publish;
+
+use super::Worker;
+
+impl Worker {
+    /// [`Worker::publish`] with a bus: collect an answer, submit the rest, or park.
+    pub(super) fn publish_on_bus(&mut self, key: usize, mut pending: PendingPublish) {
+        let Some(bus) = self.shared.bus.clone() else { return };
+        if self.shared.hub.is_closed() {
+            let body = b"{\"error\":\"server is shutting down\"}\n";
+            let response = http::response(503, "Retry-After: 1\r\n", "application/json", body, false);
+            return self.respond(key, response, false);
+        }
+        if let Some((ticket, _)) = &pending.ticket {
+            match ticket.try_take() {
+                Some(Ok(ids)) => {
+                    pending.ids.extend(ids);
+                    pending.ticket = None;
+                }
+                Some(Err(e)) => return self.bus_refused(key, &pending, &e.to_string()),
+                None => {}
+            }
+        }
+        if pending.ids.len() == pending.events.len() {
+            let body = publish::accepted_body(&pending.answer(), pending.shape);
+            let response = http::response(202, "", "application/json", body.as_bytes(), pending.keep_alive);
+            return self.respond(key, response, pending.keep_alive);
+        }
+        let mut window_full = false;
+        if pending.ticket.is_none() {
+            match bus.try_submit(&pending.events[pending.ids.len()..], Some(self.index)) {
+                Some(submitted) => pending.ticket = Some(submitted),
+                None => window_full = true,
+            }
+        }
+        let first_wait = pending.parked_since_ms.is_none();
+        let waited_ms = self.now_ms.saturating_sub(*pending.parked_since_ms.get_or_insert(self.now_ms));
+        let limit_ms = self.shared.config.publish_wait_timeout_ms;
+        if limit_ms > 0 && waited_ms >= limit_ms && pending.ticket.is_none() {
+            // Only a publish still waiting for window room times out here; one in flight is
+            // answered by the bus within its socket timeout (bounded by this limit).
+            return self.publish_timed_out(key, &pending, waited_ms);
+        }
+        let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { return };
+        req.pending = Some(pending);
+        self.parked.push(key);
+        if first_wait && window_full {
+            LoopStats::add(&self.stats().publish_waits, 1);
+        }
+        self.update_gauges();
+    }
+
+    /// Answers a publish the bus did not take (invariant 3).
+    fn bus_refused(&mut self, key: usize, pending: &PendingPublish, error: &str) {
+        if let Some(conn) = self.conns.get(key) {
+            log::info!(
+                "loop {} conn {key} peer {}: publish of {} events (first topic {}) answered 503: {error}",
+                self.index,
+                conn.peer,
+                pending.events.len(),
+                pending.events.first().map_or("-", |e| &*e.topic),
+            );
+        }
+        self.stats().rejected(RejectReason::BusUnavailable);
+        // The events never handed to the bus will not be sequenced (throttle invariant 6).
+        self.shared.hub.throttle.abandon(&pending.events[pending.ids.len()..]);
+        let body = format!(
+            "{{\"error\":{},\"ids\":{}}}\n",
+            serde_json::Value::String(error.to_string()),
+            serde_json::Value::from(pending.answer())
+        );
+        let response = http::response(
+            503,
+            "Retry-After: 1\r\n",
+            "application/json",
+            body.as_bytes(),
+            pending.keep_alive,
+        );
+        self.respond(key, response, pending.keep_alive);
+    }
+}
