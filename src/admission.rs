@@ -11,10 +11,8 @@
 //!    [`Admission::release`] consumes the [`StreamPermit`] (not `Clone`), so a permit is
 //!    released at most once, and decrements saturate at zero.
 //! 2. A count that drops to zero is removed: the stream maps hold only keys with live streams.
-//! 3. Each rate map holds at most `max_tracked_keys` buckets. Full buckets are evicted first
-//!    (a full bucket behaves exactly like a fresh one, so that is lossless); only if that is
-//!    not enough are the fullest others evicted (they get a fresh burst). Each sweep frees an
-//!    eighth of the map, so sweeping costs amortised O(1) per new key.
+//! 3. Each rate map holds at most `max_tracked_keys` buckets (the eviction rule is invariant
+//!    2 of `crate::rate`, where the token buckets live).
 //! 4. A stream or rate limit of 0 is off and tracks nothing.
 //! 5. Per-IP limits key a client by [`client_key`]: an IPv4 address (also when it arrives
 //!    IPv4-mapped on a dual-stack socket) as itself, an IPv6 address by its network prefix
@@ -30,6 +28,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
+use crate::rate::Buckets;
+pub use crate::rate::TokenBucket;
+
 /// Default bound on the keys of each rate map (a bucket is a few dozen bytes).
 pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
 /// `Retry-After` for a concurrent-stream refusal: a slot frees only when one of the client's
@@ -37,53 +38,6 @@ pub const DEFAULT_MAX_TRACKED_KEYS: usize = 100_000;
 pub const STREAMS_RETRY_AFTER: Duration = Duration::from_secs(5);
 /// Default IPv6 prefix length that per-IP limits key on (invariant 5).
 pub const DEFAULT_IPV6_PREFIX: u8 = 64;
-/// Tokens within this of a whole token count as one (absorbs floating-point drift).
-const EPSILON: f64 = 1e-9;
-
-/// A token bucket: `burst` tokens, refilled at `rate_per_sec`; each admitted event takes one.
-#[derive(Debug, Clone)]
-pub struct TokenBucket {
-    rate_per_sec: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-}
-
-impl TokenBucket {
-    /// A full bucket. A burst below 1 acts as 1; a rate that is not positive and finite
-    /// never refills.
-    pub fn new(rate_per_sec: f64, burst: f64, now: Instant) -> Self {
-        let rate_per_sec = if rate_per_sec.is_finite() && rate_per_sec > 0.0 { rate_per_sec } else { 0.0 };
-        let burst = if burst.is_finite() { burst.max(1.0) } else { 1.0 };
-        Self { rate_per_sec, burst, tokens: burst, last: now }
-    }
-
-    fn tokens_at(&self, now: Instant) -> f64 {
-        let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
-        (self.tokens + elapsed * self.rate_per_sec).min(self.burst)
-    }
-
-    /// Whether the bucket is full at `now` (then it is indistinguishable from a new one).
-    pub fn is_full(&self, now: Instant) -> bool {
-        self.tokens_at(now) >= self.burst - EPSILON
-    }
-
-    /// Takes one token, or says how long until one is available. `now` earlier than a
-    /// previous call counts as no time passed.
-    pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
-        self.tokens = self.tokens_at(now);
-        self.last = self.last.max(now);
-        if self.tokens >= 1.0 - EPSILON {
-            self.tokens = (self.tokens - 1.0).max(0.0);
-            return Ok(());
-        }
-        if self.rate_per_sec == 0.0 {
-            return Err(Duration::MAX);
-        }
-        let nanos = ((1.0 - self.tokens) / self.rate_per_sec * 1e9).ceil();
-        Err(Duration::try_from_secs_f64(nanos / 1e9).unwrap_or(Duration::MAX))
-    }
-}
 
 /// The limits; `0` turns a limit off.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -229,52 +183,6 @@ pub struct StreamPermit {
 struct StreamCounts {
     ips: HashMap<IpAddr, usize>,
     users: HashMap<String, usize>,
-}
-
-/// A map of token buckets bounded by `max_keys` (invariant 3).
-#[derive(Debug)]
-struct Buckets<K> {
-    map: HashMap<K, TokenBucket>,
-    rate: f64,
-    burst: f64,
-    max_keys: usize,
-}
-
-impl<K: Hash + Eq + Clone> Buckets<K> {
-    fn new(rate: f64, burst: f64, max_keys: usize) -> Self {
-        Self { map: HashMap::new(), rate, burst, max_keys: max_keys.max(1) }
-    }
-
-    fn take<Q>(&mut self, key: &Q, now: Instant) -> Result<(), Duration>
-    where
-        K: Borrow<Q>,
-        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-    {
-        if let Some(bucket) = self.map.get_mut(key) {
-            return bucket.take(now);
-        }
-        if self.map.len() >= self.max_keys {
-            self.make_room(now);
-        }
-        let mut bucket = TokenBucket::new(self.rate, self.burst, now);
-        let taken = bucket.take(now);
-        self.map.insert(key.to_owned(), bucket);
-        taken
-    }
-
-    fn make_room(&mut self, now: Instant) {
-        self.map.retain(|_, b| !b.is_full(now));
-        let target = self.max_keys - self.max_keys.div_ceil(8);
-        if self.map.len() > target {
-            let mut fullest: Vec<(f64, K)> =
-                self.map.iter().map(|(k, b)| (b.tokens_at(now), k.clone())).collect();
-            let excess = fullest.len() - target;
-            fullest.select_nth_unstable_by(excess - 1, |a, b| b.0.total_cmp(&a.0));
-            for (_, key) in &fullest[..excess] {
-                self.map.remove(key);
-            }
-        }
-    }
 }
 
 /// The shared admission state. `Send + Sync`; put it in an `Arc`.
@@ -444,43 +352,6 @@ mod tests {
     }
 
     #[test]
-    fn bucket_allows_a_burst_then_refills_at_the_rate() {
-        let t0 = Instant::now();
-        let mut b = TokenBucket::new(2.0, 3.0, t0);
-        assert!(b.is_full(t0));
-        assert!((0..3).all(|_| b.take(t0).is_ok()));
-        let retry = b.take(t0).unwrap_err();
-        assert!(retry >= ms(500) && retry <= ms(501), "{retry:?}");
-        assert!(b.take(t0 + ms(499)).is_err());
-        assert_eq!(b.take(t0 + retry), Ok(()));
-        assert!(b.take(t0 + retry).is_err());
-        // Refill stops at the burst however long the pause; a clock going back adds nothing.
-        let later = t0 + Duration::from_secs(3600);
-        assert!(b.is_full(later) && (0..3).all(|_| b.take(later).is_ok()));
-        assert!(b.take(later).is_err() && b.take(t0).is_err());
-        // A retry at the time given succeeds, even with a rate that is not a nice fraction.
-        let mut b = TokenBucket::new(0.3, 1.0, t0);
-        let mut now = t0;
-        assert!(b.take(now).is_ok());
-        for _ in 0..100 {
-            now += b.take(now).unwrap_err();
-            assert_eq!(b.take(now), Ok(()));
-        }
-        assert!(((now - t0).as_secs_f64() / 100.0 - 1.0 / 0.3).abs() < 1e-6);
-    }
-
-    #[test]
-    fn bucket_edge_parameters() {
-        let t0 = Instant::now();
-        assert!(TokenBucket::new(1.0, 0.0, t0).take(t0).is_ok(), "a burst below 1 acts as 1");
-        for rate in [0.0, f64::NAN, f64::INFINITY, -1.0] {
-            let mut b = TokenBucket::new(rate, 1.0, t0);
-            assert!(b.take(t0).is_ok());
-            assert_eq!(b.take(t0 + ms(10_000)), Err(Duration::MAX), "{rate}");
-        }
-    }
-
-    #[test]
     fn rate_limits_refuse_per_key_and_recover() {
         let a = admission(|l| (l.connect_rate_per_ip, l.connect_burst_per_ip) = (1.0, 2.0));
         let t0 = Instant::now();
@@ -501,7 +372,7 @@ mod tests {
         assert!(a.admit_publish("jobs", t0 + ms(100)).is_err());
         assert!((0..5).all(|_| a.admit_publish("jobs", t0 + ms(1000)).is_ok()));
         assert!((0..100).all(|_| a.admit_connect(ip(1), t0).is_ok()), "connect rate is off");
-        assert!(lock(&a.connects).map.is_empty(), "an off limit tracks nothing");
+        assert!(lock(&a.connects).len() == 0, "an off limit tracks nothing");
     }
 
     #[test]
@@ -581,18 +452,18 @@ mod tests {
         // One second later 2..=4 are full again and 1 has one token: the full ones go.
         let t1 = t0 + ms(1000);
         assert!(a.admit_connect(ip(5), t1).is_ok());
-        assert_eq!(lock(&a.connects).map.len(), 2);
+        assert_eq!(lock(&a.connects).len(), 2);
         assert!(a.admit_connect(ip(1), t1).is_ok());
         assert_eq!(a.admit_connect(ip(1), t1).unwrap_err().reason, RefusalReason::IpRate, "state kept");
         // A flood of distinct keys with no time passing never grows a map past the bound.
         for n in 0..=255 {
             let _ = a.admit_connect(IpAddr::from([192, 0, 2, n]), t1);
-            assert!(lock(&a.connects).map.len() <= 4);
+            assert!(lock(&a.connects).len() <= 4);
         }
         let a = admission(|l| (l.publish_rate_per_topic, l.max_tracked_keys) = (1.0, 100));
         for i in 0..10_000 {
             assert!(a.admit_publish(&format!("t{i}"), t0).is_ok());
-            assert!(lock(&a.publishes).map.len() <= 100);
+            assert!(lock(&a.publishes).len() <= 100);
         }
     }
 

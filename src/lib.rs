@@ -39,6 +39,7 @@ pub mod notices;
 pub mod outbox;
 pub mod polling;
 pub mod publish;
+mod rate;
 mod room;
 pub mod route;
 pub mod sse;
