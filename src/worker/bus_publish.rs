@@ -86,13 +86,6 @@ impl Worker {
             serde_json::Value::String(error.to_string()),
             serde_json::Value::from(pending.answer())
         );
-        let response = http::response(
-            503,
-            "Retry-After: 1\r\n",
-            "application/json",
-            body.as_bytes(),
-            pending.keep_alive,
-        );
-        self.respond(key, response, pending.keep_alive);
+        self.respond_retry_later(key, &body, pending.keep_alive);
     }
 }

@@ -445,14 +445,15 @@ impl Worker {
         self.stats().rejected(RejectReason::PublishTimeout);
         self.shared.hub.throttle.abandon(&pending.events[pending.ids.len()..]);
         let body = publish::timed_out_body(&pending.answer(), waited_ms);
-        let response = http::response(
-            503,
-            "Retry-After: 1\r\n",
-            "application/json",
-            body.as_bytes(),
-            pending.keep_alive,
-        );
-        self.respond(key, response, pending.keep_alive);
+        self.respond_retry_later(key, &body, pending.keep_alive);
+    }
+
+    /// A `503` + `Retry-After: 1` with a JSON body that says which events got ids; the
+    /// connection stays usable when keep-alive allows.
+    pub(super) fn respond_retry_later(&mut self, key: usize, body: &str, keep_alive: bool) {
+        let response =
+            http::response(503, "Retry-After: 1\r\n", "application/json", body.as_bytes(), keep_alive);
+        self.respond(key, response, keep_alive);
     }
 
     /// Retries every parked publish; a connection that got through resumes its requests and
