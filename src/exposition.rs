@@ -93,8 +93,9 @@ pub struct Scrape {
     pub history_bytes: u64,
     /// Delivery lag over all loops.
     pub delivery_lag: Snapshot,
-    /// The bus's gauges (`--bus`; zero without one).
-    pub bus: crate::bus::BusScrape,
+    /// The bus's gauges; `None` without `--bus`, and then no bus family is rendered (a
+    /// single node's metrics are exactly what they were before the bus existed).
+    pub bus: Option<crate::bus::BusScrape>,
     /// Process numbers.
     pub process: ProcessScrape,
 }
@@ -143,7 +144,7 @@ impl Out {
     }
 }
 
-/// The bus families (`--bus`); without a bus they read 0.
+/// The bus families, rendered only with `--bus`.
 fn render_bus(o: &mut Out, b: &crate::bus::BusScrape) {
     o.family("sse_bus_connected", "gauge", "1 while the bus reader is connected to the bus (--bus).");
     o.sample("sse_bus_connected", "", u8::from(b.connected));
@@ -180,6 +181,9 @@ pub fn render(s: &Scrape) -> String {
     });
     o.family("sse_connections_rejected_total", "counter", "Connections or requests refused, by reason.");
     for r in RejectReason::ALL {
+        if r == RejectReason::BusUnavailable && s.bus.is_none() {
+            continue; // only a node with a bus can refuse for it
+        }
         o.sample(
             "sse_connections_rejected_total",
             &format!("reason=\"{}\"", r.label()),
@@ -262,7 +266,9 @@ pub fn render(s: &Scrape) -> String {
         "Hub accept to bytes accepted by the kernel, per delivery.",
     );
     o.histogram("sse_delivery_lag_seconds", "", &s.delivery_lag);
-    render_bus(&mut o, &s.bus);
+    if let Some(bus) = &s.bus {
+        render_bus(&mut o, bus);
+    }
     o.family("sse_loop_iteration_seconds", "histogram", "Time a loop spends per iteration.");
     for (i, lp) in l.iter().enumerate() {
         o.histogram("sse_loop_iteration_seconds", &format!("loop=\"{i}\""), &lp.iteration);
@@ -329,7 +335,7 @@ mod tests {
 
     #[test]
     fn every_reject_reason_has_its_own_series() {
-        let mut s = Scrape::default();
+        let mut s = Scrape { bus: Some(Default::default()), ..Scrape::default() };
         for (i, r) in RejectReason::ALL.iter().enumerate() {
             assert_eq!(r.index(), i, "ALL is in counter order");
             s.rejected[r.index()] = i as u64 + 1;

@@ -245,7 +245,10 @@ fn without_a_bus_nothing_changes() {
     let id = util::publish(node.addr, "t", "x");
     assert_eq!(util::publish(node.addr, "t", "y"), id + 1);
     let body = http_get(node.addr, "/metrics").text();
-    assert_eq!(metric(&body, "sse_bus_connected"), 0.0);
+    assert!(
+        !body.contains("sse_bus_") && !body.contains("bus_unavailable"),
+        "no bus metric without a bus:\n{body}"
+    );
 }
 
 /// A `--bus` that cannot be reached fails the start with a message naming the option.
@@ -566,4 +569,15 @@ fn a_stale_bus_connection_is_noticed() {
     assert_eq!(sub.next_published().expect("event").id_u64(), id);
     let body = http_get(node.addr, "/metrics").text();
     assert!(metric(&body, "sse_bus_reconnects_total") >= 1.0, "the reader reconnected");
+    // With a bus, every bus family is exported (without one, none is).
+    for family in [
+        "sse_bus_connected",
+        "sse_bus_publish_inflight",
+        "sse_bus_publish_window",
+        "sse_bus_read_gaps_total",
+        "sse_bus_publish_seconds_count",
+    ] {
+        metric(&body, family);
+    }
+    assert!(body.contains("sse_connections_rejected_total{reason=\"bus_unavailable\"}"), "{body}");
 }

@@ -133,7 +133,7 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
         ..Scrape::default()
     };
     if let Some(bus) = &shared.bus {
-        s.bus = bus.scrape();
+        s.bus = Some(bus.scrape());
         s.published = bus.published();
     }
     for (i, l) in shared.stats.iter().enumerate() {
