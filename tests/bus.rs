@@ -382,6 +382,7 @@ fn a_full_publish_window_makes_publishers_wait_not_fail() {
     assert_eq!(ids.len(), 100);
     let got: Vec<u64> = read_published(&mut sub, 100).iter().map(SseEvent::id_u64).collect();
     assert_eq!(got, ids, "every event delivered once, in id order");
+    assert!(node.stats().publish_waits > 0, "publishers found the window full and waited");
 }
 
 /// A stream that waits for the bus's replay holds a capacity slot; a client that hangs up
@@ -566,4 +567,31 @@ fn a_stale_bus_connection_is_noticed() {
     assert_eq!(sub.next_published().expect("event").id_u64(), id);
     let body = http_get(node.addr, "/metrics").text();
     assert!(metric(&body, "sse_bus_reconnects_total") >= 1.0, "the reader reconnected");
+}
+
+/// While a publish waits for the bus (Redis stopped with SIGSTOP, so its answer cannot
+/// come), the loop sleeps: the publish is retried on a wake-up or after the fallback, not on
+/// every loop pass. Once Redis answers, the publish gets its 202 and its event arrives.
+#[test]
+fn a_publish_waiting_for_the_bus_does_not_spin_the_loop() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let redis = RedisServer::start();
+    let node = TestServer::start(Config { threads: Some(1), ..bus_config(&redis) });
+    let mut sub = SseClient::connect(node.addr, "/events?topic=p");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let pid = Pid::from_raw(redis.guard.as_ref().expect("redis runs").pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP redis-server");
+    let addr = node.addr;
+    let publisher = std::thread::spawn(move || util::publish(addr, "p", "while stopped"));
+    let before = node.wait_stats("the publish waits for the bus", |s| s.parked_publishers == 1);
+    // Long enough for a spinning loop to retry it many thousand times.
+    std::thread::sleep(Duration::from_millis(300));
+    let during = node.stats();
+    kill(pid, Signal::SIGCONT).expect("SIGCONT redis-server");
+    let id = publisher.join().expect("publisher");
+    assert_eq!(sub.next_published().expect("event").id_u64(), id);
+    let retries = during.publish_retries - before.publish_retries;
+    // About one per ROOM_WAIT_FALLBACK (50 ms) plus wake-ups; a spinning loop makes thousands.
+    assert!(retries <= 30, "{retries} retries in 300 ms while waiting for the bus");
 }

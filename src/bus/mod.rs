@@ -289,13 +289,19 @@ impl Bus {
     pub fn try_submit(&self, events: &[Prepared], from_loop: Option<usize>) -> Option<(Arc<Ticket>, usize)> {
         let window = self.config.publish_window;
         let mut take = 0;
-        let reserved = self.inflight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |inflight| {
-            take = window.saturating_sub(inflight).min(events.len());
-            (take > 0).then_some(inflight + take)
-        });
-        if reserved.is_err() || take == 0 {
-            self.window_waiters.store(true, Ordering::Release);
-            return None;
+        let mut reserve = || {
+            self.inflight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |inflight| {
+                take = window.saturating_sub(inflight).min(events.len());
+                (take > 0).then_some(inflight + take)
+            })
+        };
+        if reserve().is_err() {
+            // Register, then look again (the publisher frees room, then looks for waiters;
+            // all `SeqCst`): either it sees the flag and wakes us, or we see its room.
+            self.window_waiters.store(true, Ordering::SeqCst);
+            if reserve().is_err() {
+                return None;
+            }
         }
         let ticket = Arc::new(Ticket::new(from_loop));
         let submission = Submission { events: events[..take].to_vec(), ticket: ticket.clone() };

@@ -81,8 +81,8 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
                 }
             }
         }
-        bus.inflight.fetch_sub(events, Ordering::AcqRel);
-        if bus.window_waiters.swap(false, Ordering::AcqRel) {
+        bus.inflight.fetch_sub(events, Ordering::SeqCst);
+        if bus.window_waiters.swap(false, Ordering::SeqCst) {
             hub.wake_all();
         }
         for s in &batch {
