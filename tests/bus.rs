@@ -595,3 +595,31 @@ fn a_publish_waiting_for_the_bus_does_not_spin_the_loop() {
     // About one per ROOM_WAIT_FALLBACK (50 ms) plus wake-ups; a spinning loop makes thousands.
     assert!(retries <= 30, "{retries} retries in 300 ms while waiting for the bus");
 }
+
+/// An entry another writer added to the stream (an operator's `XADD ... * f v`: id
+/// `<ms>-<seq>`, no topic or body) is skipped and counted: subscribers still get the events
+/// published before and after it, and a node started on a stream whose newest entry is such
+/// an entry starts and delivers.
+#[test]
+fn an_entry_another_writer_added_is_skipped() {
+    let redis = RedisServer::start();
+    let node = TestServer::start(bus_config(&redis));
+    let mut sub = SseClient::connect(node.addr, "/events?topic=f");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let first = util::publish(node.addr, "f", "before");
+    let added = redis.command(&["XADD", "{sse-edge}:events", "*", "f", "v"]).expect("XADD");
+    assert!(added.starts_with('$'), "XADD answered {added:?}");
+    let second = util::publish(node.addr, "f", "after");
+    let got: Vec<u64> = read_published(&mut sub, 2).iter().map(SseEvent::id_u64).collect();
+    assert_eq!(got, vec![first, second]);
+    let gaps = |addr| metric(&http_get(addr, "/metrics").text(), "sse_bus_read_gaps_total");
+    assert_eq!(gaps(node.addr), 1.0, "the foreign entry is counted");
+    // A node that starts with the foreign entry as the stream's newest.
+    redis.command(&["XADD", "{sse-edge}:events", "*", "f", "v"]).expect("XADD");
+    let late = TestServer::start(bus_config(&redis));
+    let mut late_sub = SseClient::connect(late.addr, "/events?topic=f");
+    late.wait_stats("stream", |s| s.streams == 1);
+    let third = util::publish(late.addr, "f", "third");
+    assert_eq!(late_sub.next_published().expect("late node delivers").id_u64(), third);
+    assert_eq!(sub.next_published().expect("first node delivers").id_u64(), third);
+}
