@@ -96,8 +96,13 @@ impl Worker {
             );
         }
         self.stats().rejected(RejectReason::BusUnavailable);
-        // The events never handed to the bus will not be sequenced (throttle invariant 6).
-        self.shared.hub.throttle.abandon(&pending.events[pending.ids.len()..]);
+        // The events never handed to the bus will not be sequenced (throttle invariant 6);
+        // those of the failed ticket were claimed or handed back by the publisher thread.
+        let handed = pending.ticket.as_ref().map_or(0, |t| t.1);
+        self.shared
+            .hub
+            .throttle
+            .abandon(&pending.events[(pending.ids.len() + handed).min(pending.events.len())..]);
         let body = format!(
             "{{\"error\":{},\"ids\":{}}}\n",
             serde_json::Value::String(error.to_string()),
