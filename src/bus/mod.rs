@@ -51,6 +51,12 @@ pub use publisher::run_throttle_flusher;
 /// the time one append holds the bus.
 pub const APPEND_MAX: usize = 4096;
 
+/// How many of `wanted` events one submission takes with `inflight` of `window` in flight:
+/// what the window has room for, and at most [`APPEND_MAX`] (one append's worth).
+fn reservation(window: usize, inflight: usize, wanted: usize) -> usize {
+    window.saturating_sub(inflight).min(wanted).min(APPEND_MAX)
+}
+
 /// The bus failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
@@ -356,7 +362,7 @@ impl Bus {
         let mut take = 0;
         let mut reserve = || {
             self.inflight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |inflight| {
-                take = window.saturating_sub(inflight).min(events.len());
+                take = reservation(window, inflight, events.len());
                 (take > 0).then_some(inflight + take)
             })
         };
@@ -436,5 +442,19 @@ impl Bus {
     /// Events this node appended, by class.
     pub fn published(&self) -> [u64; 3] {
         [0, 1, 2].map(|i| self.published[i].load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submission_takes_at_most_one_append() {
+        assert_eq!(reservation(100_000, 0, 10_000), APPEND_MAX);
+        assert_eq!(reservation(100_000, 99_000, 10_000), 1_000);
+        assert_eq!(reservation(8, 3, 2), 2);
+        assert_eq!(reservation(8, 8, 2), 0);
+        assert_eq!(reservation(8, 9, 2), 0);
     }
 }
