@@ -160,6 +160,9 @@ pub(crate) struct PendingPublish {
     /// With `--bus`: the bus's answer for the next `.1` events, handed to it and not yet
     /// answered.
     pub ticket: Option<(std::sync::Arc<crate::bus::Ticket>, usize)>,
+    /// With `--bus`: the publish found the in-flight window full once (counted once in
+    /// `publish_waits`).
+    pub window_waited: bool,
 }
 
 impl PendingPublish {

@@ -157,7 +157,8 @@ fn render_bus(o: &mut Out, b: &crate::bus::BusScrape) {
     o.family(
         "sse_bus_read_gaps_total",
         "counter",
-        "Times the bus reader found ids missing between two it read (trimmed or lost by the bus).",
+        "Times the bus reader found ids missing between two it read (trimmed or lost by the bus), \
+         plus stream entries it skipped as another writer's.",
     );
     o.sample("sse_bus_read_gaps_total", "", b.skipped);
     o.family("sse_bus_publish_seconds", "histogram", "Round trip of one append of a batch to the bus.");

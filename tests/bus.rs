@@ -385,6 +385,7 @@ fn a_full_publish_window_makes_publishers_wait_not_fail() {
     assert_eq!(ids.len(), 100);
     let got: Vec<u64> = read_published(&mut sub, 100).iter().map(SseEvent::id_u64).collect();
     assert_eq!(got, ids, "every event delivered once, in id order");
+    assert!(node.stats().publish_waits > 0, "publishers found the window full and waited");
 }
 
 /// A stream that waits for the bus's replay holds a capacity slot; a client that hangs up
@@ -580,4 +581,59 @@ fn a_stale_bus_connection_is_noticed() {
         metric(&body, family);
     }
     assert!(body.contains("sse_connections_rejected_total{reason=\"bus_unavailable\"}"), "{body}");
+}
+
+/// While a publish waits for the bus (Redis stopped with SIGSTOP, so its answer cannot
+/// come), the loop sleeps: the publish is retried on a wake-up or after the fallback, not on
+/// every loop pass. Once Redis answers, the publish gets its 202 and its event arrives.
+#[test]
+fn a_publish_waiting_for_the_bus_does_not_spin_the_loop() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    let redis = RedisServer::start();
+    let node = TestServer::start(Config { threads: Some(1), ..bus_config(&redis) });
+    let mut sub = SseClient::connect(node.addr, "/events?topic=p");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let pid = Pid::from_raw(redis.guard.as_ref().expect("redis runs").pid() as i32);
+    kill(pid, Signal::SIGSTOP).expect("SIGSTOP redis-server");
+    let addr = node.addr;
+    let publisher = std::thread::spawn(move || util::publish(addr, "p", "while stopped"));
+    let before = node.wait_stats("the publish waits for the bus", |s| s.parked_publishers == 1);
+    // Long enough for a spinning loop to retry it many thousand times.
+    std::thread::sleep(Duration::from_millis(300));
+    let during = node.stats();
+    kill(pid, Signal::SIGCONT).expect("SIGCONT redis-server");
+    let id = publisher.join().expect("publisher");
+    assert_eq!(sub.next_published().expect("event").id_u64(), id);
+    let retries = during.publish_retries - before.publish_retries;
+    // About one per ROOM_WAIT_FALLBACK (50 ms) plus wake-ups; a spinning loop makes thousands.
+    assert!(retries <= 30, "{retries} retries in 300 ms while waiting for the bus");
+}
+
+/// An entry another writer added to the stream (an operator's `XADD ... * f v`: id
+/// `<ms>-<seq>`, no topic or body) is skipped and counted: subscribers still get the events
+/// published before and after it, and a node started on a stream whose newest entry is such
+/// an entry starts and delivers.
+#[test]
+fn an_entry_another_writer_added_is_skipped() {
+    let redis = RedisServer::start();
+    let node = TestServer::start(bus_config(&redis));
+    let mut sub = SseClient::connect(node.addr, "/events?topic=f");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let first = util::publish(node.addr, "f", "before");
+    let added = redis.command(&["XADD", "{sse-edge}:events", "*", "f", "v"]).expect("XADD");
+    assert!(added.starts_with('$'), "XADD answered {added:?}");
+    let second = util::publish(node.addr, "f", "after");
+    let got: Vec<u64> = read_published(&mut sub, 2).iter().map(SseEvent::id_u64).collect();
+    assert_eq!(got, vec![first, second]);
+    let gaps = |addr| metric(&http_get(addr, "/metrics").text(), "sse_bus_read_gaps_total");
+    assert_eq!(gaps(node.addr), 1.0, "the foreign entry is counted");
+    // A node that starts with the foreign entry as the stream's newest.
+    redis.command(&["XADD", "{sse-edge}:events", "*", "f", "v"]).expect("XADD");
+    let late = TestServer::start(bus_config(&redis));
+    let mut late_sub = SseClient::connect(late.addr, "/events?topic=f");
+    late.wait_stats("stream", |s| s.streams == 1);
+    let third = util::publish(late.addr, "f", "third");
+    assert_eq!(late_sub.next_published().expect("late node delivers").id_u64(), third);
+    assert_eq!(sub.next_published().expect("first node delivers").id_u64(), third);
 }

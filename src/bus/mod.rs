@@ -51,6 +51,12 @@ pub use publisher::run_throttle_flusher;
 /// the time one append holds the bus.
 pub const APPEND_MAX: usize = 4096;
 
+/// How many of `wanted` events one submission takes with `inflight` of `window` in flight:
+/// what the window has room for, and at most [`APPEND_MAX`] (one append's worth).
+fn reservation(window: usize, inflight: usize, wanted: usize) -> usize {
+    window.saturating_sub(inflight).min(wanted).min(APPEND_MAX)
+}
+
 /// The bus failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {
@@ -77,6 +83,61 @@ pub struct Entry {
     pub body: Bytes,
 }
 
+/// A stream entry's raw id `<ms>-<seq>`: this node's entries are `<id>-0`, another writer's
+/// (say an operator's `XADD ... *`) may be anything; the reader reads after the raw id it
+/// last read so such an entry is passed, never read again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct StreamId {
+    /// The part before the dash (our event id).
+    pub ms: u64,
+    /// The part after the dash (0 in our entries).
+    pub seq: u64,
+}
+
+impl std::fmt::Display for StreamId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// What one read of the bus found: the entries that are ours, in id order, and those it
+/// skipped (not written by a node: malformed, or ids not `<n>-0`).
+#[derive(Debug, Default)]
+pub struct Read {
+    /// Our entries, in id order.
+    pub entries: Vec<Entry>,
+    /// Entries skipped as not ours.
+    pub malformed: usize,
+    /// Why the first skipped entry was refused (for the log).
+    pub first_error: Option<BusError>,
+    /// The raw id of the last entry read, ours or not.
+    pub last: Option<StreamId>,
+}
+
+impl Read {
+    /// Entries read, ours or not.
+    pub fn len(&self) -> usize {
+        self.entries.len() + self.malformed
+    }
+
+    /// Nothing was read.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Counts and logs (once per read) the entries skipped as not ours.
+    fn note_malformed(&self, bus_skipped: &AtomicU64, what: &str) {
+        if self.malformed > 0 {
+            bus_skipped.fetch_add(self.malformed as u64, Ordering::Relaxed);
+            log::warn!(
+                "bus: {what} skipped {} stream entries another writer added (first: {})",
+                self.malformed,
+                self.first_error.as_ref().map_or_else(|| "-".to_string(), ToString::to_string)
+            );
+        }
+    }
+}
+
 /// Opens connections to a bus.
 pub trait Connector: Send + Sync {
     /// A new connection whose reads wait at most `read_timeout`.
@@ -91,12 +152,12 @@ pub trait Connection: Send {
     /// follow contiguously. With no events, returns the id the next event will get.
     /// `floor`: the lowest id the bus may hand out if it has lost its counter (invariant 1).
     fn append(&mut self, events: &[&Prepared], floor: u64) -> Result<u64, BusError>;
-    /// Up to `count` events after id `after` in id order, waiting up to `block` for one.
-    fn read_after(&mut self, after: u64, count: usize, block: Duration) -> Result<Vec<Entry>, BusError>;
-    /// Up to `count` events after id `after` in id order, without waiting (for resume).
-    fn range_after(&mut self, after: u64, count: usize) -> Result<Vec<Entry>, BusError>;
-    /// The newest `count` events, oldest first.
-    fn tail(&mut self, count: usize) -> Result<Vec<Entry>, BusError>;
+    /// Up to `count` entries after raw id `after` in id order, waiting up to `block` for one.
+    fn read_after(&mut self, after: StreamId, count: usize, block: Duration) -> Result<Read, BusError>;
+    /// Up to `count` entries after id `after` in id order, without waiting (for resume).
+    fn range_after(&mut self, after: u64, count: usize) -> Result<Read, BusError>;
+    /// The newest `count` entries, oldest first.
+    fn tail(&mut self, count: usize) -> Result<Read, BusError>;
 }
 
 /// A publish handed to the bus publisher; the publisher fills in the outcome.
@@ -160,7 +221,8 @@ pub struct Bus {
     published: [AtomicU64; 3],
     /// Times the reader reconnected.
     reconnects: AtomicU64,
-    /// Events the reader found missing between two consecutive ids it read.
+    /// Events the reader found missing between two consecutive ids it read, and stream
+    /// entries skipped as not written by a node (see [`Read`]).
     skipped: AtomicU64,
     /// Round trips of appends.
     publish_seconds: histogram::Cells,
@@ -199,6 +261,15 @@ impl Bus {
         let connector: Arc<dyn Connector> = Arc::new(redis::RedisConnector::new(url, config, io_timeout)?);
         let mut conn = connector.connect(io_timeout)?;
         let tail = conn.tail(config.warm_events.max(1))?;
+        if tail.malformed > 0 {
+            // Logged only: those after the last of ours are read (and counted) by the reader.
+            log::warn!(
+                "bus: the stream's newest entries hold {} another writer added; skipped (first: {})",
+                tail.malformed,
+                tail.first_error.as_ref().map_or_else(|| "-".to_string(), ToString::to_string)
+            );
+        }
+        let tail = tail.entries;
         let (start_after, warm) = match tail.last() {
             Some(last) => {
                 let now = std::time::Instant::now();
@@ -289,13 +360,19 @@ impl Bus {
     pub fn try_submit(&self, events: &[Prepared], from_loop: Option<usize>) -> Option<(Arc<Ticket>, usize)> {
         let window = self.config.publish_window;
         let mut take = 0;
-        let reserved = self.inflight.fetch_update(Ordering::AcqRel, Ordering::Acquire, |inflight| {
-            take = window.saturating_sub(inflight).min(events.len());
-            (take > 0).then_some(inflight + take)
-        });
-        if reserved.is_err() || take == 0 {
-            self.window_waiters.store(true, Ordering::Release);
-            return None;
+        let mut reserve = || {
+            self.inflight.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |inflight| {
+                take = reservation(window, inflight, events.len());
+                (take > 0).then_some(inflight + take)
+            })
+        };
+        if reserve().is_err() {
+            // Register, then look again (the publisher frees room, then looks for waiters;
+            // all `SeqCst`): either it sees the flag and wakes us, or we see its room.
+            self.window_waiters.store(true, Ordering::SeqCst);
+            if reserve().is_err() {
+                return None;
+            }
         }
         let ticket = Arc::new(Ticket::new(from_loop));
         let submission = Submission { events: events[..take].to_vec(), ticket: ticket.clone() };
@@ -365,5 +442,19 @@ impl Bus {
     /// Events this node appended, by class.
     pub fn published(&self) -> [u64; 3] {
         [0, 1, 2].map(|i| self.published[i].load(Ordering::Relaxed))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_submission_takes_at_most_one_append() {
+        assert_eq!(reservation(100_000, 0, 10_000), APPEND_MAX);
+        assert_eq!(reservation(100_000, 99_000, 10_000), 1_000);
+        assert_eq!(reservation(8, 3, 2), 2);
+        assert_eq!(reservation(8, 8, 2), 0);
+        assert_eq!(reservation(8, 9, 2), 0);
     }
 }

@@ -27,19 +27,16 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
     let mut local = histogram::Local::default();
     let mut published_at = Instant::now();
     let io_timeout = bus.io_timeout;
+    // A submission taken from the queue that did not fit in the last batch: the next one's.
+    let mut carry: Option<Submission> = None;
     loop {
-        let first = match bus.rx.recv_timeout(IDLE_CHECK) {
+        let first = match carry.take().map_or_else(|| bus.rx.recv_timeout(IDLE_CHECK), Ok) {
             Ok(s) => s,
             Err(RecvTimeoutError::Timeout) if !hub.is_closed() => continue,
             _ => break,
         };
-        let mut batch = vec![first];
-        let mut events = batch[0].events.len();
-        while events < APPEND_MAX {
-            let Ok(s) = bus.rx.try_recv() else { break };
-            events += s.events.len();
-            batch.push(s);
-        }
+        let (batch, events, rest) = collect(first, |s| s.events.len(), || bus.rx.try_recv().ok());
+        carry = rest;
         if conn.is_none() && failed_at.map_or(true, |at| at.elapsed() >= RECONNECT_PAUSE) {
             match bus.connector.connect(io_timeout) {
                 Ok(c) => {
@@ -81,8 +78,8 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
                 }
             }
         }
-        bus.inflight.fetch_sub(events, Ordering::AcqRel);
-        if bus.window_waiters.swap(false, Ordering::AcqRel) {
+        bus.inflight.fetch_sub(events, Ordering::SeqCst);
+        if bus.window_waiters.swap(false, Ordering::SeqCst) {
             hub.wake_all();
         }
         for s in &batch {
@@ -96,9 +93,30 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
         }
     }
     local.publish(&bus.publish_seconds);
-    for s in bus.rx.try_iter() {
+    for s in carry.into_iter().chain(bus.rx.try_iter()) {
         s.ticket.complete(Err(BusError::Unreachable("the server is shutting down".into())));
     }
+}
+
+/// One batch: `first` and the queued submissions after it (from `next`) while the total of
+/// their `len`s stays within [`APPEND_MAX`]; the submission that would pass it is returned
+/// to lead the next batch. Returns the batch, its event count and that submission.
+fn collect<T>(
+    first: T,
+    len: impl Fn(&T) -> usize,
+    mut next: impl FnMut() -> Option<T>,
+) -> (Vec<T>, usize, Option<T>) {
+    let mut events = len(&first);
+    let mut batch = vec![first];
+    while events < APPEND_MAX {
+        let Some(s) = next() else { break };
+        if events + len(&s) > APPEND_MAX {
+            return (batch, events, Some(s));
+        }
+        events += len(&s);
+        batch.push(s);
+    }
+    (batch, events, None)
 }
 
 /// Claims `latest` values from the throttle in submission order (superseded ones get
@@ -154,5 +172,23 @@ pub fn run_throttle_flusher(bus: &Bus, hub: &Hub) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_batch_never_passes_append_max() {
+        let mut queue = vec![APPEND_MAX - 10, 10, 1, 5].into_iter();
+        let (batch, events, rest) = collect(1, |&n| n, || queue.next());
+        assert_eq!((batch, events, rest), (vec![1, APPEND_MAX - 10], APPEND_MAX - 9, Some(10)));
+        let (batch, events, rest) = collect(10, |&n| n, || queue.next());
+        assert_eq!((batch, events, rest), (vec![10, 1, 5], 16, None));
+        let mut full = vec![1].into_iter();
+        let (batch, events, rest) = collect(APPEND_MAX, |&n| n, || full.next());
+        assert_eq!((batch, events, rest), (vec![APPEND_MAX], APPEND_MAX, None));
+        assert_eq!(full.next(), Some(1), "a full batch takes nothing more from the queue");
     }
 }

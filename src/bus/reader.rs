@@ -1,15 +1,18 @@
 //! The bus reader thread: one per process. Reads the bus in id order, in batches of up to
 //! [`READ_COUNT`], turns each entry into one shared [`Event`] (its frame encoded once) and
 //! hands the batch to every loop through the hub, waiting while the loops' channels are
-//! full (invariant 4 of [`crate::bus`]). A broken connection is reopened with a jittered
-//! backoff and reading resumes after the last id read, so nothing is read twice.
+//! full (invariant 4 of [`crate::bus`]). A failed read or connect is retried after a
+//! jittered backoff (reset by a successful read) and reading resumes after the raw stream id
+//! read last, so nothing is read twice. An entry another writer added (malformed, or an id
+//! not `<n>-0`) is skipped, counted in the read gaps and logged once per read: it never
+//! stops delivery.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Bus, Connection, Entry};
+use super::{Bus, Connection, Entry, StreamId};
 use crate::hub::{Event, Hub};
 use crate::sse;
 
@@ -68,6 +71,8 @@ fn jittered(base: Duration) -> Duration {
 /// Reads until the hub is closed.
 pub(super) fn run(bus: &Bus, hub: &Hub) {
     let mut last = bus.start_after;
+    // The raw id read last, ours or another writer's: the next read starts after it.
+    let mut cursor = StreamId { ms: last, seq: 0 };
     let mut conn: Option<Box<dyn Connection>> = None;
     let mut backoff = BACKOFF_MIN;
     let mut topics = Topics::default();
@@ -76,8 +81,9 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
         let Some(c) = conn.as_mut() else {
             match bus.connector.connect(READ_TIMEOUT) {
                 Ok(c) => {
+                    // `backoff` is reset by a successful read, not here: a connection that
+                    // opens but fails every read must not be retried without a pause.
                     conn = Some(c);
-                    backoff = BACKOFF_MIN;
                     bus.connected.store(true, Ordering::Release);
                     if was_down {
                         bus.reconnects.fetch_add(1, Ordering::Relaxed);
@@ -99,19 +105,24 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
             }
             continue;
         };
-        let entries = match c.read_after(last, READ_COUNT, BLOCK) {
-            Ok(entries) => entries,
+        let read = match c.read_after(cursor, READ_COUNT, BLOCK) {
+            Ok(read) => read,
             Err(e) => {
                 log::warn!("bus {}: reader lost the bus ({e}); reconnecting", bus.connector.describe());
                 bus.connected.store(false, Ordering::Release);
                 conn = None;
                 was_down = true;
+                sleep_unless_closed(hub, jittered(backoff));
+                backoff = (backoff * 2).min(BACKOFF_MAX);
                 continue;
             }
         };
+        backoff = BACKOFF_MIN;
+        read.note_malformed(&bus.skipped, "reader");
+        cursor = cursor.max(read.last.unwrap_or_default());
         let now = Instant::now();
-        let mut batch = Vec::with_capacity(entries.len());
-        for e in &entries {
+        let mut batch = Vec::with_capacity(read.entries.len());
+        for e in &read.entries {
             if e.id <= last {
                 continue;
             }
@@ -128,6 +139,7 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
             last = e.id;
             batch.push(event(e, &mut topics, now));
         }
+        cursor = cursor.max(StreamId { ms: last, seq: 0 });
         bus.saw(last);
         deliver(hub, &batch);
     }

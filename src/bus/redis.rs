@@ -23,7 +23,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use redis::{Client, Value};
 
-use super::{BusConfig, BusError, Connection, Connector, Entry};
+use super::{BusConfig, BusError, Connection, Connector, Entry, Read, StreamId};
 use crate::publish::{Class, Prepared};
 
 /// The append script (invariants 1 and 2). KEYS: stream, counter. ARGV: floor, maxlen, then
@@ -157,7 +157,7 @@ impl Connection for RedisConnection {
             .ok_or_else(|| BusError::Protocol(format!("append gave id {first}")))
     }
 
-    fn read_after(&mut self, after: u64, count: usize, block: Duration) -> Result<Vec<Entry>, BusError> {
+    fn read_after(&mut self, after: StreamId, count: usize, block: Duration) -> Result<Read, BusError> {
         let value: Value = redis::cmd("XREAD")
             .arg("COUNT")
             .arg(count)
@@ -165,22 +165,22 @@ impl Connection for RedisConnection {
             .arg(block.as_millis() as u64)
             .arg("STREAMS")
             .arg(&self.stream)
-            .arg(format!("{after}-0"))
+            .arg(after.to_string())
             .query(&mut self.con)
             .map_err(unreachable)?;
         match value {
-            Value::Nil => Ok(Vec::new()),
+            Value::Nil => Ok(Read::default()),
             // [[stream, [entry, ...]]]
             Value::Array(streams) => match streams.into_iter().next() {
                 Some(Value::Array(mut pair)) if pair.len() == 2 => entries(pair.swap_remove(1)),
                 Some(other) => Err(BusError::Protocol(format!("XREAD answered {other:?}"))),
-                None => Ok(Vec::new()),
+                None => Ok(Read::default()),
             },
             other => Err(BusError::Protocol(format!("XREAD answered {other:?}"))),
         }
     }
 
-    fn range_after(&mut self, after: u64, count: usize) -> Result<Vec<Entry>, BusError> {
+    fn range_after(&mut self, after: u64, count: usize) -> Result<Read, BusError> {
         let value: Value = redis::cmd("XRANGE")
             .arg(&self.stream)
             .arg(format!("({after}-0"))
@@ -192,7 +192,7 @@ impl Connection for RedisConnection {
         entries(value)
     }
 
-    fn tail(&mut self, count: usize) -> Result<Vec<Entry>, BusError> {
+    fn tail(&mut self, count: usize) -> Result<Read, BusError> {
         let value: Value = redis::cmd("XREVRANGE")
             .arg(&self.stream)
             .arg("+")
@@ -201,20 +201,40 @@ impl Connection for RedisConnection {
             .arg(count)
             .query(&mut self.con)
             .map_err(unreachable)?;
-        let mut list = entries(value)?;
-        list.reverse();
-        Ok(list)
+        let mut read = entries(value)?;
+        read.entries.reverse();
+        Ok(read)
     }
 }
 
-/// Parses a list of stream entries `[[id, [field, value, ...]], ...]`.
-fn entries(value: Value) -> Result<Vec<Entry>, BusError> {
+/// Parses a list of stream entries `[[id, [field, value, ...]], ...]` one at a time: an
+/// entry that is not ours is skipped and counted, and the raw id of the last entry is kept
+/// (the highest: the list is in id order, or reversed for `XREVRANGE`).
+fn entries(value: Value) -> Result<Read, BusError> {
     let list = match value {
         Value::Array(list) => list,
-        Value::Nil => return Ok(Vec::new()),
+        Value::Nil => return Ok(Read::default()),
         other => return Err(BusError::Protocol(format!("expected stream entries, got {other:?}"))),
     };
-    list.into_iter().map(entry).collect()
+    let mut read = Read::default();
+    for value in list {
+        let (raw, parsed) = entry(value);
+        read.last = read.last.max(raw);
+        match parsed {
+            Ok(e) => read.entries.push(e),
+            Err(e) => {
+                read.malformed += 1;
+                read.first_error.get_or_insert(e);
+            }
+        }
+    }
+    Ok(read)
+}
+
+/// A raw stream id `<ms>-<seq>`.
+fn stream_id(id: &[u8]) -> Option<StreamId> {
+    let (ms, seq) = std::str::from_utf8(id).ok()?.split_once('-')?;
+    Some(StreamId { ms: ms.parse().ok()?, seq: seq.parse().ok()? })
 }
 
 fn text(v: &Value) -> Option<&[u8]> {
@@ -225,16 +245,25 @@ fn text(v: &Value) -> Option<&[u8]> {
     }
 }
 
-fn entry(value: Value) -> Result<Entry, BusError> {
+/// One entry: its raw id when it has one, and the entry when it is ours.
+fn entry(value: Value) -> (Option<StreamId>, Result<Entry, BusError>) {
     let bad = |what: &str| BusError::Protocol(format!("malformed stream entry: {what}"));
-    let Value::Array(parts) = value else { return Err(bad("not a list")) };
-    let [id, Value::Array(fields)] = &parts[..] else { return Err(bad("not [id, fields]")) };
-    let id = text(id).ok_or_else(|| bad("id"))?;
-    let id = std::str::from_utf8(id)
-        .ok()
-        .and_then(|s| s.strip_suffix("-0"))
-        .and_then(|s| s.parse::<u64>().ok())
-        .ok_or_else(|| bad("id is not <n>-0"))?;
+    let Value::Array(parts) = value else { return (None, Err(bad("not a list"))) };
+    let raw = parts.first().and_then(text).and_then(stream_id);
+    let parsed = match raw {
+        Some(StreamId { ms, seq: 0 }) => {
+            fields(ms, &parts).map_err(|what| bad(&format!("{what} (id {ms}-0)")))
+        }
+        Some(id) => Err(bad(&format!("id {id} is not <n>-0"))),
+        None => Err(bad("id")),
+    };
+    (raw, parsed)
+}
+
+/// The fields of our entry `id`; what is wrong otherwise.
+fn fields(id: u64, parts: &[Value]) -> Result<Entry, &'static str> {
+    let bad = |what: &'static str| what;
+    let [_, Value::Array(fields)] = parts else { return Err(bad("not [id, fields]")) };
     let (mut topic, mut class, mut key, mut body) = (None, Class::Reliable, None, None);
     for pair in fields.chunks(2) {
         let [name, value] = pair else { return Err(bad("odd field list")) };
@@ -265,7 +294,7 @@ mod tests {
     }
 
     #[test]
-    fn parses_entries_and_refuses_malformed_ones() {
+    fn parses_entries_and_skips_those_not_ours() {
         let good = Value::Array(vec![Value::Array(vec![
             bulk("1700000000000001-0"),
             Value::Array(vec![
@@ -279,19 +308,36 @@ mod tests {
                 bulk("data: x\n\n"),
             ]),
         ])]);
-        let list = entries(good).unwrap();
+        let list = entries(good).unwrap().entries;
         assert_eq!(list.len(), 1);
         assert_eq!(list[0].id, 1_700_000_000_000_001);
         assert_eq!(list[0].topic, "jobs");
         assert_eq!(list[0].class, Class::Latest);
         assert_eq!(list[0].key.as_deref(), Some("j1"));
         assert_eq!(&list[0].body[..], b"data: x\n\n");
-        let auto_id = Value::Array(vec![Value::Array(vec![bulk("17-3"), Value::Array(vec![])])]);
-        assert!(entries(auto_id).is_err(), "an id another writer chose is refused");
-        let no_body =
-            Value::Array(vec![Value::Array(vec![bulk("5-0"), Value::Array(vec![bulk("topic"), bulk("t")])])]);
-        assert!(entries(no_body).is_err());
+        let ours = |id: &str| {
+            Value::Array(vec![
+                bulk(id),
+                Value::Array(vec![bulk("topic"), bulk("t"), bulk("body"), bulk("b")]),
+            ])
+        };
+        // Another writer's entries between two of ours: skipped one by one, counted, and the
+        // raw id of the last read is kept, foreign or not.
+        let mixed = Value::Array(vec![
+            ours("16-0"),
+            Value::Array(vec![bulk("16-1"), Value::Array(vec![bulk("f"), bulk("v")])]),
+            Value::Array(vec![bulk("17-0"), Value::Array(vec![bulk("topic"), bulk("t")])]),
+            Value::Int(3),
+            ours("18-0"),
+            Value::Array(vec![bulk("18-7"), Value::Array(vec![])]),
+        ]);
+        let read = entries(mixed).unwrap();
+        assert_eq!(read.entries.iter().map(|e| e.id).collect::<Vec<_>>(), vec![16, 18]);
+        assert_eq!(read.malformed, 4);
+        assert_eq!(read.last, Some(StreamId { ms: 18, seq: 7 }));
+        assert!(read.first_error.unwrap().to_string().contains("16-1"));
         assert!(entries(Value::Nil).unwrap().is_empty());
+        assert!(entries(Value::Int(1)).is_err(), "a reply that is not a list of entries");
     }
 
     #[test]

@@ -109,8 +109,16 @@ fn scan(conn: &mut dyn Connection, req: &Request, topics: &mut Topics) -> Result
         Resumed { key: req.key, token: req.token, gap: None, events: Vec::new(), through: req.after };
     let mut scanned = 0;
     while scanned < SCAN_MAX && answer.through < req.upto {
-        let batch = conn.range_after(answer.through, SCAN_BATCH)?;
-        for e in &batch {
+        let read = conn.range_after(answer.through, SCAN_BATCH)?;
+        if read.malformed > 0 {
+            log::debug!("bus: resume scan skipped {} entries another writer added", read.malformed);
+        }
+        if read.entries.is_empty() {
+            // Nothing of ours (a whole batch of another writer's entries would not move
+            // `through`): answer with what was found.
+            break;
+        }
+        for e in &read.entries {
             if scanned == 0 && e.id > req.after + 1 {
                 answer.gap = Some((req.after + 1, e.id - 1));
             }
@@ -123,7 +131,7 @@ fn scan(conn: &mut dyn Connection, req: &Request, topics: &mut Topics) -> Result
                 }
             }
         }
-        if batch.len() < SCAN_BATCH {
+        if read.len() < SCAN_BATCH {
             break;
         }
     }

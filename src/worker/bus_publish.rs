@@ -6,8 +6,11 @@
 //!    bus gave them; the loop delivers them when the bus reader reads them back, like
 //!    everyone else's.
 //! 2. While the bus's answer is awaited, or the in-flight window is full, the connection is
-//!    parked exactly as on a full hub (its socket is not read). The bus publisher wakes the
-//!    loop when the answer is in; `--publish-wait-timeout-ms` applies from the first park.
+//!    parked as on a full hub (its socket is not read), in its own list that does not keep
+//!    the loop busy: the bus publisher wakes the loop when the answer is in or window room
+//!    is freed, and the publish is retried only then or after
+//!    [`crate::room::ROOM_WAIT_FALLBACK`]; `--publish-wait-timeout-ms` applies from the
+//!    first park.
 //! 3. A bus error answers `503` + `Retry-After: 1` at once, with the ids the bus gave the
 //!    events before (they are delivered) and `null` for the rest, counted as
 //!    `bus_unavailable`.
@@ -50,7 +53,8 @@ impl Worker {
                 None => window_full = true,
             }
         }
-        let first_wait = pending.parked_since_ms.is_none();
+        let first_window_wait = window_full && !pending.window_waited;
+        pending.window_waited |= window_full;
         let waited_ms = self.now_ms.saturating_sub(*pending.parked_since_ms.get_or_insert(self.now_ms));
         let limit_ms = self.shared.config.publish_wait_timeout_ms;
         if limit_ms > 0 && waited_ms >= limit_ms && pending.ticket.is_none() {
@@ -60,11 +64,24 @@ impl Worker {
         }
         let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { return };
         req.pending = Some(pending);
-        self.parked.push(key);
-        if first_wait && window_full {
+        self.bus_waiting.push(key);
+        if first_window_wait {
             LoopStats::add(&self.stats().publish_waits, 1);
         }
         self.update_gauges();
+    }
+
+    /// Retries the publishes waiting for the bus once the loop was woken (the bus publisher
+    /// wakes it when it answers or frees window room) or [`crate::room::ROOM_WAIT_FALLBACK`]
+    /// passed (invariant 2): never once per loop pass.
+    pub(super) fn retry_bus_waiting(&mut self) {
+        let woken = std::mem::take(&mut self.woken);
+        if self.bus_waiting.is_empty() || (!woken && self.now_ms < self.bus_retry_at_ms) {
+            return;
+        }
+        self.bus_retry_at_ms = self.now_ms + crate::room::ROOM_WAIT_FALLBACK.as_millis() as u64;
+        let waiting = std::mem::take(&mut self.bus_waiting);
+        self.retry_publishes(waiting);
     }
 
     /// Answers a publish the bus did not take (invariant 3).
@@ -79,8 +96,13 @@ impl Worker {
             );
         }
         self.stats().rejected(RejectReason::BusUnavailable);
-        // The events never handed to the bus will not be sequenced (throttle invariant 6).
-        self.shared.hub.throttle.abandon(&pending.events[pending.ids.len()..]);
+        // The events never handed to the bus will not be sequenced (throttle invariant 6);
+        // those of the failed ticket were claimed or handed back by the publisher thread.
+        let handed = pending.ticket.as_ref().map_or(0, |t| t.1);
+        self.shared
+            .hub
+            .throttle
+            .abandon(&pending.events[(pending.ids.len() + handed).min(pending.events.len())..]);
         let body = format!(
             "{{\"error\":{},\"ids\":{}}}\n",
             serde_json::Value::String(error.to_string()),

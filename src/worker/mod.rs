@@ -145,6 +145,13 @@ pub(crate) struct Worker {
     parked: Vec<usize>,
     /// Loop clock (ms) at which parked publishes are retried even without a wake-up.
     park_retry_at_ms: u64,
+    /// Publishing connections waiting for the bus (its answer or window room); retried only
+    /// on a wake-up or after [`crate::room::ROOM_WAIT_FALLBACK`], never per loop pass.
+    bus_waiting: Vec<usize>,
+    /// The loop's waker fired since `bus_waiting` was last retried.
+    woken: bool,
+    /// Loop clock (ms) at which `bus_waiting` is retried even without a wake-up.
+    bus_retry_at_ms: u64,
     /// Connections whose reads were cut short by [`READ_BUDGET`].
     again: Vec<usize>,
     /// Connections in the stream phase (kept as a count: gauges must not walk the slab).
@@ -222,6 +229,9 @@ impl Worker {
             scratch: vec![0; READ_CHUNK].into_boxed_slice(),
             dirty: FlushQueue::default(),
             parked: Vec::new(),
+            bus_waiting: Vec::new(),
+            woken: false,
+            bus_retry_at_ms: 0,
             park_retry_at_ms: 0,
             again: Vec::new(),
             streams: 0,
@@ -269,7 +279,7 @@ impl Worker {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
                     ADMIN_LISTENER => self.admin_accept_pending = true,
-                    WAKER => {}
+                    WAKER => self.woken = true,
                     Token(key) => {
                         if event.is_writable() {
                             self.on_writable(key);
@@ -290,6 +300,7 @@ impl Worker {
             }
             self.resume_reads();
             self.retry_parked();
+            self.retry_bus_waiting();
             if !self.health_waiting.is_empty() {
                 self.check_health();
             }
@@ -338,7 +349,7 @@ impl Worker {
             until_ms = until_ms.min(deadline);
         }
         let mut timeout = Duration::from_millis(until_ms.saturating_sub(self.now_ms));
-        if !self.parked.is_empty() {
+        if !self.parked.is_empty() || !self.bus_waiting.is_empty() {
             // Woken when a loop frees room; the fallback bounds a missed wake-up.
             timeout = timeout.min(crate::room::ROOM_WAIT_FALLBACK);
         }
@@ -470,7 +481,7 @@ impl Worker {
         LoopStats::set(&stats.streams, self.streams);
         LoopStats::set(&stats.topics, self.topics.topic_count());
         LoopStats::set(&stats.memberships, self.topics.membership_count());
-        LoopStats::set(&stats.parked_publishers, self.parked.len());
+        LoopStats::set(&stats.parked_publishers, self.parked.len() + self.bus_waiting.len());
     }
 }
 

@@ -222,6 +222,7 @@ impl Worker {
                     keep_alive,
                     parked_since_ms: None,
                     ticket: None,
+                    window_waited: false,
                 };
                 self.publish(key, pending);
             }
@@ -466,8 +467,13 @@ impl Worker {
         }
         self.park_retry_at_ms = self.now_ms + crate::room::ROOM_WAIT_FALLBACK.as_millis() as u64;
         let parked = std::mem::take(&mut self.parked);
-        LoopStats::add(&self.stats().publish_retries, parked.len() as u64);
-        for key in parked {
+        self.retry_publishes(parked);
+    }
+
+    /// Retries the publishes parked on `keys` (counted in `publish_retries`).
+    pub(super) fn retry_publishes(&mut self, keys: Vec<usize>) {
+        LoopStats::add(&self.stats().publish_retries, keys.len() as u64);
+        for key in keys {
             let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) else { continue };
             let Some(pending) = req.pending.take() else { continue };
             self.publish(key, pending);
