@@ -278,10 +278,15 @@ fn resume(addr: SocketAddr, topic: &str, after: u64) -> SseClient {
 #[test]
 fn a_resume_older_than_history_is_served_from_the_bus_without_gap_or_duplicate() {
     let redis = RedisServer::start();
-    let node = TestServer::start(Config { history_max_events: 2, ..bus_config(&redis) });
-    let before: Vec<u64> = (0..8).map(|i| util::publish(node.addr, "r", &format!("b{i}"))).collect();
-    util::publish(node.addr, "other", "not on r");
+    // History keeps 100 events of `r`: the resume id (the 2nd of 120) is older than that,
+    // and the publishes during the resume stay well inside it while the bus answers (a
+    // history that drops events while a bus resume is in flight is a known limit, README).
+    let node = TestServer::start(Config { history_max_events: 100, ..bus_config(&redis) });
     let publisher = node.handle().publisher();
+    let before: Vec<u64> = (0..120)
+        .map(|i| publisher.publish(&Message::new("r", format!("b{i}"))).expect("publish").expect("id"))
+        .collect();
+    util::publish(node.addr, "other", "not on r");
     let during = std::thread::spawn(move || {
         (0..200)
             .map(|i| {
@@ -477,7 +482,8 @@ fn a_redis_url_over_tcp_works() {
 #[test]
 fn the_throttle_trailing_edge_is_sequenced_by_the_bus() {
     let redis = RedisServer::start();
-    let config = || Config { latest_min_interval_ms: 50, ..bus_config(&redis) };
+    // A window far longer than three publishes take, even on a loaded machine.
+    let config = || Config { latest_min_interval_ms: 1_000, ..bus_config(&redis) };
     let (a, b) = (TestServer::start(config()), TestServer::start(config()));
     let mut subs =
         [SseClient::connect(a.addr, "/events?topic=job"), SseClient::connect(b.addr, "/events?topic=job")];

@@ -346,6 +346,9 @@ impl Drop for ProcessGuard {
             return;
         }
         let pid = nix::unistd::Pid::from_raw(self.pid() as i32);
+        // A test that failed while it had the process stopped (SIGSTOP) must not leave it
+        // stopped: a stopped process handles no SIGTERM.
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT);
         let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
         let deadline = Instant::now() + Duration::from_secs(5);
         while Instant::now() < deadline {
