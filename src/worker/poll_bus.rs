@@ -63,17 +63,8 @@ impl Worker {
         };
         let (bounds, now) = (self.poll_bounds(), Instant::now());
         let full = r.events.len() > wait.limit;
-        let answer = if !full && r.through < wait.upto {
-            polling::events_after(
-                &self.history,
-                &wait.topic,
-                wait.after,
-                wait.limit,
-                bounds,
-                now,
-                wait.keep_alive,
-            )
-        } else {
+        // The bus's part, then the loop's history after it, merged into one answer.
+        let merged = (full || r.through >= wait.upto).then(|| {
             let limits = HistoryLimits {
                 max_events: usize::MAX,
                 max_bytes: usize::MAX,
@@ -86,13 +77,23 @@ impl Worker {
             for e in r.events.iter().filter(|e| e.id > wait.after) {
                 merged.record(e);
             }
+            // History's events after the bus's part, unless history dropped some of them
+            // while the bus answered: then the answer ends with the bus's part, and the
+            // client's next poll (after its last id) asks the bus again; merging across the
+            // hole would let it skip the hole silently.
             if !full {
-                let local = self.history.after(&wait.topic, r.through, wait.limit.saturating_add(1), now);
-                for e in local.iter().flat_map(|(_, events)| events).filter(|e| e.id > r.through) {
-                    merged.record(e);
+                if let Some((None, local)) =
+                    self.history.after(&wait.topic, r.through, wait.limit.saturating_add(1), now)
+                {
+                    for e in local.iter().filter(|e| e.id > r.through) {
+                        merged.record(e);
+                    }
                 }
             }
-            if merged.size().1 == 0 && r.gap.is_none() {
+            merged
+        });
+        let answer = match &merged {
+            Some(m) if m.size().1 == 0 && r.gap.is_none() => {
                 let response = http::response(
                     200,
                     "Cache-Control: no-cache\r\n",
@@ -101,17 +102,16 @@ impl Worker {
                     wait.keep_alive,
                 );
                 polling::Answer { response, truncated: false, skipped: 0 }
-            } else {
-                polling::events_after(
-                    &merged,
-                    &wait.topic,
-                    wait.after,
-                    wait.limit,
-                    bounds,
-                    now,
-                    wait.keep_alive,
-                )
             }
+            source => polling::events_after(
+                source.as_ref().unwrap_or(&self.history),
+                &wait.topic,
+                wait.after,
+                wait.limit,
+                bounds,
+                now,
+                wait.keep_alive,
+            ),
         };
         self.respond(r.key, answer.response, wait.keep_alive);
         // The connection was not read while it waited.
