@@ -51,6 +51,13 @@ pub use publisher::run_throttle_flusher;
 /// the time one append holds the bus.
 pub const APPEND_MAX: usize = 4096;
 
+/// An embedded publisher finding the window full sleeps from this ...
+const WINDOW_BACKOFF_MIN: Duration = Duration::from_micros(50);
+/// ... doubling up to this, so it notices room within 2 ms without spinning.
+const WINDOW_BACKOFF_MAX: Duration = Duration::from_millis(2);
+/// How often a blocked embedded publisher looks whether the server is shutting down.
+const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
+
 /// How many of `wanted` events one submission takes with `inflight` of `window` in flight:
 /// what the window has room for, and at most [`APPEND_MAX`] (one append's worth).
 fn reservation(window: usize, inflight: usize, wanted: usize) -> usize {
@@ -390,19 +397,19 @@ impl Bus {
     /// answer. Ids in order ([`crate::hub::SUPERSEDED`] for a superseded `latest` value).
     pub fn publish_blocking(&self, hub: &Hub, events: &[Prepared]) -> Result<Vec<u64>, BusError> {
         let mut ids = Vec::with_capacity(events.len());
-        let mut backoff = Duration::from_micros(50);
+        let mut backoff = WINDOW_BACKOFF_MIN;
         while ids.len() < events.len() {
             if hub.is_closed() {
                 return Err(BusError::Unreachable("the server is shutting down".into()));
             }
             let Some((ticket, _)) = self.try_submit(&events[ids.len()..], None) else {
                 std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_millis(2));
+                backoff = (backoff * 2).min(WINDOW_BACKOFF_MAX);
                 continue;
             };
-            backoff = Duration::from_micros(50);
+            backoff = WINDOW_BACKOFF_MIN;
             loop {
-                match ticket.wait(Duration::from_millis(100)) {
+                match ticket.wait(SHUTDOWN_CHECK) {
                     Some(outcome) => {
                         ids.extend(outcome?);
                         break;

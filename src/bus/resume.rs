@@ -65,12 +65,18 @@ pub struct Resumed {
     pub through: u64,
 }
 
+/// How often an answer retries a loop channel that was full (rare: the channel holds
+/// `--hub-queue-events`, and the loop drains it every iteration).
+const LOOP_ROOM_RETRY: Duration = Duration::from_millis(1);
+/// How often the idle resume thread looks whether the server is shutting down.
+const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
+
 /// Serves requests until the hub is closed.
 pub(super) fn run(bus: &Bus, hub: &Hub) {
     let mut conn: Option<Box<dyn Connection>> = None;
     let mut topics = Topics::default();
     loop {
-        let req = match bus.resume_rx.recv_timeout(Duration::from_millis(100)) {
+        let req = match bus.resume_rx.recv_timeout(SHUTDOWN_CHECK) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) if !hub.is_closed() => continue,
             _ => return,
@@ -96,7 +102,7 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
                 Err(_) if hub.is_closed() => return,
                 Err(back) => {
                     msg = back;
-                    std::thread::sleep(Duration::from_millis(1));
+                    std::thread::sleep(LOOP_ROOM_RETRY);
                 }
             }
         }
