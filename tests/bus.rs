@@ -180,7 +180,12 @@ fn redis_restarted_empty_continues_above_every_old_id() {
     let node = TestServer::start(Config { publish_wait_timeout_ms: 2_000, ..bus_config(&redis) });
     let mut sub = SseClient::connect(node.addr, "/events?topic=t");
     node.wait_stats("stream", |s| s.streams == 1);
+    // Old ids far above Redis's clock (as after a failover to a host whose clock is behind):
+    // once Redis comes back empty, only the node's own floor keeps new ids above them.
+    let ahead = util::unix_now() * 1_000_000 + 1_000_000_000_000;
+    assert_eq!(redis.command(&["SET", "{sse-edge}:seq", &ahead.to_string()]).as_deref(), Some("+OK\r\n"));
     let before: Vec<u64> = (0..3).map(|i| util::publish(node.addr, "t", &format!("old{i}"))).collect();
+    assert!(before[0] > ahead, "the old ids come from the raised counter");
     let got = read_published(&mut sub, 3);
     assert_eq!(got.iter().map(SseEvent::id_u64).collect::<Vec<_>>(), before);
 
