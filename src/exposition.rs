@@ -155,12 +155,29 @@ fn render_bus(o: &mut Out, b: &crate::bus::BusScrape) {
     o.family("sse_bus_reconnects_total", "counter", "Times the bus reader reconnected after losing the bus.");
     o.sample("sse_bus_reconnects_total", "", b.reconnects);
     o.family(
-        "sse_bus_read_gaps_total",
+        "sse_bus_stale_reconnects_total",
         "counter",
-        "Times the bus reader found ids missing between two it read (trimmed or lost by the bus), \
-         plus stream entries it skipped as another writer's.",
+        "Times the bus reader dropped a connection that was open but no longer received.",
     );
-    o.sample("sse_bus_read_gaps_total", "", b.skipped);
+    o.sample("sse_bus_stale_reconnects_total", "", b.stale);
+    o.family(
+        "sse_bus_gaps_total",
+        "counter",
+        "Losses the bus reader found and told the affected subscribers of with event: gap, by \
+         reason (trimmed: the bus trimmed entries before this node read them; bus_reset: the bus \
+         lost its tail).",
+    );
+    for reason in crate::bus::GapReason::ALL {
+        o.sample("sse_bus_gaps_total", &format!("reason=\"{}\"", reason.label()), b.gaps[reason as usize]);
+    }
+    o.family("sse_bus_reader_lag_events", "gauge", "Entries in the bus after the last one this node read.");
+    o.sample("sse_bus_reader_lag_events", "", b.lag);
+    o.family(
+        "sse_bus_foreign_entries_total",
+        "counter",
+        "Stream entries the bus reader skipped as not written by a node.",
+    );
+    o.sample("sse_bus_foreign_entries_total", "", b.foreign);
     o.family("sse_bus_publish_seconds", "histogram", "Round trip of one append of a batch to the bus.");
     o.histogram("sse_bus_publish_seconds", "", &b.publish_seconds);
 }

@@ -141,6 +141,17 @@ impl Ring {
         }
     }
 
+    /// Drops every event up to `to` and vouches for nothing up to it; the bytes freed.
+    fn forget_through(&mut self, to: u64, loops: usize) -> usize {
+        let before = self.cost(loops);
+        while self.events.front().is_some_and(|e| e.id <= to) {
+            self.pop_front();
+        }
+        self.dropped_up_to = self.dropped_up_to.max(to);
+        self.shrink();
+        before - self.cost(loops)
+    }
+
     /// Gives back slots a mostly empty ring no longer needs (all of them when empty).
     fn shrink(&mut self) {
         let (len, cap) = (self.events.len(), self.events.capacity());
@@ -216,10 +227,16 @@ impl History {
         ring.expire(&self.limits, event.accepted_at);
         self.total_bytes = self.total_bytes + ring.cost(loops) - before;
         self.recency.insert(event.id, ring.name.clone());
+        self.evict_past_limits();
+    }
+
+    /// Forgets the least recently published topics while past `max_topics` or
+    /// `max_total_bytes` (invariant 3).
+    fn evict_past_limits(&mut self) {
         while self.topics.len() > self.limits.max_topics || self.total_bytes > self.limits.max_total_bytes {
             let Some((newest, topic)) = self.recency.pop_first() else { break };
             if let Some(ring) = self.topics.remove(&topic) {
-                self.total_bytes -= ring.cost(loops);
+                self.total_bytes -= ring.cost(self.loops);
             }
             self.floor = self.floor.max(newest);
         }
@@ -237,6 +254,40 @@ impl History {
             freed += before - ring.cost(loops);
         }
         self.total_bytes -= freed;
+    }
+
+    /// Reliable events up to `to` of `topic` (of every topic: `None`) were lost before they
+    /// reached this loop: nothing at or below `to` is vouched for any more, so a resume or
+    /// a poll from below `to` is told of a gap, never served across the hole in silence
+    /// (invariant 2). Events retained below the hole go too: a ring holds one contiguous
+    /// stretch. A topic with no ring gets an empty one that remembers the loss.
+    pub fn forget_through(&mut self, topic: Option<&Arc<str>>, to: u64) {
+        let loops = self.loops;
+        let Some(topic) = topic else {
+            self.floor = self.floor.max(to);
+            let mut freed = 0;
+            for ring in self.topics.values_mut() {
+                freed += ring.forget_through(to, loops);
+            }
+            self.total_bytes -= freed;
+            return;
+        };
+        if self.limits.max_events == 0 {
+            self.floor = self.floor.max(to);
+            return;
+        }
+        match self.topics.get_mut(topic) {
+            Some(ring) => self.total_bytes -= ring.forget_through(to, loops),
+            None if to > self.floor => {
+                let mut ring = Ring::new(topic.clone(), to);
+                ring.newest = to;
+                self.total_bytes += ring.cost(loops);
+                self.recency.insert(to, topic.clone());
+                self.topics.insert(topic.clone(), ring);
+                self.evict_past_limits();
+            }
+            None => {}
+        }
     }
 
     /// The gap a reader of `topic` who has seen everything up to `after` must be told of:
@@ -371,6 +422,34 @@ mod tests {
 
     fn ids(events: &[Arc<Event>]) -> Vec<u64> {
         events.iter().map(|e| e.id).collect()
+    }
+
+    #[test]
+    fn a_loss_the_bus_reports_is_a_gap_for_every_resume_from_below_it() {
+        let mut h = History::new(limits(10), 0);
+        for (id, t) in [(1, "a"), (2, "b"), (3, "a")] {
+            h.record(&ev(id, t, Class::Reliable, None));
+        }
+        let (a, c): (Arc<str>, Arc<str>) = (Arc::from("a"), Arc::from("c"));
+        // a's 5 and c's 6 never arrived; a's 7 did.
+        h.forget_through(Some(&a), 5);
+        h.forget_through(Some(&c), 6);
+        h.record(&ev(7, "a", Class::Reliable, None));
+        let now = Instant::now();
+        let (gap, events) = h.replay(&["a".into()], 3, now);
+        assert_eq!((gap, ids(&events)), (Some((4, 5)), vec![7]));
+        assert_eq!(
+            h.replay(&["a".into()], 1, now).0,
+            Some((2, 5)),
+            "what a ring held below the hole goes too"
+        );
+        assert_eq!(h.replay(&["b".into()], 2, now).0, None, "b lost nothing");
+        assert_eq!(h.after("c", 2, 10, now).map(|(g, e)| (g, e.len())), Some((Some((3, 6)), 0)));
+        // Every topic: nothing at or below 9 is vouched for.
+        h.forget_through(None, 9);
+        assert_eq!(h.replay(&["b".into()], 2, now).0, Some((3, 9)));
+        assert_eq!(h.after("new", 8, 10, now).map(|(g, _)| g), Some(Some((9, 9))));
+        assert_eq!(h.size().1, 0);
     }
 
     #[test]

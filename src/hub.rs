@@ -60,6 +60,47 @@ pub enum LoopMsg {
     Block(Duration),
     /// The bus's answer to a resume this loop asked for ([`crate::bus::resume`]).
     Resumed(Box<crate::bus::resume::Resumed>),
+    /// The bus reader found reliable events it can never deliver ([`Lost`]).
+    Lost(Arc<Lost>),
+}
+
+/// Reliable events the bus reader will never deliver (trimmed before it read them, or the
+/// bus lost them): the ids `from..=to` of `topic`, or of every topic when `None` (the bus
+/// lost its memory of which topics they were on). Travels in id order with the events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lost {
+    /// The topic, or every topic.
+    pub topic: Option<Arc<str>>,
+    /// First id that may be lost.
+    pub from: u64,
+    /// Last id that may be lost.
+    pub to: u64,
+}
+
+/// What the bus reader hands the loops, in order.
+#[derive(Debug, Clone)]
+pub(crate) enum Delivery {
+    /// An event to record and fan out.
+    Event(Arc<Event>),
+    /// A loss to tell the affected subscribers of.
+    Lost(Arc<Lost>),
+}
+
+impl Delivery {
+    fn message(&self) -> LoopMsg {
+        match self {
+            Delivery::Event(e) => LoopMsg::Event(e.clone()),
+            Delivery::Lost(l) => LoopMsg::Lost(l.clone()),
+        }
+    }
+
+    /// The newest id it accounts for: the bus handed out every id up to it.
+    fn newest_id(&self) -> u64 {
+        match self {
+            Delivery::Event(e) => e.id,
+            Delivery::Lost(l) => l.to,
+        }
+    }
 }
 
 /// The hub's end of one loop's channel.
@@ -191,19 +232,20 @@ impl Hub {
         self.bus_sequenced = true;
     }
 
-    /// Hands events the bus already sequenced to every loop, in order, as many as every
-    /// channel has room for (invariant 2); returns how many. The caller retries the rest.
-    pub(crate) fn deliver(&self, events: &[Arc<Event>]) -> usize {
+    /// Hands events the bus already sequenced (and the losses between them) to every loop,
+    /// in order, as many as every channel has room for (invariant 2); returns how many. The
+    /// caller retries the rest.
+    pub(crate) fn deliver(&self, items: &[Delivery]) -> usize {
         let take = {
             let mut seq = self.lock();
             let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
-            let take = room.min(events.len());
-            for event in &events[..take] {
+            let take = room.min(items.len());
+            for item in &items[..take] {
                 for link in &self.links {
                     // Room was measured under this lock (invariant 2).
-                    let _ = link.tx.try_send(LoopMsg::Event(event.clone()));
+                    let _ = link.tx.try_send(item.message());
                 }
-                seq.next_id = seq.next_id.max(event.id + 1);
+                seq.next_id = seq.next_id.max(item.newest_id() + 1);
             }
             self.issued_below.store(seq.next_id, Ordering::Release);
             take

@@ -234,6 +234,28 @@ impl Outbox {
         }
     }
 
+    /// Queues a gap notice for reliable ids `from..=to` that never reached this outbox (the
+    /// bus lost them): after everything queued, which is older, and merged into a notice
+    /// still unsent at the back. Pinned; one per loss report, so bounded by what caused it.
+    pub fn push_lost(&mut self, from: u64, to: u64) {
+        let merge_into_back =
+            self.entries.len() > self.first_unstarted() && matches!(self.entries.back(), Some(Entry::Gap(_)));
+        if merge_into_back {
+            if let Some(Entry::Gap(old)) = self.entries.pop_back() {
+                self.queued -= old.2.len();
+                let (from, to) = (from.min(old.0), to.max(old.1));
+                return self.push_gap_entry(from, to);
+            }
+        }
+        self.push_gap_entry(from, to);
+    }
+
+    fn push_gap_entry(&mut self, from: u64, to: u64) {
+        let bytes = crate::sse::gap_frame(from, to);
+        self.queued += bytes.len();
+        self.entries.push_back(Entry::Gap(Box::new((from, to, bytes))));
+    }
+
     fn push_entry(&mut self, entry: Entry, bounds: Bounds, outcome: &mut PushOutcome) {
         let len = entry.bytes().len();
         let incoming = entry.class().map_or(u8::MAX, rank);
@@ -307,7 +329,18 @@ impl Outbox {
             return false;
         }
         let start = self.first_unstarted();
-        let existing = self.entries.iter().skip(start).position(|e| matches!(e, Entry::Gap(_)));
+        // Only a notice ahead of every unsent event: one queued behind events
+        // ([`Outbox::push_lost`]) reports newer losses and stays where it is. Merging with
+        // one ahead of every event widens no range over an id this stream received: the
+        // queue is in id order, and nothing unsent lies between the two.
+        let leading_notice = |o: &Outbox| {
+            o.entries
+                .iter()
+                .skip(start)
+                .take_while(|e| e.class().is_none())
+                .position(|e| matches!(e, Entry::Gap(_)))
+        };
+        let mut existing = leading_notice(self);
         if existing.is_none() {
             while self.entries.len() >= bounds.max_events
                 || self.queued + GAP_FRAME_MAX_BYTES > bounds.max_bytes
@@ -316,6 +349,7 @@ impl Outbox {
                     break;
                 }
             }
+            existing = leading_notice(self);
         }
         let Some((mut from, mut to)) = std::mem::take(&mut self.gap).get() else { return false };
         let at = match existing {

@@ -586,7 +586,8 @@ fn a_stale_bus_connection_is_noticed() {
         "sse_bus_connected",
         "sse_bus_publish_inflight",
         "sse_bus_publish_window",
-        "sse_bus_read_gaps_total",
+        "sse_bus_gaps_total{reason=\"trimmed\"}",
+        "sse_bus_reader_lag_events",
         "sse_bus_publish_seconds_count",
     ] {
         metric(&body, family);
@@ -637,7 +638,7 @@ fn an_entry_another_writer_added_is_skipped() {
     let second = util::publish(node.addr, "f", "after");
     let got: Vec<u64> = read_published(&mut sub, 2).iter().map(SseEvent::id_u64).collect();
     assert_eq!(got, vec![first, second]);
-    let gaps = |addr| metric(&http_get(addr, "/metrics").text(), "sse_bus_read_gaps_total");
+    let gaps = |addr| metric(&http_get(addr, "/metrics").text(), "sse_bus_foreign_entries_total");
     assert_eq!(gaps(node.addr), 1.0, "the foreign entry is counted");
     // A node that starts with the foreign entry as the stream's newest.
     redis.command(&["XADD", "{sse-edge}:events", "*", "f", "v"]).expect("XADD");

@@ -13,9 +13,10 @@ pub struct BusConfig {
     #[arg(long = "bus", env = "SSE_EDGE_BUS")]
     pub url: Option<String>,
 
-    /// Prefix of the bus's keys: the stream `{PREFIX}:events` and the id counter
-    /// `{PREFIX}:seq` (one hash tag, so both live on one Redis shard). Nodes with the same
-    /// prefix form one cluster.
+    /// Prefix of the bus's keys: the stream `{PREFIX}:events`, the id counter `{PREFIX}:seq`,
+    /// the entry counter `{PREFIX}:n` and the hash `{PREFIX}:topics` of each topic's newest
+    /// reliable id (one hash tag, so all live on one Redis shard). Nodes with the same prefix
+    /// form one cluster.
     #[arg(long = "bus-key-prefix", env = "SSE_EDGE_BUS_KEY_PREFIX", default_value = "sse-edge")]
     pub key_prefix: String,
 
@@ -55,6 +56,16 @@ impl BusConfig {
     /// The Redis key holding the last id handed out.
     pub fn counter_key(&self) -> String {
         format!("{{{}}}:seq", self.key_prefix)
+    }
+
+    /// The Redis key counting the entries ever appended (dense: a jump is a loss).
+    pub fn entries_key(&self) -> String {
+        format!("{{{}}}:n", self.key_prefix)
+    }
+
+    /// The Redis hash of each topic's newest reliable id.
+    pub fn topics_key(&self) -> String {
+        format!("{{{}}}:topics", self.key_prefix)
     }
 
     /// Checks the URL's scheme and the prefix; the message names the option.

@@ -28,6 +28,7 @@
 //!    HTTP, [`crate::PublishError::Unavailable`] when embedded); nothing queues without a bound.
 
 pub mod config;
+mod lineage;
 mod publisher;
 mod reader;
 pub mod redis;
@@ -75,11 +76,38 @@ pub enum BusError {
     Protocol(String),
 }
 
+/// Why the reader told subscribers of a loss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GapReason {
+    /// Entries were trimmed before the reader read them.
+    Trimmed = 0,
+    /// The bus lost its tail (restarted empty, or failed over without it).
+    BusReset = 1,
+}
+
+impl GapReason {
+    /// Every reason, by index.
+    pub const ALL: [GapReason; 2] = [GapReason::Trimmed, GapReason::BusReset];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            GapReason::Trimmed => "trimmed",
+            GapReason::BusReset => "bus_reset",
+        }
+    }
+}
+
 /// One event as stored in the bus.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entry {
     /// The id the bus gave it.
     pub id: u64,
+    /// Its position in the bus: entries appended before it, plus one (dense, so a jump is
+    /// a hole and a step back a bus that lost its tail). `None` in entries without one.
+    pub n: Option<u64>,
+    /// The id of the previous reliable event of its topic (0: none known, or not reliable).
+    pub tprev: u64,
     /// Topic.
     pub topic: String,
     /// Delivery class.
@@ -161,10 +189,16 @@ pub trait Connection: Send {
     fn append(&mut self, events: &[&Prepared], floor: u64) -> Result<u64, BusError>;
     /// Up to `count` entries after raw id `after` in id order, waiting up to `block` for one.
     fn read_after(&mut self, after: StreamId, count: usize, block: Duration) -> Result<Read, BusError>;
-    /// Up to `count` entries after id `after` in id order, without waiting (for resume).
-    fn range_after(&mut self, after: u64, count: usize) -> Result<Read, BusError>;
+    /// Up to `count` entries from id `from` in id order (`from` itself included), without
+    /// waiting (for resume).
+    fn range_from(&mut self, from: u64, count: usize) -> Result<Read, BusError>;
     /// The newest `count` entries, oldest first.
     fn tail(&mut self, count: usize) -> Result<Read, BusError>;
+    /// Entries ever appended (the next entry's position minus one; 0 for an empty bus).
+    fn entries_appended(&mut self) -> Result<u64, BusError>;
+    /// The topics whose newest reliable id lies strictly between `after` and `before`, with
+    /// that id; `None` when there are too many topics to look through.
+    fn topics_newest_in(&mut self, after: u64, before: u64) -> Result<Option<Vec<(String, u64)>>, BusError>;
 }
 
 /// A publish handed to the bus publisher; the publisher fills in the outcome.
@@ -226,17 +260,27 @@ pub struct Bus {
     connected: AtomicBool,
     /// Events appended, by class.
     published: [AtomicU64; 3],
+    /// The highest id this node's publisher appended (the stale-reader watchdog's proof
+    /// that there is something to read).
+    appended: AtomicU64,
     /// Times the reader reconnected.
     reconnects: AtomicU64,
-    /// Events the reader found missing between two consecutive ids it read, and stream
-    /// entries skipped as not written by a node (see [`Read`]).
-    skipped: AtomicU64,
+    /// Times the reader dropped a stale connection.
+    stale: AtomicU64,
+    /// Losses the reader found and told subscribers of, by [`GapReason`].
+    gaps: [AtomicU64; 2],
+    /// Entries in the bus after the last one the reader read (sampled).
+    lag: AtomicU64,
+    /// Stream entries skipped as not written by a node (see [`Read`]).
+    foreign: AtomicU64,
     /// Round trips of appends.
     publish_seconds: histogram::Cells,
     /// Events read at start to warm the loops' history (taken once the loops are built).
     warm: Mutex<Vec<Arc<Event>>>,
     /// The id after which the reader starts.
     start_after: u64,
+    /// The position (`n`) of that entry, when known.
+    start_n: Option<u64>,
     /// Socket timeout of the publisher's reads and everyone's writes.
     io_timeout: Duration,
     resume_tx: Sender<resume::Request>,
@@ -254,8 +298,14 @@ pub struct BusScrape {
     pub window: u64,
     /// Reader reconnects.
     pub reconnects: u64,
-    /// Ids the reader found missing.
-    pub skipped: u64,
+    /// Stale reader connections dropped.
+    pub stale: u64,
+    /// Losses told to subscribers, by [`GapReason`].
+    pub gaps: [u64; 2],
+    /// Entries in the bus the reader has yet to read.
+    pub lag: u64,
+    /// Entries skipped as another writer's.
+    pub foreign: u64,
     /// Append round trips.
     pub publish_seconds: histogram::Snapshot,
 }
@@ -277,17 +327,17 @@ impl Bus {
             );
         }
         let tail = tail.entries;
-        let (start_after, warm) = match tail.last() {
+        let (start_after, start_n, warm) = match tail.last() {
             Some(last) => {
                 let now = std::time::Instant::now();
                 let mut topics = reader::Topics::default();
                 let keep = tail.len().min(config.warm_events);
                 let warm =
                     tail[tail.len() - keep..].iter().map(|e| reader::event(e, &mut topics, now)).collect();
-                (last.id, warm)
+                (last.id, last.n, warm)
             }
             // Empty: the next id is the first this node can know of.
-            None => (conn.append(&[], 1)?.saturating_sub(1), Vec::new()),
+            None => (conn.append(&[], 1)?.saturating_sub(1), Some(conn.entries_appended()?), Vec::new()),
         };
         log::info!(
             "bus {}: stream {:?} ends at id {start_after}; {} events warm the history",
@@ -307,11 +357,16 @@ impl Bus {
             seen: AtomicU64::new(start_after),
             connected: AtomicBool::new(true),
             published: Default::default(),
+            appended: AtomicU64::new(0),
             reconnects: AtomicU64::new(0),
-            skipped: AtomicU64::new(0),
+            stale: AtomicU64::new(0),
+            gaps: Default::default(),
+            lag: AtomicU64::new(0),
+            foreign: AtomicU64::new(0),
             publish_seconds: Default::default(),
             warm: Mutex::new(warm),
             start_after,
+            start_n,
             io_timeout,
             resume_tx,
             resume_rx,
@@ -435,7 +490,10 @@ impl Bus {
             inflight: self.inflight.load(Ordering::Acquire) as u64,
             window: self.config.publish_window as u64,
             reconnects: self.reconnects.load(Ordering::Relaxed),
-            skipped: self.skipped.load(Ordering::Relaxed),
+            stale: self.stale.load(Ordering::Relaxed),
+            gaps: [0, 1].map(|i| self.gaps[i].load(Ordering::Relaxed)),
+            lag: self.lag.load(Ordering::Relaxed),
+            foreign: self.foreign.load(Ordering::Relaxed),
             publish_seconds: histogram::Snapshot::sum(std::iter::once(&self.publish_seconds)),
         }
     }

@@ -134,6 +134,7 @@ fn append(
         if sent.is_empty() { 0 } else { conn.append(&sent, bus.seen.load(Ordering::Acquire) + 1)? };
     if !sent.is_empty() {
         bus.saw(next + sent.len() as u64 - 1);
+        bus.appended.fetch_max(next + sent.len() as u64 - 1, Ordering::AcqRel);
         for p in &sent {
             bus.published[p.class.index()].fetch_add(1, Ordering::Relaxed);
         }

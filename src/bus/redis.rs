@@ -1,21 +1,31 @@
 //! The bus on Redis Streams (Redis ≥ 6.2 for `XRANGE` with an exclusive start), through the
 //! `redis` crate's synchronous API.
 //!
-//! Layout: one stream `{prefix}:events` for the whole cluster (one order) and one counter
-//! `{prefix}:seq` holding the last id handed out. Each stream entry has the explicit id
-//! `<id>-0` and the fields `topic`, `class` (the class index), `key` (empty: none) and
-//! `body` (the encoded frame without its `id:` line).
+//! Layout (one hash tag, so every key lives on one Redis shard):
+//! - `{prefix}:events`, one stream for the whole cluster (one order). Each entry has the
+//!   explicit id `<id>-0` and the fields `n` (its position: the entries ever appended, dense),
+//!   `tprev` (the id of the previous reliable event of its topic, empty for none or for
+//!   another class), `topic`, `class` (the class index), `key` (empty: none) and `body` (the
+//!   encoded frame without its `id:` line);
+//! - `{prefix}:seq`, the last id handed out; `{prefix}:n`, the entries ever appended;
+//! - `{prefix}:topics`, a hash of each topic's newest reliable id (one field per topic that
+//!   ever had a reliable event: the price of telling exactly which topics a trim cost).
 //!
 //! Invariants:
-//! 1. [`APPEND`] runs atomically in Redis: it takes a batch's ids from the counter with one
-//!    `INCRBY` and `XADD`s each event under its id, so ids are contiguous per batch and the
-//!    stream's order is the counter's.
-//! 2. A missing counter (a new Redis, or one that lost its data) is created at the largest of
-//!    Redis's clock in microseconds, the caller's floor and the stream's top id plus one: new
-//!    ids start above every id handed out before, so none is ever reused. Microsecond ids
+//! 1. [`APPEND`] runs atomically in Redis: it takes a batch's ids and positions with one
+//!    step each and `XADD`s each event under its id, so ids and positions are contiguous
+//!    per batch and the stream's order is the counters'.
+//! 2. A batch's first id is the largest of the last id plus one, Redis's clock in
+//!    microseconds and the caller's floor (and, with no counter, the stream's top id plus
+//!    one). So a Redis that lost its data, or a replica promoted without the tail its
+//!    primary handed out, starts above every id handed out before (as long as the failover
+//!    took longer than the hosts' clocks differ): no id is ever reused. Microsecond ids
 //!    (~1.8e15 today) stay below 2^53 for two centuries, exact in Lua's doubles and in
-//!    JavaScript.
-//! 3. Every read and write has a socket timeout, so a dead connection shows up as an error,
+//!    JavaScript. Ids are therefore sparse: positions (`n`), not ids, show a hole.
+//! 3. A lost tail shows as positions going back (`n` restarts at 1 in a Redis that lost its
+//!    data), a trim the reader did not keep up with as positions jumping; `tprev` and the
+//!    topics hash tell which topics lost what ([`super::reader`]).
+//! 4. Every read and write has a socket timeout, so a dead connection shows up as an error,
 //!    never as a hang; a blocking read's timeout is longer than its `BLOCK`.
 
 use std::time::Duration;
@@ -26,31 +36,50 @@ use redis::{Client, Value};
 use super::{BusConfig, BusError, Connection, Connector, Entry, Read, StreamId};
 use crate::publish::{Class, Prepared};
 
-/// The append script (invariants 1 and 2). KEYS: stream, counter. ARGV: floor, maxlen, then
-/// topic, class, key, body per event. Returns the first event's id (with no events, the id
-/// the next event will get).
+/// The append script (invariants 1 and 2). KEYS: stream, id counter, entry counter, topics
+/// hash. ARGV: floor, maxlen, then topic, class, key, body per event. Returns the first
+/// event's id (with no events, the id the next event would get, changing nothing).
 pub const APPEND: &str = r#"
 local n = (#ARGV - 2) / 4
-if not redis.call('GET', KEYS[2]) then
-  local t = redis.call('TIME')
-  local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
-  local floor = tonumber(ARGV[1])
-  if floor > start then start = floor end
+local t = redis.call('TIME')
+local start = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local floor = tonumber(ARGV[1])
+if floor > start then start = floor end
+local last = redis.call('GET', KEYS[2])
+if last then
+  if tonumber(last) + 1 > start then start = tonumber(last) + 1 end
+else
   local top = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
   if top[1] then
     local id = tonumber(string.match(top[1][1], '^(%d+)'))
     if id and id + 1 > start then start = id + 1 end
   end
-  redis.call('SET', KEYS[2], string.format('%.0f', start - 1))
 end
-local first = redis.call('INCRBY', KEYS[2], n) - n + 1
+if n == 0 then return start end
+redis.call('SET', KEYS[2], string.format('%.0f', start + n - 1))
+local pos = redis.call('INCRBY', KEYS[3], n) - n
+local newest = {}
 for i = 0, n - 1 do
   local a = 3 + 4 * i
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], string.format('%.0f-0', first + i),
-    'topic', ARGV[a], 'class', ARGV[a + 1], 'key', ARGV[a + 2], 'body', ARGV[a + 3])
+  local id = string.format('%.0f', start + i)
+  local topic = ARGV[a]
+  local tprev = ''
+  if ARGV[a + 1] == '0' then
+    tprev = newest[topic] or redis.call('HGET', KEYS[4], topic) or ''
+    newest[topic] = id
+  end
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], id .. '-0', 'n', string.format('%.0f', pos + 1 + i),
+    'tprev', tprev, 'topic', topic, 'class', ARGV[a + 1], 'key', ARGV[a + 2], 'body', ARGV[a + 3])
 end
-return first
+for topic, id in pairs(newest) do redis.call('HSET', KEYS[4], topic, id) end
+return start
 "#;
+
+/// Fields of the topics hash scanned at most to find the topics a trim cost (past it the
+/// reader reports the loss on every topic).
+pub const TOPICS_SCAN_MAX: usize = 1_000_000;
+/// Fields per `HSCAN` round trip.
+const TOPICS_SCAN_COUNT: usize = 1_000;
 
 /// Longest a connection attempt waits.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -61,6 +90,8 @@ pub struct RedisConnector {
     described: String,
     stream: String,
     counter: String,
+    entries: String,
+    topics: String,
     maxlen: u64,
     write_timeout: Duration,
 }
@@ -75,6 +106,8 @@ impl RedisConnector {
             described: redact(url),
             stream: config.stream_key(),
             counter: config.counter_key(),
+            entries: config.entries_key(),
+            topics: config.topics_key(),
             maxlen: config.maxlen,
             write_timeout: io_timeout,
         })
@@ -100,6 +133,8 @@ impl Connector for RedisConnector {
             sha,
             stream: self.stream.clone(),
             counter: self.counter.clone(),
+            entries: self.entries.clone(),
+            topics: self.topics.clone(),
             maxlen: self.maxlen,
         }))
     }
@@ -126,13 +161,16 @@ struct RedisConnection {
     sha: String,
     stream: String,
     counter: String,
+    entries: String,
+    topics: String,
     maxlen: u64,
 }
 
 impl RedisConnection {
     fn append_cmd(&self, events: &[&Prepared], floor: u64) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.sha).arg(2).arg(&self.stream).arg(&self.counter).arg(floor).arg(self.maxlen);
+        cmd.arg(&self.sha).arg(4).arg(&self.stream).arg(&self.counter).arg(&self.entries).arg(&self.topics);
+        cmd.arg(floor).arg(self.maxlen);
         for e in events {
             cmd.arg(&*e.topic).arg(e.class.index()).arg(e.key.as_deref().unwrap_or("")).arg(&e.body[..]);
         }
@@ -180,16 +218,45 @@ impl Connection for RedisConnection {
         }
     }
 
-    fn range_after(&mut self, after: u64, count: usize) -> Result<Read, BusError> {
+    fn range_from(&mut self, from: u64, count: usize) -> Result<Read, BusError> {
         let value: Value = redis::cmd("XRANGE")
             .arg(&self.stream)
-            .arg(format!("({after}-0"))
+            .arg(format!("{from}-0"))
             .arg("+")
             .arg("COUNT")
             .arg(count)
             .query(&mut self.con)
             .map_err(unreachable)?;
         entries(value)
+    }
+
+    fn entries_appended(&mut self) -> Result<u64, BusError> {
+        let n: Option<u64> =
+            redis::cmd("GET").arg(&self.entries).query(&mut self.con).map_err(unreachable)?;
+        Ok(n.unwrap_or(0))
+    }
+
+    fn topics_newest_in(&mut self, after: u64, before: u64) -> Result<Option<Vec<(String, u64)>>, BusError> {
+        let mut found = Vec::new();
+        let (mut cursor, mut scanned) = (0u64, 0usize);
+        loop {
+            let (next, fields): (u64, Vec<(String, u64)>) = redis::cmd("HSCAN")
+                .arg(&self.topics)
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(TOPICS_SCAN_COUNT)
+                .query(&mut self.con)
+                .map_err(unreachable)?;
+            scanned += fields.len();
+            found.extend(fields.into_iter().filter(|&(_, id)| after < id && id < before));
+            if next == 0 {
+                return Ok(Some(found));
+            }
+            if scanned >= TOPICS_SCAN_MAX {
+                return Ok(None);
+            }
+            cursor = next;
+        }
     }
 
     fn tail(&mut self, count: usize) -> Result<Read, BusError> {
@@ -265,6 +332,8 @@ fn fields(id: u64, parts: &[Value]) -> Result<Entry, &'static str> {
     let bad = |what: &'static str| what;
     let [_, Value::Array(fields)] = parts else { return Err(bad("not [id, fields]")) };
     let (mut topic, mut class, mut key, mut body) = (None, Class::Reliable, None, None);
+    let (mut n, mut tprev) = (None, 0);
+    let number = |value: &[u8]| std::str::from_utf8(value).ok().and_then(|s| s.parse::<u64>().ok());
     for pair in fields.chunks(2) {
         let [name, value] = pair else { return Err(bad("odd field list")) };
         let (Some(name), Some(value)) = (text(name), text(value)) else { return Err(bad("field")) };
@@ -278,11 +347,13 @@ fn fields(id: u64, parts: &[Value]) -> Result<Entry, &'static str> {
                 key = Some(String::from_utf8(value.to_vec()).map_err(|_| bad("key"))?)
             }
             b"body" => body = Some(Bytes::copy_from_slice(value)),
+            b"n" => n = Some(number(value).ok_or_else(|| bad("n"))?),
+            b"tprev" if !value.is_empty() => tprev = number(value).ok_or_else(|| bad("tprev"))?,
             _ => {}
         }
     }
     let (Some(topic), Some(body)) = (topic, body) else { return Err(bad("missing topic or body")) };
-    Ok(Entry { id, topic, class, key, body })
+    Ok(Entry { id, n, tprev, topic, class, key, body })
 }
 
 #[cfg(test)]

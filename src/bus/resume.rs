@@ -3,8 +3,11 @@
 //!
 //! Invariants:
 //! 1. The scan covers the ids `(after, through]` of the bus and returns every event of the
-//!    requested topics in it, in id order; ids missing from the bus at the start of the
-//!    range (trimmed, or lost) are returned as the exact gap `(after + 1, first − 1)`.
+//!    requested topics in it, in id order. When the client's own last event (`after`) is no
+//!    longer in the bus, what lies between it and the oldest entry kept is the exact gap
+//!    `(after + 1, first − 1)`. A hole inside the range (positions that jump or go back: the
+//!    bus lost entries) ends the scan before it, and the loop reports what lies past
+//!    `through` (invariant 2).
 //! 2. The scan is bounded: at most `max_events` events returned and [`SCAN_MAX`] entries
 //!    read; `through` says how far it got, and the loop reports anything past it that its
 //!    own history lacks as a gap (never silence).
@@ -114,21 +117,30 @@ fn scan(conn: &mut dyn Connection, req: &Request, topics: &mut Topics) -> Result
     let mut answer =
         Resumed { key: req.key, token: req.token, gap: None, events: Vec::new(), through: req.after };
     let mut scanned = 0;
+    // The position (`n`) of the entry read last: a jump or a step back is a hole, and the
+    // scan stops before it (invariant 1).
+    let mut last_n: Option<u64> = None;
+    let mut from = req.after;
     while scanned < SCAN_MAX && answer.through < req.upto {
-        let read = conn.range_after(answer.through, SCAN_BATCH)?;
+        let read = conn.range_from(from, SCAN_BATCH)?;
         if read.malformed > 0 {
             log::debug!("bus: resume scan skipped {} entries another writer added", read.malformed);
         }
-        if read.entries.is_empty() {
-            // Nothing of ours (a whole batch of another writer's entries would not move
-            // `through`): answer with what was found.
-            break;
-        }
         for e in &read.entries {
-            if scanned == 0 && e.id > req.after + 1 {
+            if scanned == 0 && e.id != req.after {
+                // The client's own last event is no longer in the bus: what came between it
+                // and the oldest entry kept is gone.
                 answer.gap = Some((req.after + 1, e.id - 1));
             }
             scanned += 1;
+            let hole = matches!((last_n, e.n), (Some(l), Some(n)) if n != l + 1);
+            if hole {
+                return Ok(answer);
+            }
+            last_n = e.n;
+            if e.id == req.after {
+                continue;
+            }
             answer.through = e.id;
             if req.topics.contains(&e.topic) {
                 answer.events.push(event(e, topics, now));
@@ -137,9 +149,12 @@ fn scan(conn: &mut dyn Connection, req: &Request, topics: &mut Topics) -> Result
                 }
             }
         }
-        if read.len() < SCAN_BATCH {
+        if read.len() < SCAN_BATCH || read.entries.is_empty() {
+            // The end of the stream, or a whole batch of another writer's entries (which
+            // would not move `through`): answer with what was found.
             break;
         }
+        from = answer.through + 1;
     }
     Ok(answer)
 }

@@ -285,3 +285,34 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_lost_range_is_told_after_what_is_queued_and_merges_while_unsent() {
+    let bounds = Bounds { max_events: 5, max_bytes: 1000 };
+    let mut o = Outbox::new();
+    o.push_event(ev(1, Class::Reliable, None, 1), bounds);
+    o.push_event(ev(2, Class::Reliable, None, 1), bounds);
+    o.push_lost(5, 7);
+    o.push_lost(8, 9);
+    o.push_event(ev(10, Class::Reliable, None, 1), bounds);
+    o.push_event(ev(11, Class::Reliable, None, 1), bounds);
+    let mut sock = FakeSock::open();
+    let mut probe = Outbox::new();
+    probe.push_event(ev(3, Class::Reliable, None, 1), bounds);
+    probe.push_lost(4, 4);
+    probe.push_event(ev(5, Class::Reliable, None, 1), bounds);
+    probe.flush_to(&mut sock, bounds).unwrap();
+    assert_eq!(seen(&sock.out), vec![Seen::Id(3), Seen::Gap(4, 4), Seen::Id(5)], "in id order");
+    // Full: 12 evicts 1, and placing that notice evicts 2: with nothing unsent left before
+    // the lost range, the two notices become one (no id between them reached the stream).
+    o.push_event(ev(12, Class::Reliable, None, 1), bounds);
+    let mut sock = FakeSock::open();
+    o.flush_to(&mut sock, bounds).unwrap();
+    assert_eq!(seen(&sock.out), vec![Seen::Gap(1, 9), Seen::Id(10), Seen::Id(11), Seen::Id(12)]);
+    assert!(o.is_empty());
+    // With nothing queued the notice goes out alone; a started head is never merged into.
+    o.push_lost(20, 20);
+    let mut sock = FakeSock::open();
+    o.flush_to(&mut sock, bounds).unwrap();
+    assert_eq!(seen(&sock.out), vec![Seen::Gap(20, 20)]);
+}

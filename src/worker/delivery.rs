@@ -27,6 +27,8 @@
 //!    lose their oldest frames, as before.
 //! 3. Every event is recorded in the loop's history before it is fanned out, so a stream
 //!    that subscribes later can replay it.
+//! 7. A loss the bus reader reports ([`Lost`]) reaches each affected stream as one gap notice
+//!    queued after its older frames, in the event order, and the history forgets the range.
 //! 4. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
 //!    WRITABLE edge, and the drop-oldest outbox bounds what waits.
 
@@ -35,7 +37,7 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::hub::{Event, LoopMsg};
+use crate::hub::{Event, LoopMsg, Lost};
 use crate::metrics::{CloseReason, LoopStats};
 use crate::outbox::PushOutcome;
 use crate::publish::Class;
@@ -110,6 +112,7 @@ impl Worker {
                 LoopMsg::Ping(probe) => probe.answer(self.index),
                 LoopMsg::Block(d) => std::thread::sleep(d),
                 LoopMsg::Resumed(r) => self.on_resumed(r),
+                LoopMsg::Lost(lost) => self.on_lost(&lost),
             }
         }
         if drained > 0 {
@@ -124,6 +127,44 @@ impl Worker {
         LoopStats::add(&stats.events_in, drained as u64);
         LoopStats::add(&stats.intake_pauses, u64::from(tally.behind));
         tally.record(stats);
+    }
+
+    /// Tells every stream that may have missed the lost range (the topic's subscribers, or
+    /// every stream) of it with one `event: gap` after what it has queued, and makes the
+    /// history vouch for nothing up to it (invariant 7). A stream that resumed past the
+    /// range is not affected.
+    fn on_lost(&mut self, lost: &Lost) {
+        self.history.forget_through(lost.topic.as_ref(), lost.to);
+        let mut told = 0;
+        let mut tell = |key: usize, conn: &mut Conn, dirty: &mut FlushQueue| {
+            if matches!(conn.phase, Phase::Stream(_)) && conn.resume_after < lost.to {
+                conn.outbox.push_lost(lost.from.max(conn.resume_after + 1), lost.to);
+                dirty.push_stream(key, conn);
+                told += 1;
+            }
+        };
+        match &lost.topic {
+            Some(topic) => {
+                for key in self.topics.subscribers(topic) {
+                    if let Some(conn) = self.conns.get_mut(key) {
+                        tell(key, conn, &mut self.dirty);
+                    }
+                }
+            }
+            None => {
+                for (key, conn) in self.conns.iter_mut() {
+                    tell(key, conn, &mut self.dirty);
+                }
+            }
+        }
+        LoopStats::add(&self.stats().gaps_reported, told);
+        log::debug!(
+            "loop {}: ids {}..={} of {} lost on the bus; {told} streams told",
+            self.index,
+            lost.from,
+            lost.to,
+            lost.topic.as_deref().unwrap_or("every topic")
+        );
     }
 
     /// Queues one event to every local subscriber of its topic.
