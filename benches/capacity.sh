@@ -3,13 +3,16 @@
 # holds while every stream still receives every broadcast. Recorded in benches/CAPACITY.md.
 #
 #   benches/capacity.sh            # runs A, B5 and B6 (about 3-4 minutes), prints the summary
-#   RUNS="A" benches/capacity.sh   # only run A (RUNS: any of A B5 B6); OUT=dir, PORT_BASE=port
+#   RUNS="A" benches/capacity.sh   # only run A (RUNS: any of A B5 B6 BUS6); OUT=dir, PORT_BASE=port
 #
 #   A   one process, 2 loops, 19,600 streams (capacity on a 20,000-fd host: 20,000 - 64
 #       --fd-reserve - 41 for loops and admin = 19,895, as its startup log says)
 #   B5  5 processes on one SO_REUSEPORT port, 100,000 streams: 5 x 19,895 = 99,475 < 100,000,
 #       so the last 525 are refused with 503, by design
 #   B6  6 processes on one SO_REUSEPORT port, 100,000 streams
+#   BUS6  as B6, but the 6 processes share one Redis bus (--bus) and each event is published
+#       ONCE, to the first process: the bus brings it to the other five (issue 11). Also
+#       reports Redis's CPU. Needs redis-server.
 #
 # Loopback only. Bounded: every wait loop has an iteration cap, sse-load has its own deadline
 # and runs under `timeout`, and the EXIT trap stops exactly the pids this script started (the
@@ -25,6 +28,8 @@ OUT=${OUT:-target/capacity/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$OUT"
 
 SERVERS=()                             # pids of the servers this script started and has not stopped
+SERVER_ARGS=()                         # extra arguments for every server (the bus run's --bus)
+REDIS=""                               # pid of the redis-server this script started
 ADMINS=()                              # their admin ports
 LOADGEN=""                             # pid of the running `timeout sse-load` (its workers exit with it)
 
@@ -44,6 +49,7 @@ stop_pids() {                          # stop_pids PID... : TERM, wait up to 15 
 cleanup() {
   if [ -n "$LOADGEN" ]; then kill -TERM "$LOADGEN" 2>/dev/null || true; wait "$LOADGEN" 2>/dev/null || true; fi
   stop_pids "${SERVERS[@]}"
+  [ -z "$REDIS" ] || stop_pids "$REDIS"
 }
 trap cleanup EXIT
 
@@ -84,7 +90,7 @@ start_servers() {
   for ((i = 1; i <= n; i++)); do
     a=$((port + i))
     "$BIN/sse-edge" --listen "127.0.0.1:$port" --admin-listen "127.0.0.1:$a" --threads "$threads" \
-      >"$OUT/$RUN.server$i.log" 2>&1 &
+      "${SERVER_ARGS[@]}" >"$OUT/$RUN.server$i.log" 2>&1 &
     SERVERS+=($!); ADMINS+=("$a")
   done
   for a in "${ADMINS[@]}"; do
@@ -170,10 +176,35 @@ run_b() {                               # run_b PROCESSES
   stop_servers
 }
 
+run_bus() {                             # run_bus PROCESSES
+  local n=$1 port=$((PORT_BASE + 200)) rport=$((PORT_BASE + 300)) i
+  RUN=BUS$n
+  echo "== run BUS$n: $n processes on one SO_REUSEPORT port and one Redis bus, 100,000 streams, one publish per event"
+  command -v redis-server >/dev/null || { echo "capacity.sh: BUS runs need redis-server" >&2; exit 1; }
+  port_free "$rport" || { echo "port $rport is in use" >&2; exit 1; }
+  redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$OUT" \
+    >"$OUT/$RUN.redis.log" 2>&1 &
+  REDIS=$!
+  for ((i = 0; i < 100; i++)); do (exec 3<>"/dev/tcp/127.0.0.1/$rport") 2>/dev/null && break; sleep 0.1; done
+  local cpu0
+  cpu0=$(awk '{print $14 + $15}' "/proc/$REDIS/stat")
+  SERVER_ARGS=(--bus "redis://127.0.0.1:$rport")
+  start_servers "$n" 2 "$port"
+  fanout --addr "127.0.0.1:$port" --publish-addr "127.0.0.1:${ADMINS[0]}" --streams 100000 --source-count 8 \
+    --rate 1 --count 5 --payload-bytes 100 --drain-seconds 30
+  awk -v c0="$cpu0" -v hz="$(getconf CLK_TCK)" '{printf "redis CPU during the run: %.2f s\n", ($14 + $15 - c0) / hz}' \
+    "/proc/$REDIS/stat" | tee "$OUT/$RUN.redis-cpu"
+  grep -h "overload mode" "$OUT/$RUN".server*.log | cut -c1-160 | head -n 4 || true
+  stop_servers
+  SERVER_ARGS=()
+  stop_pids "$REDIS"; REDIS=""
+}
+
 summary() {                             # summary RUN
   local r=$1 j="$OUT/$1.json"
   [ -f "$j" ] || { echo "$r: no report"; return; }
   echo "== $r ($(cat "$OUT/$r.loadavg"))"
+  [ ! -f "$OUT/$r.redis-cpu" ] || cat "$OUT/$r.redis-cpu"
   jq -r '
     .subscribers as $s | .publisher as $p | .server as $v |
     "streams planned/ready/failed/lost: \($s.raw.planned)/\($s.raw.ready)/\($s.raw.failed)/\($s.raw.lost)",
@@ -200,6 +231,7 @@ for r in $RUNS; do
     A) run_a ;;
     B5) run_b 5 ;;
     B6) run_b 6 ;;
+    BUS6) run_bus 6 ;;
     *) echo "unknown run $r" >&2; exit 2 ;;
   esac
 done

@@ -66,6 +66,23 @@ pub struct Resumed {
     pub events: Vec<Arc<Event>>,
     /// The scan covered the ids up to here (the client's `after` when it failed).
     pub through: u64,
+    /// The bus holds the client's own last event: its id is real even if this node has not
+    /// read it yet (another node handed it out).
+    pub holds_after: bool,
+}
+
+impl Resumed {
+    /// An answer that found nothing: the loop serves the resume from its history alone.
+    fn nothing(req: &Request) -> Resumed {
+        Resumed {
+            key: req.key,
+            token: req.token,
+            gap: None,
+            events: Vec::new(),
+            through: req.after,
+            holds_after: false,
+        }
+    }
 }
 
 /// How often an answer retries a loop channel that was full (rare: the channel holds
@@ -91,11 +108,9 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
             Some(c) => scan(c.as_mut(), &req, &mut topics).unwrap_or_else(|e| {
                 log::warn!("bus: resume after {} failed ({e}); served from history", req.after);
                 conn = None;
-                Resumed { key: req.key, token: req.token, gap: None, events: Vec::new(), through: req.after }
+                Resumed::nothing(&req)
             }),
-            None => {
-                Resumed { key: req.key, token: req.token, gap: None, events: Vec::new(), through: req.after }
-            }
+            None => Resumed::nothing(&req),
         };
         let mut msg = LoopMsg::Resumed(Box::new(answer));
         // The loop's channel may be full; wait for room as the reader does.
@@ -114,8 +129,7 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
 
 fn scan(conn: &mut dyn Connection, req: &Request, topics: &mut Topics) -> Result<Resumed, super::BusError> {
     let now = Instant::now();
-    let mut answer =
-        Resumed { key: req.key, token: req.token, gap: None, events: Vec::new(), through: req.after };
+    let mut answer = Resumed::nothing(req);
     let mut scanned = 0;
     // The position (`n`) of the entry read last: a jump or a step back is a hole, and the
     // scan stops before it (invariant 1).
@@ -139,6 +153,7 @@ fn scan(conn: &mut dyn Connection, req: &Request, topics: &mut Topics) -> Result
             }
             last_n = e.n;
             if e.id == req.after {
+                answer.holds_after = true;
                 continue;
             }
             answer.through = e.id;

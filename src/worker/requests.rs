@@ -352,11 +352,13 @@ impl Worker {
             conn.outbox.push_unbounded(crate::notices::overload(true));
         }
         if let Some(after) = last_event_id {
-            // An id this node never issued (another node's, or from before a clock jump):
-            // its position is unknown, so resume from this process's first id — the client
-            // gets every retained event. Nothing before that can be told apart from what it
-            // already saw, so no gap is reported for it.
-            let after = if after >= self.shared.hub.next_id() {
+            // An id this node never issued and the bus does not hold (from before a clock
+            // jump, or made up): its position is unknown, so resume from this process's first
+            // id — the client gets every retained event. Nothing before that can be told
+            // apart from what it already saw, so no gap is reported for it. One the bus holds
+            // is real even if this node has not read it yet: the stream resumes after it.
+            let held_by_bus = from_bus.is_some_and(|r| r.holds_after);
+            let after = if after >= self.shared.hub.next_id() && !held_by_bus {
                 log::debug!("loop {} conn {key}: Last-Event-ID {after} was never issued here", self.index);
                 self.shared.hub.first_id().saturating_sub(1)
             } else {

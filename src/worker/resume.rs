@@ -2,8 +2,10 @@
 //! helper thread ([`crate::bus::resume`]); the loop never waits on Redis.
 //!
 //! Invariants:
-//! 1. The loop asks the bus only for a resume id it has seen issued and whose replay from
-//!    history would start with a gap; otherwise the stream starts from history at once.
+//! 1. The loop asks the bus for a resume id whose replay from history would start with a
+//!    gap, and for one it has not read yet (the bus says whether it holds it: then the id is
+//!    real, the stream resumes right after it, and live events up to it are skipped);
+//!    otherwise the stream starts from history at once.
 //! 2. While the bus scans, the connection waits like a parked publisher (its socket is not
 //!    read, no timeout closes it) and is not subscribed to anything.
 //! 3. When the answer arrives through the loop's channel, the loop replays the bus's events,
@@ -37,11 +39,15 @@ impl Worker {
         let (Some(bus), Some(after)) = (self.shared.bus.clone(), last_event_id) else {
             return Err((extra, holds_slot));
         };
-        if after >= self.shared.hub.next_id() {
-            return Err((extra, holds_slot));
-        }
-        let Some((_, upto)) = self.history.replay(topics, after, Instant::now()).0 else {
-            return Err((extra, holds_slot));
+        let upto = if after >= self.shared.hub.next_id() {
+            // Not read here (yet): another node handed it out and this node's reader is
+            // behind it, or it was never issued. The bus says which (`Resumed::holds_after`).
+            after + 1
+        } else {
+            let Some((_, upto)) = self.history.replay(topics, after, Instant::now()).0 else {
+                return Err((extra, holds_slot));
+            };
+            upto
         };
         if !self.conns.get_mut(key).is_some_and(|c| c.requesting().is_some()) {
             return Err((extra, holds_slot));
