@@ -222,3 +222,95 @@ fn a_resume_id_this_node_has_not_read_yet_resumes_right_after_it() {
         assert_eq!((e.id.clone(), e.data.as_str()), (Some(next.to_string()), "next"), "round {round}: {e:?}");
     }
 }
+
+/// A unix-socket proxy in front of Redis whose upstream can be switched: connections made
+/// after a switch go to the new Redis, open ones stay with the old (as clients of a failed-over
+/// primary that is still up). Threads end with their connections.
+struct SwitchProxy {
+    path: std::path::PathBuf,
+    upstream: std::sync::Arc<std::sync::Mutex<std::path::PathBuf>>,
+    _dir: util::TempDir,
+}
+
+impl SwitchProxy {
+    fn start(upstream: std::path::PathBuf) -> SwitchProxy {
+        use std::os::unix::net::{UnixListener, UnixStream};
+        let dir = util::TempDir::new("proxy");
+        let path = dir.join("proxy.sock");
+        let listener = UnixListener::bind(&path).expect("bind proxy");
+        let upstream = std::sync::Arc::new(std::sync::Mutex::new(upstream));
+        let target = upstream.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { return };
+                let to = target.lock().expect("upstream").clone();
+                let Ok(server) = UnixStream::connect(&to) else { continue };
+                let pump = |mut from: UnixStream, mut to: UnixStream| {
+                    std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut from, &mut to);
+                        let _ = to.shutdown(std::net::Shutdown::Both);
+                    });
+                };
+                if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
+                    pump(client, server);
+                    pump(s2, c2);
+                }
+            }
+        });
+        SwitchProxy { path, upstream, _dir: dir }
+    }
+
+    fn switch_to(&self, upstream: std::path::PathBuf) {
+        *self.upstream.lock().expect("upstream") = upstream;
+    }
+}
+
+/// Kills every client of `redis` but the one blocked in `XREAD` (the node's reader).
+fn kill_all_but_the_reader(redis: &RedisServer) {
+    let list = redis.command(&["CLIENT", "LIST"]).expect("CLIENT LIST");
+    for line in list.lines().filter(|l| l.contains("id=") && !l.contains("cmd=xread")) {
+        let id = line
+            .split(' ')
+            .find_map(|f| f.strip_prefix("id="))
+            .expect("id")
+            .trim_start_matches(|c: char| !c.is_ascii_digit());
+        redis.command(&["CLIENT", "KILL", "ID", id]);
+    }
+}
+
+/// The reader's connection stays open and answers, but to a Redis that no longer gets the
+/// cluster's appends (the old primary after a failover): the watchdog sees that this node's
+/// own appends go unread, reconnects, and the subscriber is told of what the switch may have
+/// cost (the new Redis is empty) before the event arrives.
+#[test]
+fn a_reader_left_on_a_replaced_redis_is_noticed_by_the_watchdog() {
+    let old = RedisServer::start();
+    let new = RedisServer::start();
+    let proxy = SwitchProxy::start(old.socket());
+    let mut c = Config { threads: Some(1), publish_wait_timeout_ms: 1_000, ..Config::loopback() };
+    c.bus.url = Some(format!("unix://{}", proxy.path.display()));
+    let node = TestServer::start(c);
+    let mut sub = SseClient::connect(node.addr, "/events?topic=w");
+    node.wait_stats("stream", |s| s.streams == 1);
+    let before = util::publish(node.addr, "w", "before");
+    assert_eq!(sub.next_published().expect("before").id_u64(), before);
+
+    proxy.switch_to(new.socket());
+    kill_all_but_the_reader(&old);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let after = loop {
+        let r = Client::connect(node.addr).publish("topic=w", Some("text/plain"), b"after");
+        if r.status == 202 {
+            break r.json()["id"].as_u64().expect("id");
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(Instant::now() < deadline, "publishing never moved to the new Redis: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(after > before);
+    let got = read_until(&mut sub, after);
+    let ids: Vec<Option<(u64, u64)>> = got.iter().map(gap_range).collect();
+    assert_eq!(ids, vec![Some((before + 1, after - 1)), None], "{got:?}");
+    assert_eq!(got[1].id_u64(), after);
+    assert_eq!(metric(node.addr, "sse_bus_stale_reconnects_total"), 1.0);
+}
