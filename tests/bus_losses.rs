@@ -314,3 +314,61 @@ fn a_reader_left_on_a_replaced_redis_is_noticed_by_the_watchdog() {
     assert_eq!(got[1].id_u64(), after);
     assert_eq!(metric(node.addr, "sse_bus_stale_reconnects_total"), 1.0);
 }
+
+/// While Redis does not answer (stopped with SIGSTOP: connections hang instead of failing),
+/// resumes older than history are answered at once from history, each with its gap: none
+/// waits on the dead bus, however many queue up. After SIGCONT the bus serves them again.
+#[test]
+fn resumes_while_the_bus_hangs_are_answered_from_history_at_once() {
+    let redis = RedisServer::start();
+    let node = TestServer::start(Config { history_max_events: 2, ..bus_config(&redis, 1_000_000) });
+    let ids = publish_many(node.addr, "h", 10);
+    let pid = redis.guard.as_ref().expect("running").pid();
+    signal(pid, Signal::SIGSTOP);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while http_get(node.addr, "/readyz").status != 503 {
+        assert!(Instant::now() < deadline, "the reader never noticed the bus hanging");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let header = format!("Last-Event-ID: {}\r\n", ids[0]);
+    // All twenty asked at once, then their answers read, the last asked first (it would
+    // wait behind every other one if resumes waited on the bus in turn).
+    let asked: Vec<Client> = (0..20)
+        .map(|_| {
+            let mut c = Client::connect(node.addr);
+            SseClient::send_open(&mut c, "/events?topic=h", &header);
+            c
+        })
+        .collect();
+    let subs: Vec<SseClient> = asked
+        .into_iter()
+        .enumerate()
+        .rev()
+        .map(|(i, c)| {
+            SseClient::finish_open(c, "/events?topic=h")
+                .unwrap_or_else(|e| panic!("resume {i} waited on the bus: {e}"))
+                .unwrap_or_else(|r| panic!("resume {i}: {}", r.status))
+        })
+        .collect();
+    for (i, mut sub) in subs.into_iter().enumerate() {
+        let e = sub.next_event().unwrap_or_else(|e| panic!("resume {i}: {e}"));
+        assert_eq!(gap_range(&e), Some((ids[0] + 1, ids[7])), "resume {i}: told of what history lacks");
+        let got: Vec<u64> = (0..2).map(|_| sub.next_published().expect("event").id_u64()).collect();
+        assert_eq!(got, ids[8..], "resume {i}: then history");
+    }
+    signal(pid, Signal::SIGCONT);
+    // Once the bus answers again, a resume is served from it in full.
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let mut sub = SseClient::try_open(Client::connect(node.addr), "/events?topic=h", &header)
+            .expect("open")
+            .unwrap_or_else(|r| panic!("{}", r.status));
+        let e = sub.next_event().expect("first frame");
+        if gap_range(&e).is_none() {
+            assert_eq!(e.id_u64(), ids[1], "from the bus, no gap");
+            break;
+        }
+        assert!(Instant::now() < deadline, "the bus never served resumes again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -56,6 +56,7 @@ else
   end
 end
 if n == 0 then return start end
+if start + n - 1 > 9007199254740991 then return redis.error_reply('ids past 2^53 - 1') end
 redis.call('SET', KEYS[2], string.format('%.0f', start + n - 1))
 local pos = redis.call('INCRBY', KEYS[3], n) - n
 local newest = {}
@@ -114,11 +115,24 @@ impl RedisConnector {
     }
 }
 
-/// `url` without its password.
+/// `url` without its password (in the authority, or a unix URL's `pass=` parameter).
 fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
+    let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
         _ => url.to_string(),
+    };
+    match url.split_once('?') {
+        Some((base, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some(("pass" | "password", _)) => format!("{}=***", &p[..p.find('=').unwrap_or(0)]),
+                    _ => p.to_string(),
+                })
+                .collect();
+            format!("{base}?{}", params.join("&"))
+        }
+        None => url,
     }
 }
 
@@ -415,5 +429,6 @@ mod tests {
     fn redacts_the_password() {
         assert_eq!(redact("redis://u:secret@host:6379/0"), "redis://***@host:6379/0");
         assert_eq!(redact("unix:///run/redis.sock"), "unix:///run/redis.sock");
+        assert_eq!(redact("unix:///run/redis.sock?db=1&pass=secret"), "unix:///run/redis.sock?db=1&pass=***");
     }
 }

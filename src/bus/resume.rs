@@ -11,6 +11,9 @@
 //! 2. The scan is bounded: at most `max_events` events returned and [`SCAN_MAX`] entries
 //!    read; `through` says how far it got, and the loop reports anything past it that its
 //!    own history lacks as a gap (never silence).
+//! 4. While the bus is unreachable (the reader lost it, or this thread failed to connect
+//!    within the last [`RECONNECT_PAUSE`]) a resume is answered at once with nothing, and the
+//!    loop serves it from history with its gap: no resume waits on a dead bus.
 //! 3. The answer goes back to the requesting loop through its hub channel
 //!    ([`crate::hub::LoopMsg::Resumed`]), which replays it and registers the stream in one
 //!    step; live events up to `through` are skipped there, so nothing comes twice.
@@ -88,6 +91,9 @@ impl Resumed {
 /// How often an answer retries a loop channel that was full (rare: the channel holds
 /// `--hub-queue-events`, and the loop drains it every iteration).
 const LOOP_ROOM_RETRY: Duration = Duration::from_millis(1);
+/// After a failed connect or scan, resumes are served from history alone for this long
+/// before the thread tries the bus again.
+const RECONNECT_PAUSE: Duration = Duration::from_secs(1);
 /// How often the idle resume thread looks whether the server is shutting down.
 const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
 
@@ -95,19 +101,32 @@ const SHUTDOWN_CHECK: Duration = Duration::from_millis(100);
 pub(super) fn run(bus: &Bus, hub: &Hub) {
     let mut conn: Option<Box<dyn Connection>> = None;
     let mut topics = Topics::default();
+    let mut failed_at: Option<Instant> = None;
     loop {
         let req = match bus.resume_rx.recv_timeout(SHUTDOWN_CHECK) {
             Ok(r) => r,
             Err(RecvTimeoutError::Timeout) if !hub.is_closed() => continue,
             _ => return,
         };
-        if conn.is_none() {
-            conn = bus.connector.connect(bus.io_timeout).map_err(|e| log::warn!("bus: resume: {e}")).ok();
+        // While the bus is down, answer at once from history (with its gap) rather than
+        // make every queued resume wait out a connect timeout in turn.
+        let may_connect = bus.connected.load(std::sync::atomic::Ordering::Acquire)
+            && !failed_at.is_some_and(|t| t.elapsed() < RECONNECT_PAUSE);
+        if conn.is_none() && may_connect {
+            conn = match bus.connector.connect(bus.io_timeout) {
+                Ok(c) => Some(c),
+                Err(e) => {
+                    log::warn!("bus: resume: {e}");
+                    failed_at = Some(Instant::now());
+                    None
+                }
+            };
         }
         let answer = match conn.as_mut() {
             Some(c) => scan(c.as_mut(), &req, &mut topics).unwrap_or_else(|e| {
                 log::warn!("bus: resume after {} failed ({e}); served from history", req.after);
                 conn = None;
+                failed_at = Some(Instant::now());
                 Resumed::nothing(&req)
             }),
             None => Resumed::nothing(&req),

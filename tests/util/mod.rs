@@ -224,10 +224,20 @@ impl SseClient {
     /// head and prelude checked, on 200; the response otherwise; an error when the server
     /// reset the connection before answering.
     pub fn try_open(mut c: Client, path: &str, headers: &str) -> io::Result<Result<SseClient, Response>> {
+        Self::send_open(&mut c, path, headers);
+        Self::finish_open(c, path)
+    }
+
+    /// Sends the stream request of [`SseClient::try_open`] without waiting for its answer.
+    pub fn send_open(c: &mut Client, path: &str, headers: &str) {
         c.send(
             format!("GET {path} HTTP/1.1\r\nHost: test\r\nAccept: text/event-stream\r\n{headers}\r\n")
                 .as_bytes(),
         );
+    }
+
+    /// Reads the answer to a request [`SseClient::send_open`] sent.
+    pub fn finish_open(mut c: Client, path: &str) -> io::Result<Result<SseClient, Response>> {
         let head = c.try_read_response()?;
         if head.status != 200 {
             return Ok(Err(head));
