@@ -1,0 +1,403 @@
+//! Bus faults with real `redis-server`, real `sse-edge` processes (the binary) and real
+//! sockets: a node killed with `kill -9` while publishing goes on, a rolling restart of three
+//! nodes under 1,000 events/s, a client failing over to a node that has not read its last
+//! id yet, and a cluster whose bus traffic crosses veth links between network namespaces.
+//! Every subscriber must end with exactly the published sequence of (id, event, data): no
+//! gap notice, no duplicate, nothing missing (see `util::bus` for the publisher that retries
+//! on another node and the followers that resume with `Last-Event-ID`).
+
+mod util;
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use util::bus::{check_reference, follow, node_args, node_command, publish_paced, wait_streams, Live, Node};
+use util::redis::RedisServer;
+use util::{spawn_sse_edge_on, Client, ProcessGuard, SseClient, SseEvent, TempDir, IO_TIMEOUT};
+
+/// Events published in the `kill -9` test, one every [`FAILOVER_INTERVAL`] (2 s in all).
+const FAILOVER_EVENTS: usize = 400;
+const FAILOVER_INTERVAL: Duration = Duration::from_millis(5);
+
+/// Waits until `cond` holds, for at most [`IO_TIMEOUT`].
+fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Nodes A and B on one Redis; three clients on A, one on B; a publisher alternates between
+/// them. `kill -9` A half-way, with a publish in flight on it: its clients resume on B with the last id each received, the
+/// publisher retries on B what A could not answer. Every client ends with exactly the
+/// sequence B's client saw, which holds every acknowledged event once, in id order, plus at
+/// most the attempts A took into the bus but died before answering.
+#[test]
+fn kill_9_a_node_and_its_clients_resume_on_another_with_every_event_once() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut a = Node::start(node_command(&url, &[]));
+    let b = Node::start(node_command(&url, &[]));
+    let live = Live::new(&[a.addr, b.addr]);
+    let on_a: Vec<_> = (0..3).map(|_| follow(a.addr, "f", live.clone(), "end.")).collect();
+    let on_b = follow(b.addr, "f", live.clone(), "end.");
+    wait_streams(a.addr, 3);
+    wait_streams(b.addr, 1);
+
+    let publisher = publish_paced(live.clone(), "f", FAILOVER_EVENTS, FAILOVER_INTERVAL);
+    publisher.wait_progress(FAILOVER_EVENTS / 2);
+    wait_for("every client of A to receive from A", || {
+        on_a.iter().all(|f| f.received.load(Ordering::Acquire) > 0)
+    });
+    // Stopped first, so a publish on A is in flight when it dies: that attempt gets no
+    // answer (whether it reached the bus or not) and must be retried on B.
+    a.signal(Signal::SIGSTOP);
+    wait_for("a publish waiting on A", || *publisher.in_flight.lock().expect("lock") == Some(a.addr));
+    a.signal(Signal::SIGKILL);
+    live.remove(a.addr);
+    let status = a.guard.wait_exit(IO_TIMEOUT).expect("A died");
+    assert!(!status.success(), "A was killed: {status}");
+    let published = publisher.finish();
+    assert!(published.acked.len() > FAILOVER_EVENTS, "every event and the end marker answered 202");
+    assert!(!published.unanswered.is_empty(), "the publish in flight on A got no answer");
+
+    let reference = on_b.join();
+    assert!(reference.notices.is_empty(), "B's client got notices: {:?}", reference.notices);
+    assert_eq!(reference.nodes, vec![b.addr], "B's client never left B");
+    let extra = check_reference(&reference.events, &published);
+    eprintln!(
+        "{} attempts got no answer, {extra} of them reached the bus before A died",
+        published.unanswered.len()
+    );
+    for (i, f) in on_a.into_iter().enumerate() {
+        let got = f.join();
+        assert!(got.notices.is_empty(), "client {i} of A got notices: {:?}", got.notices);
+        assert_eq!(got.nodes, vec![a.addr, b.addr], "client {i} of A moved to B once");
+        assert!(
+            got.per_connection.iter().all(|&n| n > 0),
+            "client {i}: {:?} events per connection",
+            got.per_connection
+        );
+        assert_eq!(got.events, reference.events, "client {i} of A: first connection + resume on B");
+    }
+}
+
+/// Events of the rolling restart: 3 s at 1,000 events/s (the pace is at most this; the
+/// publisher goes on past the count until the last restart is done).
+const ROLLING_EVENTS: usize = 3_000;
+const ROLLING_INTERVAL: Duration = Duration::from_millis(1);
+
+/// Three nodes on one Redis, two clients on each, a publisher at ~1,000 events/s over the
+/// live nodes. Each node in turn gets a replacement (a fresh process on a fresh port), leaves
+/// the live set and gets SIGTERM: its clients follow `server-shutdown` (`retry:`) to a live
+/// node with `Last-Event-ID`, the publisher moves to the live nodes. Every client ends with
+/// every event, in order, once, and no gap notice.
+#[test]
+fn rolling_restart_of_three_nodes_loses_nothing() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(node_command(&url, &[]))).collect();
+    let live = Live::new(&nodes.iter().map(|n| n.addr).collect::<Vec<_>>());
+    let followers: Vec<_> = nodes
+        .iter()
+        .flat_map(|n| [n.addr, n.addr])
+        .map(|addr| follow(addr, "r", live.clone(), "end."))
+        .collect();
+    for n in &nodes {
+        wait_streams(n.addr, 2);
+    }
+
+    let publisher = publish_paced(live.clone(), "r", ROLLING_EVENTS, ROLLING_INTERVAL);
+    let mut replacements = Vec::new();
+    for i in 0..3 {
+        publisher.wait_progress((i + 1) * ROLLING_EVENTS / 4);
+        let fresh = Node::start(node_command(&url, &[]));
+        live.add(fresh.addr);
+        replacements.push(fresh);
+        let mut old = nodes.remove(0);
+        live.remove(old.addr);
+        old.signal(Signal::SIGTERM);
+        let status = old.guard.wait_exit(Duration::from_secs(20)).expect("a draining node exits");
+        assert!(status.success(), "node {i} drained and exited: {status}");
+    }
+    let published = publisher.finish();
+    assert!(published.acked.len() > ROLLING_EVENTS, "every event and the end marker answered 202");
+
+    let got: Vec<_> = followers.into_iter().map(|f| f.join()).collect();
+    let reference = &got[0].events;
+    let extra = check_reference(reference, &published);
+    eprintln!("{} attempts got no answer, {extra} of them reached the bus", published.unanswered.len());
+    for (i, f) in got.iter().enumerate() {
+        assert!(f.notices.is_empty(), "client {i} got notices: {:?}", f.notices);
+        assert!(f.shutdowns >= 1, "client {i} was told of its node's shutdown");
+        assert!(f.nodes.len() >= 2, "client {i} resumed on another node");
+        assert_eq!(f.events, *reference, "client {i} over {} connections", f.nodes.len());
+    }
+}
+
+/// Publishes `n` events as one NDJSON batch on `topic`; their ids.
+fn publish_batch(addr: SocketAddr, topic: &str, tag: &str, n: usize) -> Vec<u64> {
+    let body: String =
+        (0..n).map(|i| format!("{{\"topic\":\"{topic}\",\"data\":\"{tag}-{i}\"}}\n")).collect();
+    let r = Client::connect(addr).publish("", Some("application/x-ndjson"), body.as_bytes());
+    assert_eq!(r.status, 202, "ndjson publish: {}", r.text());
+    r.json()["ids"].as_array().expect("ids").iter().map(|v| v.as_u64().expect("numeric id")).collect()
+}
+
+/// A client of A fails over to B at once, before B's reader has read the client's last id
+/// (B is stopped while A delivers 2,000 events, and resumed with the resume request waiting
+/// in its socket). B must neither replay what the client already has nor report a gap: the
+/// client's next event is the next one published.
+#[test]
+#[ignore = "defect: a Last-Event-ID the bus issued but this node has not read yet is taken \
+            for an id never issued here and the whole history is replayed (duplicates)"]
+fn a_resume_on_a_node_that_has_not_read_the_id_yet_replays_nothing() {
+    let redis = RedisServer::start();
+    let url = redis.url();
+    let a = Node::start(node_command(&url, &[]));
+    let b = Node::start(node_command(&url, &[]));
+    let mut on_a = SseClient::connect(a.addr, "/events?topic=l");
+    wait_streams(a.addr, 1);
+    let mut ids = publish_batch(a.addr, "l", "before", 3);
+    wait_for("B to read the first events", || {
+        util::try_http_get(b.addr, "/topics/l/latest").is_ok_and(|r| r.status == 200)
+    });
+    b.signal(Signal::SIGSTOP);
+    for batch in 0..20 {
+        ids.extend(publish_batch(a.addr, "l", &format!("b{batch}"), 100));
+    }
+    let got: Vec<u64> = (0..ids.len()).map(|_| on_a.next_published().expect("event on A").id_u64()).collect();
+    assert_eq!(got, ids);
+    let last = *ids.last().expect("ids");
+    // The resume request waits in B's socket while B is stopped.
+    let addr = b.addr;
+    let opener = std::thread::spawn(move || {
+        let header = format!("Last-Event-ID: {last}\r\n");
+        match SseClient::try_open(Client::connect(addr), "/events?topic=l", &header).expect("open on B") {
+            Ok(s) => s,
+            Err(r) => panic!("resume on B refused: {} {}", r.status, r.text()),
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    b.signal(Signal::SIGCONT);
+    let mut on_b = opener.join().expect("opener");
+    let next = util::publish(a.addr, "l", "after");
+    let e = on_b.next_event().expect("an event on B");
+    assert_eq!(
+        (e.id.as_deref(), e.event.as_deref(), e.data.as_str()),
+        (Some(next.to_string().as_str()), None, "after"),
+        "after resuming from {last} (ids before it: {} .. {})",
+        ids[0],
+        ids[ids.len() - 2]
+    );
+}
+
+/// Network namespaces and links made for one test; removed when dropped, also when the test
+/// fails. Names carry the test process's pid, so parallel runs do not collide.
+struct Netns {
+    namespaces: Vec<String>,
+    links: Vec<String>,
+}
+
+/// `ip` with `args`; its stderr on failure.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = Command::new("ip").args(args).output().map_err(|e| format!("ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+impl Netns {
+    /// One bridge in the root namespace with `prefix.1/24`, and a namespace per role, each
+    /// joined to the bridge by a veth pair, its end addressed `prefix.{2 + index}`. `Err`
+    /// when namespaces cannot be made here (the test then skips).
+    fn create(prefix: &str, roles: &[&str]) -> Result<Netns, String> {
+        let pid = std::process::id();
+        let mut net = Netns { namespaces: Vec::new(), links: Vec::new() };
+        let first = format!("ssef{pid}{}", roles[0]);
+        ip(&["netns", "add", &first])?;
+        net.namespaces.push(first);
+        let bridge = format!("sf{pid}br");
+        let must = |r: Result<(), String>| r.unwrap_or_else(|e| panic!("{e}"));
+        must(ip(&["link", "add", &bridge, "type", "bridge"]));
+        net.links.push(bridge.clone());
+        must(ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", &bridge]));
+        must(ip(&["link", "set", &bridge, "up"]));
+        for (i, role) in roles.iter().enumerate() {
+            let ns = format!("ssef{pid}{role}");
+            if i > 0 {
+                must(ip(&["netns", "add", &ns]));
+                net.namespaces.push(ns.clone());
+            }
+            let (host, peer) = (format!("sf{pid}h{i}"), format!("sf{pid}p{i}"));
+            must(ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]));
+            net.links.push(host.clone());
+            must(ip(&["link", "set", &peer, "netns", &ns]));
+            must(ip(&["link", "set", &host, "master", &bridge, "up"]));
+            must(ip(&["-n", &ns, "addr", "add", &format!("{prefix}.{}/24", 2 + i), "dev", &peer]));
+            must(ip(&["-n", &ns, "link", "set", &peer, "up"]));
+            must(ip(&["-n", &ns, "link", "set", "lo", "up"]));
+        }
+        Ok(net)
+    }
+
+    fn namespace(&self, role: &str) -> String {
+        format!("ssef{}{role}", std::process::id())
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        for link in self.links.iter().rev() {
+            if let Err(e) = ip(&["link", "del", link]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+        for ns in &self.namespaces {
+            if let Err(e) = ip(&["netns", "del", ns]) {
+                eprintln!("cleanup: {e}");
+            }
+        }
+    }
+}
+
+/// Bytes the root-namespace end of a veth sent into its namespace.
+fn tx_bytes(link: &str) -> u64 {
+    let path = format!("/sys/class/net/{link}/statistics/tx_bytes");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().parse().expect("tx_bytes")
+}
+
+/// The publish token of the namespace test: its publishers are not on loopback.
+const NETNS_TOKEN: &str = "netns-test-token";
+
+/// Redis in one network namespace, nodes A and B in two others, all joined by veth pairs on
+/// a bridge; the test talks to the nodes over that bridge. Publishes alternate between A and
+/// B; a subscriber on each node receives the identical sequence, the one the publishes were
+/// answered with, and Redis's link carried at least their payload.
+#[test]
+fn a_cluster_across_network_namespaces_delivers_one_order() {
+    let pid = std::process::id();
+    let prefix = format!("10.{}.{}", 200 + (pid >> 8) % 50, pid & 255);
+    // Declared first, so it is dropped last: after the processes inside the namespaces.
+    let net = match Netns::create(&prefix, &["r", "a", "b"]) {
+        Ok(net) => net,
+        Err(e) => {
+            eprintln!("skipped: network namespaces are not permitted here ({e})");
+            return;
+        }
+    };
+    let dir = TempDir::new("netns-redis");
+    let child = Command::new("ip")
+        .args(["netns", "exec", &net.namespace("r"), "/usr/bin/redis-server", "--port", "6379"])
+        .args([
+            "--bind",
+            &format!("{prefix}.2"),
+            "--protected-mode",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--unixsocket",
+        ])
+        .arg(dir.join("redis.sock"))
+        .args(["--unixsocketperm", "700", "--dir"])
+        .arg(&dir.path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn redis-server in its namespace");
+    // The control socket is a file, reachable from here; the nodes use TCP over the bridge.
+    let redis = RedisServer { dir, guard: Some(ProcessGuard::new("redis-server", child)), port: None };
+    wait_for("redis-server in its namespace", || redis.command(&["PING"]).as_deref() == Some("+PONG\r\n"));
+    let bus = format!("redis://{prefix}.2:6379/0");
+    let node = |role: &str, host: u8| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &net.namespace(role), env!("CARGO_BIN_EXE_sse-edge")]);
+        cmd.args(node_args(&bus, &["--publish-token", NETNS_TOKEN]));
+        let (guard, addr) = spawn_sse_edge_on(cmd, &format!("{prefix}.{host}:0"));
+        Node { guard, addr }
+    };
+    let (a, b) = (node("a", 3), node("b", 4));
+    let mut subs =
+        [SseClient::connect(a.addr, "/events?topic=n"), SseClient::connect(b.addr, "/events?topic=n")];
+    wait_streams(a.addr, 1);
+    wait_streams(b.addr, 1);
+    let before = tx_bytes(&format!("sf{pid}h0"));
+
+    let mut want = Vec::new();
+    let mut payload = 0;
+    for i in 0..40 {
+        let (addr, data) =
+            if i % 2 == 0 { (a.addr, format!("via-a-{i}")) } else { (b.addr, format!("via-b-{i}")) };
+        let mut c = Client::connect(addr);
+        c.send(
+            format!(
+                "POST /publish?topic=n HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {NETNS_TOKEN}\r\n\
+                 Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
+                data.len()
+            )
+            .as_bytes(),
+        );
+        let r = c.read_response();
+        assert_eq!(r.status, 202, "publish on {addr}: {}", r.text());
+        payload += data.len() as u64;
+        want.push((r.json()["id"].as_u64().expect("id"), None, data));
+    }
+    want.sort();
+    for (name, sub) in ["A", "B"].iter().zip(&mut subs) {
+        let got: Vec<(u64, Option<String>, String)> = (0..want.len())
+            .map(|_| sub.next_event().expect("event"))
+            .map(|e: SseEvent| (e.id_u64(), e.event, e.data))
+            .collect();
+        assert_eq!(got, want, "subscriber on {name}");
+    }
+    let carried = tx_bytes(&format!("sf{pid}h0")) - before;
+    assert!(carried >= payload, "Redis's link carried {carried} bytes for {payload} bytes of events");
+}
+
+/// Heartbeats an open stream must receive while Redis is down.
+const HEARTBEATS_WHILE_DOWN: usize = 3;
+
+/// Redis stopped: an open stream stays open and keeps its heartbeats (tests/bus.rs checks
+/// the rest of this path: 503 + `Retry-After` for publishes, `/readyz`, recovery), and once
+/// Redis is back the same stream receives the next publish.
+#[test]
+fn streams_keep_their_heartbeats_while_redis_is_down() {
+    let mut redis = RedisServer::start();
+    let node = Node::start(node_command(&redis.url(), &["--heartbeat-ms", "50"]));
+    let mut sub = SseClient::connect(node.addr, "/events?topic=h");
+    wait_streams(node.addr, 1);
+    let first = util::publish(node.addr, "h", "before");
+    assert_eq!(sub.next_published().expect("event").id_u64(), first);
+    redis.kill();
+    let r = Client::connect(node.addr).publish("topic=h", Some("text/plain"), b"lost");
+    assert_eq!(r.status, 503, "publish while Redis is down: {}", r.text());
+    assert!(r.header("retry-after").is_some(), "503 without Retry-After");
+    let mut heartbeats = 0;
+    while heartbeats < HEARTBEATS_WHILE_DOWN {
+        let frame = sub.next_raw_frame().expect("the stream stays open while Redis is down");
+        if frame == ":\n\n" {
+            heartbeats += 1;
+        }
+    }
+    redis.restart_empty();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let id = loop {
+        let r = Client::connect(node.addr).publish("topic=h", Some("text/plain"), b"back");
+        if r.status == 202 {
+            break r.json()["id"].as_u64().expect("id");
+        }
+        assert_eq!(r.status, 503, "{}", r.text());
+        assert!(Instant::now() < deadline, "publishing never recovered: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let e = sub.next_published().expect("the same stream delivers again");
+    assert_eq!((e.id_u64(), e.data.as_str()), (id, "back"));
+}
