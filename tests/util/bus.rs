@@ -162,8 +162,8 @@ impl Follower {
 
 /// Subscribes to `topic` on `first` and reads until an event whose data starts with `end`.
 /// When its connection ends (the node died) it waits [`RETRY_MS`]; on `server-shutdown` it
-/// closes and waits that notice's `retry:`; then it resumes on the next node of `live`
-/// other than the one it left, with `Last-Event-ID` set to the last id it received. A read
+/// closes and waits that notice's `retry:`; then it resumes on the next node of `live` after
+/// the one it left, with `Last-Event-ID` set to the last id it received. A read
 /// that waits [`IO_TIMEOUT`] fails the follower.
 pub fn follow(first: SocketAddr, topic: &str, live: Live, end: &'static str) -> Follower {
     let received = Arc::new(AtomicUsize::new(0));
@@ -214,8 +214,9 @@ pub fn follow(first: SocketAddr, topic: &str, live: Live, end: &'static str) -> 
     Follower { received, thread }
 }
 
-/// Resumes after `last` on the first node of `live` after `left` (not `left` itself) that
-/// accepts the stream, trying them in turn until [`RECONNECT_DEADLINE`].
+/// Resumes after `last` on the first node of `live` that accepts the stream, trying them in
+/// turn from the one after `left` (`left` itself last, if it is still live: an address that
+/// several processes share) until [`RECONNECT_DEADLINE`].
 fn reconnect(live: &Live, left: SocketAddr, topic: &str, last: Option<u64>) -> (SseClient, SocketAddr) {
     let deadline = Instant::now() + RECONNECT_DEADLINE;
     let mut errors = Vec::new();
@@ -224,9 +225,6 @@ fn reconnect(live: &Live, left: SocketAddr, topic: &str, last: Option<u64>) -> (
         let start = nodes.iter().position(|a| *a == left).map_or(0, |i| i + 1);
         for i in 0..nodes.len() {
             let addr = nodes[(start + i) % nodes.len()];
-            if addr == left {
-                continue;
-            }
             match open(addr, topic, last) {
                 Ok(s) => return (s, addr),
                 Err(e) => errors.push(format!("{addr}: {e}")),
