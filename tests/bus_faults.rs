@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use util::bus::{check_reference, follow, node_args, node_command, publish_paced, wait_streams, Live, Node};
 use util::redis::RedisServer;
-use util::{spawn_sse_edge_on, Client, ProcessGuard, SseClient, SseEvent, TempDir, IO_TIMEOUT};
+use util::{spawn_sse_edge_on, Client, ProcessGuard, SseClient, TempDir, IO_TIMEOUT};
 
 /// Events published in the `kill -9` test, one every [`FAILOVER_INTERVAL`] (2 s in all).
 const FAILOVER_EVENTS: usize = 400;
@@ -259,8 +259,10 @@ fn a_resume_on_a_node_that_has_not_read_the_id_yet_replays_nothing() {
 }
 
 /// Network namespaces and links made for one test; removed when dropped, also when the test
-/// fails. Names carry the test process's pid, so parallel runs do not collide.
+/// fails. Names carry the test process's pid and the test's tag, so parallel tests and runs
+/// do not collide.
 struct Netns {
+    tag: String,
     namespaces: Vec<String>,
     links: Vec<String>,
 }
@@ -277,27 +279,28 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 impl Netns {
     /// One bridge in the root namespace with `prefix.1/24`, and a namespace per role, each
-    /// joined to the bridge by a veth pair, its end addressed `prefix.{2 + index}`. `Err`
-    /// when namespaces cannot be made here (the test then skips).
-    fn create(prefix: &str, roles: &[&str]) -> Result<Netns, String> {
-        let pid = std::process::id();
-        let mut net = Netns { namespaces: Vec::new(), links: Vec::new() };
-        let first = format!("ssef{pid}{}", roles[0]);
+    /// joined to the bridge by a veth pair whose namespace end is `prefix.{2 + index}`.
+    /// `Err` when namespaces cannot be made here (the test then skips); any later failure
+    /// panics (what was made so far is removed).
+    fn create(tag: char, prefix: &str, roles: &[&str]) -> Result<Netns, String> {
+        let mut net =
+            Netns { tag: format!("{}{tag}", std::process::id()), namespaces: Vec::new(), links: Vec::new() };
+        let first = net.namespace(roles[0]);
         ip(&["netns", "add", &first])?;
         net.namespaces.push(first);
-        let bridge = format!("sf{pid}br");
         let must = |r: Result<(), String>| r.unwrap_or_else(|e| panic!("{e}"));
+        let bridge = format!("sf{}br", net.tag);
         must(ip(&["link", "add", &bridge, "type", "bridge"]));
         net.links.push(bridge.clone());
         must(ip(&["addr", "add", &format!("{prefix}.1/24"), "dev", &bridge]));
         must(ip(&["link", "set", &bridge, "up"]));
         for (i, role) in roles.iter().enumerate() {
-            let ns = format!("ssef{pid}{role}");
+            let ns = net.namespace(role);
             if i > 0 {
                 must(ip(&["netns", "add", &ns]));
                 net.namespaces.push(ns.clone());
             }
-            let (host, peer) = (format!("sf{pid}h{i}"), format!("sf{pid}p{i}"));
+            let (host, peer) = (net.host_link(i), format!("sf{}p{i}", net.tag));
             must(ip(&["link", "add", &host, "type", "veth", "peer", "name", &peer]));
             net.links.push(host.clone());
             must(ip(&["link", "set", &peer, "netns", &ns]));
@@ -310,7 +313,12 @@ impl Netns {
     }
 
     fn namespace(&self, role: &str) -> String {
-        format!("ssef{}{role}", std::process::id())
+        format!("ssef{}{role}", self.tag)
+    }
+
+    /// The root-namespace end of role `index`'s veth pair.
+    fn host_link(&self, index: usize) -> String {
+        format!("sf{}h{index}", self.tag)
     }
 }
 
@@ -335,8 +343,93 @@ fn tx_bytes(link: &str) -> u64 {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}")).trim().parse().expect("tx_bytes")
 }
 
-/// The publish token of the namespace test: its publishers are not on loopback.
+/// The publish token of the namespace tests: their publishers are not on loopback.
 const NETNS_TOKEN: &str = "netns-test-token";
+
+/// Redis in namespace `r`, nodes A and B in namespaces `a` and `b`, one bridge between them
+/// and the test. Fields drop in order: the processes first, the namespaces last.
+struct NsCluster {
+    a: Node,
+    b: Node,
+    /// Held for its `Drop` (stops redis-server before the namespaces go).
+    _redis: RedisServer,
+    net: Netns,
+}
+
+impl NsCluster {
+    /// The cluster for the test tagged `tag` (its names) and numbered `index` (0 or 1: its
+    /// /24), nodes started with `extra` args; `None` (after printing why) where namespaces
+    /// are not permitted.
+    fn start(tag: char, index: u32, extra: &[&str]) -> Option<NsCluster> {
+        let pid = std::process::id();
+        let prefix = format!("10.{}.{}", 100 + index * 50 + (pid >> 8) % 50, pid & 255);
+        let net = match Netns::create(tag, &prefix, &["r", "a", "b"]) {
+            Ok(net) => net,
+            Err(e) => {
+                eprintln!("skipped: network namespaces are not permitted here ({e})");
+                return None;
+            }
+        };
+        let dir = TempDir::new("netns-redis");
+        let child = Command::new("ip")
+            .args(["netns", "exec", &net.namespace("r"), "/usr/bin/redis-server", "--port", "6379"])
+            .args(["--bind", &format!("{prefix}.2"), "--protected-mode", "no"])
+            .args(["--save", "", "--appendonly", "no", "--unixsocket"])
+            .arg(dir.join("redis.sock"))
+            .args(["--unixsocketperm", "700", "--dir"])
+            .arg(&dir.path)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn redis-server in its namespace");
+        // The control socket is a file, reachable from here; the nodes use TCP over the bridge.
+        let redis = RedisServer { dir, guard: Some(ProcessGuard::new("redis-server", child)), port: None };
+        wait_for("redis-server in its namespace", || {
+            redis.command(&["PING"]).as_deref() == Some("+PONG\r\n")
+        });
+        let bus = format!("redis://{prefix}.2:6379/0");
+        let mut extra = extra.to_vec();
+        extra.extend(["--publish-token", NETNS_TOKEN]);
+        let node = |role: &str, host: u8| {
+            let mut cmd = Command::new("ip");
+            cmd.args(["netns", "exec", &net.namespace(role), env!("CARGO_BIN_EXE_sse-edge")]);
+            cmd.args(node_args(&bus, &extra));
+            let (guard, addr) = spawn_sse_edge_on(cmd, &format!("{prefix}.{host}:0"));
+            Node { guard, addr }
+        };
+        let (a, b) = (node("a", 3), node("b", 4));
+        Some(NsCluster { a, b, _redis: redis, net })
+    }
+}
+
+/// Publishes `data` on `topic` at `addr` with the namespace tests' token.
+fn publish_with_token(addr: SocketAddr, topic: &str, data: &str) -> util::Response {
+    let mut c = Client::connect(addr);
+    c.send(
+        format!(
+            "POST /publish?topic={topic} HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {NETNS_TOKEN}\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
+            data.len()
+        )
+        .as_bytes(),
+    );
+    c.read_response()
+}
+
+/// Reads published events until one whose data is `end`; fails on a notice.
+fn read_until(sub: &mut SseClient, end: &str, bound: usize) -> Vec<(u64, Option<String>, String)> {
+    let mut got = Vec::new();
+    while got.len() < bound {
+        let e = sub.next_event().expect("event");
+        assert!(e.id.is_some(), "unexpected notice {e:?} after {got:?}");
+        let done = e.data == end;
+        got.push((e.id_u64(), e.event, e.data));
+        if done {
+            return got;
+        }
+    }
+    panic!("no {end:?} within {bound} events: {got:?}");
+}
 
 /// Redis in one network namespace, nodes A and B in two others, all joined by veth pairs on
 /// a bridge; the test talks to the nodes over that bridge. Publishes alternate between A and
@@ -344,84 +437,118 @@ const NETNS_TOKEN: &str = "netns-test-token";
 /// answered with, and Redis's link carried at least their payload.
 #[test]
 fn a_cluster_across_network_namespaces_delivers_one_order() {
-    let pid = std::process::id();
-    let prefix = format!("10.{}.{}", 200 + (pid >> 8) % 50, pid & 255);
-    // Declared first, so it is dropped last: after the processes inside the namespaces.
-    let net = match Netns::create(&prefix, &["r", "a", "b"]) {
-        Ok(net) => net,
-        Err(e) => {
-            eprintln!("skipped: network namespaces are not permitted here ({e})");
-            return;
-        }
-    };
-    let dir = TempDir::new("netns-redis");
-    let child = Command::new("ip")
-        .args(["netns", "exec", &net.namespace("r"), "/usr/bin/redis-server", "--port", "6379"])
-        .args([
-            "--bind",
-            &format!("{prefix}.2"),
-            "--protected-mode",
-            "no",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--unixsocket",
-        ])
-        .arg(dir.join("redis.sock"))
-        .args(["--unixsocketperm", "700", "--dir"])
-        .arg(&dir.path)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .expect("spawn redis-server in its namespace");
-    // The control socket is a file, reachable from here; the nodes use TCP over the bridge.
-    let redis = RedisServer { dir, guard: Some(ProcessGuard::new("redis-server", child)), port: None };
-    wait_for("redis-server in its namespace", || redis.command(&["PING"]).as_deref() == Some("+PONG\r\n"));
-    let bus = format!("redis://{prefix}.2:6379/0");
-    let node = |role: &str, host: u8| {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &net.namespace(role), env!("CARGO_BIN_EXE_sse-edge")]);
-        cmd.args(node_args(&bus, &["--publish-token", NETNS_TOKEN]));
-        let (guard, addr) = spawn_sse_edge_on(cmd, &format!("{prefix}.{host}:0"));
-        Node { guard, addr }
-    };
-    let (a, b) = (node("a", 3), node("b", 4));
+    let Some(c) = NsCluster::start('o', 0, &[]) else { return };
     let mut subs =
-        [SseClient::connect(a.addr, "/events?topic=n"), SseClient::connect(b.addr, "/events?topic=n")];
-    wait_streams(a.addr, 1);
-    wait_streams(b.addr, 1);
-    let before = tx_bytes(&format!("sf{pid}h0"));
+        [SseClient::connect(c.a.addr, "/events?topic=n"), SseClient::connect(c.b.addr, "/events?topic=n")];
+    wait_streams(c.a.addr, 1);
+    wait_streams(c.b.addr, 1);
+    let before = tx_bytes(&c.net.host_link(0));
 
     let mut want = Vec::new();
     let mut payload = 0;
     for i in 0..40 {
         let (addr, data) =
-            if i % 2 == 0 { (a.addr, format!("via-a-{i}")) } else { (b.addr, format!("via-b-{i}")) };
-        let mut c = Client::connect(addr);
-        c.send(
-            format!(
-                "POST /publish?topic=n HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer {NETNS_TOKEN}\r\n\
-                 Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{data}",
-                data.len()
-            )
-            .as_bytes(),
-        );
-        let r = c.read_response();
+            if i % 2 == 0 { (c.a.addr, format!("via-a-{i}")) } else { (c.b.addr, format!("via-b-{i}")) };
+        let r = publish_with_token(addr, "n", &data);
         assert_eq!(r.status, 202, "publish on {addr}: {}", r.text());
         payload += data.len() as u64;
         want.push((r.json()["id"].as_u64().expect("id"), None, data));
     }
     want.sort();
+    let end = want.last().expect("events").2.clone();
     for (name, sub) in ["A", "B"].iter().zip(&mut subs) {
-        let got: Vec<(u64, Option<String>, String)> = (0..want.len())
-            .map(|_| sub.next_event().expect("event"))
-            .map(|e: SseEvent| (e.id_u64(), e.event, e.data))
-            .collect();
-        assert_eq!(got, want, "subscriber on {name}");
+        assert_eq!(read_until(sub, &end, want.len()), want, "subscriber on {name}");
     }
-    let carried = tx_bytes(&format!("sf{pid}h0")) - before;
+    let carried = tx_bytes(&c.net.host_link(0)) - before;
     assert!(carried >= payload, "Redis's link carried {carried} bytes for {payload} bytes of events");
+}
+
+/// Heartbeats each stream must receive while the network to Redis is cut.
+const HEARTBEATS_WHILE_CUT: usize = 2;
+
+/// The network to Redis goes away without a word (its link down: no reset, no FIN, packets
+/// just vanish), then comes back. Meanwhile publishes on either node get `503` with
+/// `Retry-After` within their bounded wait, `/readyz` says not ready, streams stay open with
+/// their heartbeats; afterwards both nodes recover by themselves and their subscribers end
+/// with the same sequence: every acknowledged event, no gap notice (Redis lost nothing). A
+/// publish answered `503` may still reach Redis when the link returns (the node gave up on
+/// it, but TCP still retransmits what it wrote): such an event may appear, once.
+#[test]
+fn a_cut_network_to_redis_heals_without_loss() {
+    let extra = ["--publish-wait-timeout-ms", "2000", "--heartbeat-ms", "200"];
+    let Some(c) = NsCluster::start('c', 1, &extra) else { return };
+    let (a, b) = (c.a.addr, c.b.addr);
+    let mut subs = [SseClient::connect(a, "/events?topic=c"), SseClient::connect(b, "/events?topic=c")];
+    wait_streams(a, 1);
+    wait_streams(b, 1);
+    let mut published = util::bus::Published::default();
+    let publish = |k: usize, addr: SocketAddr, out: &mut util::bus::Published| {
+        let data = format!("e{k}");
+        let r = publish_with_token(addr, "c", &data);
+        match r.status {
+            202 => out.acked.push((r.json()["id"].as_u64().expect("id"), data)),
+            503 => {
+                assert!(r.header("retry-after").is_some(), "503 without Retry-After: {}", r.text());
+                out.unanswered.push(data);
+            }
+            s => panic!("publish on {addr}: {s} {}", r.text()),
+        }
+        r.status
+    };
+    for k in 0..10 {
+        assert_eq!(publish(k, [a, b][k % 2], &mut published), 202);
+    }
+
+    ip(&["link", "set", &c.net.host_link(0), "down"]).unwrap_or_else(|e| panic!("{e}"));
+    for (k, addr) in [(10, a), (11, b)] {
+        assert_eq!(publish(k, addr, &mut published), 503, "publish on {addr} with Redis cut off");
+    }
+    for addr in [a, b] {
+        wait_for("/readyz to say not ready", || util::http_get(addr, "/readyz").status == 503);
+    }
+    // Each stream so far: the events before the cut, then heartbeats.
+    let mut got = [Vec::new(), Vec::new()];
+    for (sub, got) in subs.iter_mut().zip(&mut got) {
+        let mut heartbeats = 0;
+        while heartbeats < HEARTBEATS_WHILE_CUT {
+            let raw = sub.next_raw_frame().expect("the stream stays open");
+            if raw == ":\n\n" {
+                heartbeats += 1;
+            } else if let Some(e) = util::parse_frame(&raw) {
+                assert!(e.id.is_some(), "unexpected notice {e:?}");
+                got.push((e.id_u64(), e.event, e.data));
+            }
+        }
+    }
+
+    ip(&["link", "set", &c.net.host_link(0), "up"]).unwrap_or_else(|e| panic!("{e}"));
+    for addr in [a, b] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while util::http_get(addr, "/readyz").status != 200 {
+            assert!(Instant::now() < deadline, "{addr} never became ready again");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    // The publish connections reconnect on demand: retry while they do.
+    let mut k = 12;
+    for addr in [a, b, a, b] {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while publish(k, addr, &mut published) != 202 {
+            assert!(Instant::now() < deadline, "publishing on {addr} never recovered");
+            k += 1;
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        k += 1;
+    }
+    let end = published.acked.last().expect("acked").1.clone();
+    for (sub, got) in subs.iter_mut().zip(&mut got) {
+        if got.last().is_none_or(|(_, _, data)| *data != end) {
+            got.extend(read_until(sub, &end, k));
+        }
+    }
+    assert_eq!(got[0], got[1], "A's and B's subscribers");
+    let extra = check_reference(&got[0], &published);
+    eprintln!("{} publishes answered 503, {extra} of them reached Redis later", published.unanswered.len());
 }
 
 /// Heartbeats an open stream must receive while Redis is down.
