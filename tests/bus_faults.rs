@@ -354,6 +354,8 @@ struct NsCluster {
     /// Held for its `Drop` (stops redis-server before the namespaces go).
     _redis: RedisServer,
     net: Netns,
+    /// The bridge's /24 (`10.x.y`): Redis is `.2`, A `.3`, B `.4`.
+    prefix: String,
 }
 
 impl NsCluster {
@@ -398,7 +400,7 @@ impl NsCluster {
             Node { guard, addr }
         };
         let (a, b) = (node("a", 3), node("b", 4));
-        Some(NsCluster { a, b, _redis: redis, net })
+        Some(NsCluster { a, b, _redis: redis, net, prefix })
     }
 }
 
@@ -589,4 +591,63 @@ fn streams_keep_their_heartbeats_while_redis_is_down() {
     };
     let e = sub.next_published().expect("the same stream delivers again");
     assert_eq!((e.id_u64(), e.data.as_str()), (id, "back"));
+}
+
+/// Bytes the namespace `ns` still has to send to `peer` over TCP (summed `Send-Q`): zero
+/// once every byte a node wrote to Redis was acknowledged or its socket is gone.
+fn unsent_to(ns: &str, peer: &str) -> u64 {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "ss", "-Htn", "dst", peer])
+        .output()
+        .unwrap_or_else(|e| panic!("ss in {ns}: {e}"));
+    assert!(out.status.success(), "ss in {ns}: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok())
+        .sum()
+}
+
+/// A publish answered `503` with `"ids":[null]` (nothing appended) must stay unappended.
+/// With Redis's link down, the node gives up on the append after its bounded wait and says
+/// so; but the request is already in the kernel's send queue, and when the link returns,
+/// TCP delivers it and Redis runs it: the event every subscriber then receives is one the
+/// publisher was told was not published (a retrying publisher makes it a duplicate).
+#[test]
+#[ignore = "defect: a publish the node answered 503 with ids [null] after a bus timeout is \
+            appended later, when TCP retransmits the request it had already written"]
+fn a_publish_answered_as_not_appended_never_appears() {
+    let Some(c) = NsCluster::start('g', 0, &["--publish-wait-timeout-ms", "1000"]) else { return };
+    let mut sub = SseClient::connect(c.a.addr, "/events?topic=g");
+    wait_streams(c.a.addr, 1);
+    let first = publish_with_token(c.a.addr, "g", "first");
+    assert_eq!(first.status, 202, "{}", first.text());
+
+    ip(&["link", "set", &c.net.host_link(0), "down"]).unwrap_or_else(|e| panic!("{e}"));
+    let r = publish_with_token(c.a.addr, "g", "answered-as-not-appended");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["ids"], serde_json::json!([null]), "the answer says nothing was appended");
+    ip(&["link", "set", &c.net.host_link(0), "up"]).unwrap_or_else(|e| panic!("{e}"));
+
+    // Once node A has nothing unsent to Redis, whatever it wrote has arrived or never will.
+    let (ns, redis) = (c.net.namespace("a"), format!("{}.2:6379", c.prefix));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while unsent_to(&ns, &redis) > 0 {
+        assert!(Instant::now() < deadline, "node A's bytes to Redis never drained");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let after = loop {
+        let r = publish_with_token(c.a.addr, "g", "after");
+        if r.status == 202 {
+            break r.json()["id"].as_u64().expect("id");
+        }
+        assert!(Instant::now() < deadline, "publishing never recovered: {}", r.text());
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let got: Vec<(u64, String)> = [sub.next_published(), sub.next_published()]
+        .into_iter()
+        .map(|e| e.expect("event"))
+        .map(|e| (e.id_u64(), e.data))
+        .collect();
+    let first = first.json()["id"].as_u64().expect("id");
+    assert_eq!(got, vec![(first, "first".to_string()), (after, "after".to_string())]);
 }
