@@ -1,10 +1,13 @@
 //! Bus faults with real `redis-server`, real `sse-edge` processes (the binary) and real
-//! sockets: a node killed with `kill -9` while publishing goes on, a rolling restart of three
-//! nodes under 1,000 events/s, a client failing over to a node that has not read its last
-//! id yet, and a cluster whose bus traffic crosses veth links between network namespaces.
-//! Every subscriber must end with exactly the published sequence of (id, event, data): no
-//! gap notice, no duplicate, nothing missing (see `util::bus` for the publisher that retries
-//! on another node and the followers that resume with `Last-Event-ID`).
+//! sockets, while publishers keep publishing: a node killed with `kill -9`; a rolling restart
+//! of three nodes, and of three processes sharing one port, under ~1,000 events/s; a client
+//! failing over to a node that has not read its last id yet; Redis down (heartbeats go on);
+//! and, in network namespaces joined by veth links, a cluster whose bus traffic crosses real
+//! interfaces and survives its link to Redis being cut. Every subscriber must end with
+//! exactly the published sequence of (id, event, data): no gap notice, no duplicate, nothing
+//! missing. Ids are compared as the publishes were answered, never computed (they are not
+//! dense). See `util::bus` for the publisher that retries on another node and the followers
+//! that resume with `Last-Event-ID`.
 
 mod util;
 
@@ -32,10 +35,11 @@ fn wait_for(what: &str, cond: impl Fn() -> bool) {
 }
 
 /// Nodes A and B on one Redis; three clients on A, one on B; a publisher alternates between
-/// them. `kill -9` A half-way, with a publish in flight on it: its clients resume on B with the last id each received, the
-/// publisher retries on B what A could not answer. Every client ends with exactly the
-/// sequence B's client saw, which holds every acknowledged event once, in id order, plus at
-/// most the attempts A took into the bus but died before answering.
+/// them. `kill -9` A half-way, with a publish in flight on it: its clients resume on B with
+/// the last id each received, the publisher retries on B what A could not answer. Every
+/// client ends with exactly the sequence B's client saw, which holds every acknowledged
+/// event once, in id order, plus at most the attempts A took into the bus but died before
+/// answering (each attempt has its own data, so such an event shows up at most once).
 #[test]
 fn kill_9_a_node_and_its_clients_resume_on_another_with_every_event_once() {
     let redis = RedisServer::start();
@@ -229,6 +233,8 @@ fn a_resume_on_a_node_that_has_not_read_the_id_yet_replays_nothing() {
             Err(r) => panic!("resume on B refused: {} {}", r.status, r.text()),
         }
     });
+    // Lets the request reach B's socket before B runs again, so B takes it while furthest
+    // behind (a pause for the setup, not a timing assertion).
     std::thread::sleep(Duration::from_millis(200));
     b.signal(Signal::SIGCONT);
     let mut on_b = opener.join().expect("opener");
