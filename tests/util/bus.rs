@@ -34,6 +34,15 @@ const PUBLISH_ROUND_PAUSE: Duration = Duration::from_millis(20);
 /// One received event: (id, event name, data).
 pub type Received = (u64, Option<String>, String);
 
+/// Waits until `cond` holds, for at most [`IO_TIMEOUT`].
+pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// An `sse-edge` process and its public address; killed by its pid when dropped.
 pub struct Node {
     pub guard: ChildGuard,
