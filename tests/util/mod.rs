@@ -2,6 +2,8 @@
 //! an SSE client that parses frames, and a bounded wait.
 #![allow(dead_code)]
 
+pub mod bus;
+pub mod netns;
 pub mod redis;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
