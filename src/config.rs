@@ -249,8 +249,9 @@ pub struct Config {
     #[arg(long, env = "SSE_EDGE_UNREADY_WHEN_OVERLOADED", default_value_t = false, action = clap::ArgAction::Set)]
     pub unready_when_overloaded: bool,
 
-    /// How often the node publishes its status on topic `sse-edge.status` (the status
-    /// page's feed) and checks overload; 0 turns the status feed off.
+    /// How often the node builds its status snapshot (`/status.json`; without `--bus` also
+    /// published on topic `sse-edge.status`, the status page's feed) and checks overload;
+    /// 0 turns the snapshots and the feed off.
     #[arg(long, env = "SSE_EDGE_STATUS_INTERVAL_MS", default_value_t = 1_000)]
     pub status_interval_ms: u64,
 

@@ -228,6 +228,7 @@ impl Server {
             start_time_seconds: std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0.0, |d| d.as_secs_f64()),
+            status: Default::default(),
             config,
         });
         let cores = if shared.config.pin_threads { sys::affinity::allowed_cores() } else { Vec::new() };

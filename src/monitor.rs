@@ -6,13 +6,20 @@
 //!    [`RECOVERY_HOLD`]. While on, the `latest` throttle windows are 4× wider and loops shed
 //!    droppable events and tell streams (`system.overloaded` / `system.recovered`);
 //! 3. samples the open descriptor count for `/metrics` (too slow to list on a loop);
-//! 4. publishes a status snapshot on topic [`STATUS_TOPIC`] (the status page's feed), as
-//!    a `latest` event so a slow page only ever gets the newest one.
+//! 4. builds a status snapshot (JSON, with a `bus` object under `--bus`), keeps the newest
+//!    for `GET /status.json` and, without a bus, publishes it on topic [`STATUS_TOPIC`] (the
+//!    status page's feed) as a `latest` event so a slow page only ever gets the newest one.
+//!
+//! With `--bus` the feed stays off: the bus assigns every id, and a snapshot sequenced here
+//! would take an id the bus hands out too (or, delivered locally between bus events, break
+//! every loop's id order). The snapshot says `"feed": false` and the page polls
+//! `/status.json` instead; the snapshot is node-local and never touches the bus.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::bus::BusScrape;
 use crate::health::Probe;
 use crate::histogram::Snapshot;
 use crate::hub::LoopMsg;
@@ -35,6 +42,8 @@ struct Totals {
     dropped: u64,
     gaps: u64,
     lag: Snapshot,
+    /// The bus's gauges and append round trips, with `--bus`.
+    bus: Option<BusScrape>,
 }
 
 /// Runs until the node stops or drains.
@@ -68,10 +77,13 @@ pub(crate) fn run(shared: Arc<Shared>) {
             shared.open_fds.store(n, Ordering::Relaxed);
         }
         let now = totals(&shared);
-        // With a bus every id is the bus's: a snapshot sequenced here would take an id the
-        // bus hands out too, so the feed waits for its bus-aware form (issue 11, item 7).
-        if shared.config.status_interval_ms > 0 && shared.bus.is_none() {
-            publish_status(&shared, &last, &now);
+        if shared.config.status_interval_ms > 0 {
+            let status = snapshot(&shared, &last, &now);
+            // With a bus every id is the bus's (module doc): no feed, `/status.json` only.
+            if shared.bus.is_none() {
+                publish_status(&shared, &status);
+            }
+            *shared.status.lock().unwrap_or_else(|p| p.into_inner()) = Some(status.to_string().into());
         }
         last = now;
     }
@@ -117,13 +129,15 @@ fn update_overload(shared: &Shared, calm_since: &mut Option<Instant>) {
 
 fn totals(shared: &Shared) -> Totals {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
+    let published = shared.bus.as_ref().map_or_else(|| shared.hub.published(), |b| b.published());
     let mut t = Totals {
         at: Instant::now(),
-        published: shared.hub.published().iter().sum(),
+        published: published.iter().sum(),
         deliveries: 0,
         dropped: shared.hub.throttle.replaced(),
         gaps: 0,
         lag: Snapshot::sum(shared.stats.iter().map(|l| &l.delivery_lag)),
+        bus: shared.bus.as_ref().map(|b| b.scrape()),
     };
     for l in &shared.stats {
         t.deliveries += get(&l.deliveries);
@@ -133,12 +147,13 @@ fn totals(shared: &Shared) -> Totals {
     t
 }
 
-fn publish_status(shared: &Shared, last: &Totals, now: &Totals) {
+/// The status snapshot between two totals: the feed's `status` event and `/status.json`.
+fn snapshot(shared: &Shared, last: &Totals, now: &Totals) -> serde_json::Value {
     let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
     let rate = |a: u64, b: u64| (a.saturating_sub(b)) as f64 / secs;
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let lag_p99_ms = now.lag.since(&last.lag).quantile(0.99).map_or(0.0, |s| s * 1000.0);
-    let status = serde_json::json!({
+    let mut status = serde_json::json!({
         "ts_ms": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64),
         "connections": shared.connections.load(Ordering::Relaxed),
         "streams": shared.stats.iter().map(|l| get(&l.streams)).sum::<u64>(),
@@ -150,7 +165,26 @@ fn publish_status(shared: &Shared, last: &Totals, now: &Totals) {
         "lag_p99_ms": lag_p99_ms,
         "overload": shared.overload.load(Ordering::Acquire),
         "loops": shared.hub.loops(),
+        "feed": shared.bus.is_none(),
+        "interval_ms": shared.config.status_interval_ms,
     });
+    if let Some(b) = &now.bus {
+        let appends = match &last.bus {
+            Some(last) => b.publish_seconds.since(&last.publish_seconds),
+            None => b.publish_seconds.clone(),
+        };
+        status["bus"] = serde_json::json!({
+            "connected": b.connected,
+            "inflight": b.inflight,
+            "window": b.window,
+            "reconnects": b.reconnects,
+            "publish_p99_ms": appends.quantile(0.99).map(|s| s * 1000.0),
+        });
+    }
+    status
+}
+
+fn publish_status(shared: &Shared, status: &serde_json::Value) {
     let msg = Message::new(STATUS_TOPIC, status.to_string()).event("status").latest("node");
     if let Ok(prepared) = publish::prepare(&msg, shared.config.outbox_max_bytes) {
         // Best effort: a full hub skips one snapshot rather than waiting.

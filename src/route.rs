@@ -6,7 +6,7 @@
 //! | `POST /publish?topic=t` (raw, JSON or NDJSON body) | [`Action::Publish`] |
 //! | `GET /topics/{topic}/latest` | [`Action::Latest`] |
 //! | `GET /topics/{topic}/events?after=ID&limit=N` | [`Action::EventsAfter`] |
-//! | `GET /metrics`, `/healthz`, `/readyz`, `/` | [`Action::Metrics`], [`Action::Healthz`], [`Action::Readyz`], [`Action::StatusPage`] |
+//! | `GET /metrics`, `/healthz`, `/readyz`, `/`, `/status.json` | [`Action::Metrics`], [`Action::Healthz`], [`Action::Readyz`], [`Action::StatusPage`], [`Action::StatusJson`] |
 //! | a known path with another method | 405 with `Allow` |
 //! | anything else | 404 |
 
@@ -62,13 +62,19 @@ pub enum Action {
     Readyz,
     /// The live status page.
     StatusPage,
+    /// The newest status snapshot as JSON (the status page polls it when the node has no
+    /// status feed, i.e. with `--bus`).
+    StatusJson,
 }
 
 impl Action {
     /// Operator endpoints, served only on `--admin-listen` when that is set. Streams,
     /// publishing and the polling endpoints (gap fill, polling fallback) are client API.
     pub fn is_admin(&self) -> bool {
-        matches!(self, Action::Metrics | Action::Healthz | Action::Readyz | Action::StatusPage)
+        matches!(
+            self,
+            Action::Metrics | Action::Healthz | Action::Readyz | Action::StatusPage | Action::StatusJson
+        )
     }
 }
 
@@ -94,13 +100,18 @@ pub fn route(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
             Ok(Action::Publish { events, shape })
         }
         ("/publish", _) => Err(Reject::MethodNotAllowed("POST")),
-        ("/metrics" | "/healthz" | "/readyz" | "/", "GET" | "HEAD") => Ok(match req.path.as_str() {
-            "/metrics" => Action::Metrics,
-            "/healthz" => Action::Healthz,
-            "/readyz" => Action::Readyz,
-            _ => Action::StatusPage,
-        }),
-        ("/metrics" | "/healthz" | "/readyz" | "/", _) => Err(Reject::MethodNotAllowed("GET, HEAD")),
+        ("/metrics" | "/healthz" | "/readyz" | "/" | "/status.json", "GET" | "HEAD") => {
+            Ok(match req.path.as_str() {
+                "/metrics" => Action::Metrics,
+                "/healthz" => Action::Healthz,
+                "/readyz" => Action::Readyz,
+                "/status.json" => Action::StatusJson,
+                _ => Action::StatusPage,
+            })
+        }
+        ("/metrics" | "/healthz" | "/readyz" | "/" | "/status.json", _) => {
+            Err(Reject::MethodNotAllowed("GET, HEAD"))
+        }
         (path, method) => match path.strip_prefix("/topics/").and_then(|rest| rest.split_once('/')) {
             Some((topic, tail @ ("latest" | "events"))) => {
                 if method != "GET" {

@@ -187,7 +187,7 @@ fn every_alert_has_a_unit_test() {
     let tests = read("alerts_test.yml");
     let alerts: Vec<&str> =
         rules.lines().filter_map(|l| l.trim().strip_prefix("- alert:")).map(str::trim).collect();
-    assert!(alerts.len() >= 10, "expected the 10 sse-edge alerts, found {alerts:?}");
+    assert!(alerts.len() >= 13, "expected the 13 sse-edge alerts, found {alerts:?}");
     for alert in alerts {
         assert!(
             tests.contains(&format!("alertname: {alert}\n")),

@@ -1,5 +1,7 @@
 //! The status page (`GET /`) in a real browser: headless Chromium loads it from the node while
-//! subscribers are attached, and the stream count the page shows is the node's own count.
+//! subscribers are attached, and the stream count the page shows is the node's own count. With
+//! `--bus` (a private `redis-server`) the page has no feed, polls `/status.json` and shows the
+//! bus's state as the node sees it, down included.
 //!
 //! Chromium comes from the Debian `chromium` package that `scripts/test` installs; without
 //! `/usr/bin/chromium` this test fails with a pointer to `scripts/test` (it never passes
@@ -23,6 +25,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use sse_edge::Config;
+use util::redis::RedisServer;
 use util::*;
 
 /// Subscribers the test attaches besides the page.
@@ -86,6 +89,159 @@ fn status_page_shows_the_nodes_stream_count() {
 
     // The page's stream was the extra one: it goes when the browser goes.
     server.wait_stats("the page's stream closed", |s| s.streams == S);
+}
+
+/// A node on `redis` with fast status snapshots and a small publish window (to tell it apart
+/// from the default on the page).
+fn bus_node(redis: &RedisServer) -> TestServer {
+    let mut c = Config { threads: Some(2), status_interval_ms: 100, ..Config::loopback() };
+    c.bus.url = Some(redis.url());
+    c.bus.publish_window = BUS_WINDOW;
+    TestServer::start(c)
+}
+
+const BUS_WINDOW: usize = 1_000;
+
+/// Polls `/status.json` until a `200` answer satisfies `cond`; returns that snapshot.
+fn wait_status(addr: SocketAddr, what: &str, cond: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let r = http_get(addr, "/status.json");
+        let last = r.text();
+        if r.status == 200 {
+            assert_eq!(r.header("content-type"), Some("application/json"), "{last}");
+            let s = r.json();
+            if cond(&s) {
+                return s;
+            }
+        }
+        assert!(Instant::now() < deadline, "/status.json never showed {what}; last: {} {last}", r.status);
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// With `--bus` the snapshot says there is no feed and carries the bus's state, and follows
+/// it: down while Redis is gone, connected again (with a reconnect counted) once it is back.
+#[test]
+fn status_json_carries_the_bus_state() {
+    let mut redis = RedisServer::start();
+    let node = bus_node(&redis);
+    let _subs: Vec<SseClient> = (0..3).map(|_| SseClient::connect(node.addr, "/events?topic=jobs")).collect();
+    node.wait_stats("3 streams", |s| s.streams == 3);
+    let s = wait_status(node.addr, "3 streams and the bus connected", |s| {
+        s["streams"] == 3 && s["bus"]["connected"] == true
+    });
+    println!("{s}");
+    assert_eq!(s["feed"], false, "with a bus the node publishes no status feed");
+    assert_eq!(s["bus"]["window"], BUS_WINDOW, "--bus-publish-window");
+    assert_eq!(s["bus"]["reconnects"], 0);
+    assert!(s["bus"]["inflight"].as_u64().is_some_and(|n| n <= BUS_WINDOW as u64), "{s}");
+
+    redis.kill();
+    wait_status(node.addr, "the bus down", |s| s["bus"]["connected"] == false);
+    redis.restart_empty();
+    let s = wait_status(node.addr, "the bus back", |s| {
+        s["bus"]["connected"] == true && s["bus"]["reconnects"].as_u64().is_some_and(|n| n >= 1)
+    });
+    println!("{s}");
+    // The streams stayed open throughout.
+    assert_eq!(s["streams"], 3);
+}
+
+/// Without a bus the snapshot is what the feed carries (`feed: true`, no `bus`); with
+/// `--status-interval-ms 0` there is none (404); only GET and HEAD are allowed; with
+/// `--admin-listen` it moves there with the page.
+#[test]
+fn status_json_without_a_bus() {
+    let node = TestServer::start(Config { threads: Some(1), status_interval_ms: 100, ..Config::loopback() });
+    let s = wait_status(node.addr, "a snapshot", |_| true);
+    assert_eq!(s["feed"], true, "{s}");
+    assert!(s.get("bus").is_none(), "no bus object without --bus: {s}");
+    assert_eq!(s["interval_ms"], 100);
+    let r = Client::connect(node.addr).request(b"POST /status.json HTTP/1.1\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, HEAD")), "{}", r.text());
+    assert_eq!(http_get(node.addr, "/healthz").status, 200, "the node keeps serving");
+
+    let off = TestServer::start(Config { threads: Some(1), status_interval_ms: 0, ..Config::loopback() });
+    let r = http_get(off.addr, "/status.json");
+    assert_eq!(r.status, 404, "{}", r.text());
+    assert_eq!(r.json()["feed"], false);
+
+    let split = TestServer::start(Config {
+        threads: Some(1),
+        status_interval_ms: 100,
+        admin_listen: Some("127.0.0.1:0".parse().unwrap()),
+        ..Config::loopback()
+    });
+    let admin = split.handle().admin_addr().expect("admin address");
+    assert_eq!(wait_status(admin, "a snapshot on the admin address", |_| true)["feed"], true);
+    let r = http_get(split.addr, "/status.json");
+    assert_eq!(r.status, 404, "the public address does not serve it: {}", r.text());
+    assert_eq!(r.json()["error"], "not found");
+}
+
+/// The page on a bus node: no feed stream (the page polls), the node's stream count, and the
+/// bus card with the node's window and reconnects; when Redis goes, the card says so.
+#[test]
+fn status_page_shows_the_bus_state() {
+    let chromium = require_binary("/usr/bin/chromium", "chromium");
+    let mut redis = RedisServer::start();
+    let node = bus_node(&redis);
+    let _subs: Vec<SseClient> = (0..S).map(|_| SseClient::connect(node.addr, "/events?topic=jobs")).collect();
+    node.wait_stats("S streams", |s| s.streams == S);
+    let url = format!("http://127.0.0.1:{}/", node.addr.port());
+    let profile = TempDir::new("chromium");
+    let mut browser = Browser::launch(&chromium, &profile, &url);
+    let mut page = browser.page(&url);
+
+    let dom =
+        wait_dom(&mut page, &browser, "status_page_bus.html", "S streams and the bus connected", |dom| {
+            attribute(dom, "streams", "data-value") == Some(S.to_string())
+                && attribute(dom, "bus-state", "data-value").as_deref() == Some("connected")
+        });
+    // Polling holds no stream: the node still has exactly the S subscribers.
+    assert_eq!(node.stats().streams, S, "the page opened no stream");
+    assert!(!start_tag(&dom, "bus-card").unwrap_or_default().contains(" hidden"), "the bus card is shown");
+    assert_eq!(attribute(&dom, "bus-window", "data-value").map(|v| v.parse::<u64>().is_ok()), Some(true));
+    assert!(
+        text_of(&dom, "bus-window").is_some_and(|t| t.ends_with("/ 1,000")),
+        "{:?}",
+        text_of(&dom, "bus-window")
+    );
+    assert_eq!(attribute(&dom, "bus-reconnects", "data-value").as_deref(), Some("0"));
+    let conn_class = attribute(&dom, "conn", "class").unwrap_or_default();
+    assert!(conn_class.split(' ').any(|c| c == "connected"), "#conn class {conn_class:?}");
+    let png = page.screenshot();
+    println!("screenshot: {}", save_artifact("status_page_bus.png", &png).display());
+
+    redis.kill();
+    let dom = wait_dom(&mut page, &browser, "status_page_bus.html", "the bus down", |dom| {
+        attribute(dom, "bus-state", "data-value").as_deref() == Some("down")
+    });
+    assert_eq!(text_of(&dom, "bus-state").as_deref(), Some("DOWN — publishes get 503"));
+    save_artifact("status_page_bus.html", dom.as_bytes());
+}
+
+/// Reads the page's DOM until `cond` holds; on timeout saves it as `artifact` and panics.
+fn wait_dom(
+    page: &mut Page,
+    browser: &Browser,
+    artifact: &str,
+    what: &str,
+    cond: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let dom = page.dom();
+        if cond(&dom) {
+            return dom;
+        }
+        if Instant::now() > deadline {
+            save_artifact(artifact, dom.as_bytes());
+            panic!("the page never showed {what}; DOM saved as {artifact}; chromium log:\n{}", browser.log());
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 fn be32(b: &[u8]) -> u32 {

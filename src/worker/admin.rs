@@ -1,7 +1,7 @@
 //! Operator endpoints served by whichever loop owns the connection: `/metrics` (summing
 //! every loop's stats), `/healthz` (a probe through every loop's channel; the connection
 //! waits, like a parked publisher, until all answer or [`HEALTH_DEADLINE`] passes),
-//! `/readyz` and the status page.
+//! `/readyz`, the status page and its snapshot (`/status.json`, built by [`crate::monitor`]).
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,6 +43,7 @@ impl Worker {
                 STATUS_PAGE.as_bytes(),
                 keep_alive,
             ),
+            Action::StatusJson => status_json(&self.shared, keep_alive),
             Action::Healthz => return self.start_health_probe(key),
             _ => return,
         };
@@ -110,6 +111,29 @@ fn readyz(shared: &Shared, keep_alive: bool) -> Bytes {
     let body = format!("{{\"status\":\"{state}\"}}\n");
     let extra = if status == 503 { "Retry-After: 5\r\n" } else { "" };
     http::response(status, extra, "application/json", body.as_bytes(), keep_alive)
+}
+
+/// The monitor's newest status snapshot: `503` + `Retry-After` before the first one, `404`
+/// when `--status-interval-ms 0` turned snapshots off. Every answer says whether the
+/// snapshots also come as a feed on the status topic (`feed`), so the page knows to poll.
+fn status_json(shared: &Shared, keep_alive: bool) -> Bytes {
+    let snapshot = shared.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    let (interval_ms, feed) = (shared.config.status_interval_ms, shared.bus.is_none());
+    let (status, extra, body) = match snapshot {
+        Some(body) => (200, "Cache-Control: no-cache\r\n", body),
+        None if interval_ms == 0 => {
+            let body = r#"{"status":"off","error":"status snapshots are off (--status-interval-ms 0)","feed":false}"#;
+            (404, "Cache-Control: no-cache\r\n", Bytes::from(format!("{body}\n")))
+        }
+        None => (
+            503,
+            "Cache-Control: no-cache\r\nRetry-After: 1\r\n",
+            Bytes::from(format!(
+                "{{\"status\":\"starting\",\"feed\":{feed},\"interval_ms\":{interval_ms}}}\n"
+            )),
+        ),
+    };
+    http::response(status, extra, "application/json", &body, keep_alive)
 }
 
 /// Gathers one scrape from every loop's stats, the hub and `/proc`.

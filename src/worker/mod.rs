@@ -124,6 +124,9 @@ pub(crate) struct Shared {
     pub start_time_seconds: f64,
     /// Close everything now.
     pub stop: AtomicBool,
+    /// The newest status snapshot (JSON) the monitor built, for `GET /status.json`; `None`
+    /// before the first one and with `--status-interval-ms 0`.
+    pub status: std::sync::Mutex<Option<bytes::Bytes>>,
 }
 
 /// One event loop.
