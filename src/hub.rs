@@ -140,6 +140,20 @@ pub enum PublishError {
     /// The bus (`--bus`) did not take the event; retry later. The text says why.
     #[error("{0}")]
     Unavailable(String),
+    /// The bus was sent the events and did not answer: they may or may not have been
+    /// appended (and delivered). Retrying may publish them twice. The text says why.
+    #[error("{0}")]
+    OutcomeUnknown(String),
+}
+
+impl From<crate::bus::BusError> for PublishError {
+    fn from(e: crate::bus::BusError) -> PublishError {
+        if e.outcome_unknown() {
+            PublishError::OutcomeUnknown(e.to_string())
+        } else {
+            PublishError::Unavailable(e.to_string())
+        }
+    }
 }
 
 /// What the hub's lock protects: the id counter and the per-class publish counters

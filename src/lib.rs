@@ -445,7 +445,7 @@ impl Publisher {
             };
             let ids = loop {
                 match ticket.wait(Duration::from_millis(100)) {
-                    Some(outcome) => break outcome.map_err(|e| PublishError::Unavailable(e.to_string()))?,
+                    Some(outcome) => break outcome.map_err(PublishError::from)?,
                     None if self.hub.is_closed() => return Err(PublishError::Closed),
                     None => {}
                 }
@@ -478,9 +478,7 @@ impl Publisher {
             if self.hub.is_closed() {
                 return Err(PublishError::Closed);
             }
-            ids = bus
-                .publish_blocking(&self.hub, &send)
-                .map_err(|e| PublishError::Unavailable(e.to_string()))?;
+            ids = bus.publish_blocking(&self.hub, &send)?;
         }
         while ids.len() < send.len() {
             let got = self.hub.try_publish(&send[ids.len()..], None)?;

@@ -178,6 +178,8 @@ fn snapshot(shared: &Shared, last: &Totals, now: &Totals) -> serde_json::Value {
             "inflight": b.inflight,
             "window": b.window,
             "reconnects": b.reconnects,
+            "lag": b.lag,
+            "gaps": { "trimmed": b.gaps[0], "bus_reset": b.gaps[1] },
             "publish_p99_ms": appends.quantile(0.99).map(|s| s * 1000.0),
         });
     }

@@ -265,10 +265,21 @@ impl SwitchProxy {
     }
 }
 
-/// Kills every client of `redis` but the one blocked in `XREAD` (the node's reader).
+/// Kills every client of `redis` but the one blocked in `XREAD` (the node's reader), taken
+/// at a moment it is blocked (between two reads it briefly is not).
 fn kill_all_but_the_reader(redis: &RedisServer) {
-    let list = redis.command(&["CLIENT", "LIST"]).expect("CLIENT LIST");
-    for line in list.lines().filter(|l| l.contains("id=") && !l.contains("cmd=xread")) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    let list = loop {
+        let list = redis.command(&["CLIENT", "LIST"]).expect("CLIENT LIST");
+        if list.lines().any(|l| l.contains("cmd=xread") && l.contains("flags=b")) {
+            break list;
+        }
+        assert!(Instant::now() < deadline, "the reader never blocked in XREAD: {list}");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    for line in
+        list.lines().filter(|l| l.contains("id=") && !(l.contains("cmd=xread") && l.contains("flags=b")))
+    {
         let id = line
             .split(' ')
             .find_map(|f| f.strip_prefix("id="))

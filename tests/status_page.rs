@@ -135,6 +135,8 @@ fn status_json_carries_the_bus_state() {
     assert_eq!(s["feed"], false, "with a bus the node publishes no status feed");
     assert_eq!(s["bus"]["window"], BUS_WINDOW, "--bus-publish-window");
     assert_eq!(s["bus"]["reconnects"], 0);
+    assert_eq!(s["bus"]["lag"], 0, "the reader is caught up");
+    assert_eq!(s["bus"]["gaps"]["trimmed"], 0);
     assert!(s["bus"]["inflight"].as_u64().is_some_and(|n| n <= BUS_WINDOW as u64), "{s}");
 
     redis.kill();

@@ -24,8 +24,13 @@
 //!    so within a node an older value never follows a newer one (hub invariant 5).
 //! 4. One reader thread per process reads the bus in id order and waits for room in the
 //!    loops' channels, so backpressure reaches the bus reads, not memory.
-//! 5. A bus error answers the publishes it affects at once (`503` + `Retry-After` over
-//!    HTTP, [`crate::PublishError::Unavailable`] when embedded); nothing queues without a bound.
+//! 5. A bus error answers the publishes it affects at once; nothing queues without a bound.
+//!    An append that was never written whole (no connection, a failed write, an error
+//!    reply) is "not appended": `503` + `Retry-After` over HTTP,
+//!    [`crate::PublishError::Unavailable`] embedded. One written whose answer never came is
+//!    "outcome unknown" ([`BusError::Unknown`]): `504` + `Retry-After`,
+//!    [`crate::PublishError::OutcomeUnknown`]. A `503` is never given for events that may
+//!    still be delivered.
 
 pub mod config;
 mod lineage;
@@ -74,6 +79,20 @@ pub enum BusError {
     /// The bus answered something this node cannot use.
     #[error("bus protocol error: {0}")]
     Protocol(String),
+    /// The append reached the bus but its answer did not come back (the connection timed
+    /// out or broke after the request was written): the events may or may not have been
+    /// appended. Never reported as "not appended" (invariant 5).
+    #[error(
+        "the bus did not answer an append it was sent ({0}): the events may or may not have been appended"
+    )]
+    Unknown(String),
+}
+
+impl BusError {
+    /// The events may have been appended: the connection is not to be trusted either.
+    pub fn outcome_unknown(&self) -> bool {
+        matches!(self, BusError::Unknown(_))
+    }
 }
 
 /// Why the reader told subscribers of a loss.

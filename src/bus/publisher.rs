@@ -69,7 +69,7 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
                 }
             }
             Err(e) => {
-                if matches!(e, BusError::Unreachable(_)) {
+                if matches!(e, BusError::Unreachable(_) | BusError::Unknown(_)) {
                     conn = None;
                 }
                 log::debug!("bus: append of {events} events failed: {e}");

@@ -192,17 +192,43 @@ impl RedisConnection {
     }
 }
 
+/// Why one append failed.
+enum Failed {
+    /// Nothing ran: the request was never written whole (Redis runs no partial command), or
+    /// Redis answered with an error.
+    Refused(redis::RedisError),
+    /// The request was written and no answer came back: it may have run.
+    Unanswered(redis::RedisError),
+}
+
+impl RedisConnection {
+    /// One append (invariant 5 of [`super`]: an I/O error once the request is written leaves
+    /// the outcome unknown and must say so).
+    fn append_once(&mut self, events: &[&Prepared], floor: u64) -> Result<i64, Failed> {
+        let packed = self.append_cmd(events, floor).get_packed_command();
+        self.con.send_packed_command(&packed).map_err(Failed::Refused)?;
+        match self.con.recv_response() {
+            Ok(value) => redis::from_redis_value(&value).map_err(Failed::Refused),
+            Err(e) if e.is_io_error() => Err(Failed::Unanswered(e)),
+            Err(e) => Err(Failed::Refused(e)),
+        }
+    }
+}
+
 impl Connection for RedisConnection {
     fn append(&mut self, events: &[&Prepared], floor: u64) -> Result<u64, BusError> {
-        let result: redis::RedisResult<i64> = self.append_cmd(events, floor).query(&mut self.con);
-        let first = match result {
-            Err(e) if e.kind() == redis::ErrorKind::NoScriptError => {
-                // The script cache was flushed (SCRIPT FLUSH); load it again once.
+        let first = match self.append_once(events, floor) {
+            Err(Failed::Refused(e)) if e.kind() == redis::ErrorKind::NoScriptError => {
+                // The script cache was flushed (SCRIPT FLUSH): nothing ran; load it, once.
                 self.sha = load_script(&mut self.con)?;
-                self.append_cmd(events, floor).query(&mut self.con).map_err(unreachable)?
+                self.append_once(events, floor)
             }
-            other => other.map_err(unreachable)?,
+            other => other,
         };
+        let first = first.map_err(|f| match f {
+            Failed::Refused(e) => unreachable(e),
+            Failed::Unanswered(e) => BusError::Unknown(e.to_string()),
+        })?;
         u64::try_from(first)
             .ok()
             .filter(|&id| id > 0)

@@ -11,10 +11,14 @@
 //!    is freed, and the publish is retried only then or after
 //!    [`crate::room::ROOM_WAIT_FALLBACK`]; `--publish-wait-timeout-ms` applies from the
 //!    first park.
-//! 3. A bus error answers `503` + `Retry-After: 1` at once, with the ids the bus gave the
-//!    events before (they are delivered) and `null` for the rest, counted as
-//!    `bus_unavailable`.
+//! 3. A bus error answers at once, with the ids the bus gave the events before (they are
+//!    delivered) and `null` for the rest, counted as `bus_unavailable`: `503` + `Retry-After:
+//!    1` with `"outcome":"not_appended"` when the bus never ran the append, `504` with
+//!    `"outcome":"unknown"` when it was sent the append and did not answer (the events may
+//!    still be delivered: a retry may publish them twice). A `503` never covers events that
+//!    may be delivered.
 
+use crate::bus::BusError;
 use crate::conn::{Conn, PendingPublish};
 use crate::http;
 use crate::metrics::{LoopStats, RejectReason};
@@ -37,7 +41,7 @@ impl Worker {
                     pending.ids.extend(ids);
                     pending.ticket = None;
                 }
-                Some(Err(e)) => return self.bus_refused(key, &pending, &e.to_string()),
+                Some(Err(e)) => return self.bus_refused(key, &pending, &e),
                 None => {}
             }
         }
@@ -84,11 +88,13 @@ impl Worker {
         self.retry_publishes(waiting);
     }
 
-    /// Answers a publish the bus did not take (invariant 3).
-    fn bus_refused(&mut self, key: usize, pending: &PendingPublish, error: &str) {
+    /// Answers a publish the bus did not take, or whose outcome it did not tell
+    /// (invariant 3).
+    fn bus_refused(&mut self, key: usize, pending: &PendingPublish, error: &BusError) {
+        let status = if error.outcome_unknown() { 504 } else { 503 };
         if let Some(conn) = self.conns.get(key) {
             log::info!(
-                "loop {} conn {key} peer {}: publish of {} events (first topic {}) answered 503: {error}",
+                "loop {} conn {key} peer {}: publish of {} events (first topic {}) answered {status}: {error}",
                 self.index,
                 conn.peer,
                 pending.events.len(),
@@ -103,11 +109,19 @@ impl Worker {
             .hub
             .throttle
             .abandon(&pending.events[(pending.ids.len() + handed).min(pending.events.len())..]);
+        let outcome = if error.outcome_unknown() { "unknown" } else { "not_appended" };
         let body = format!(
-            "{{\"error\":{},\"ids\":{}}}\n",
+            "{{\"error\":{},\"outcome\":\"{outcome}\",\"ids\":{}}}\n",
             serde_json::Value::String(error.to_string()),
             serde_json::Value::from(pending.answer())
         );
-        self.respond_retry_later(key, &body, pending.keep_alive);
+        let response = http::response(
+            status,
+            "Retry-After: 1\r\n",
+            "application/json",
+            body.as_bytes(),
+            pending.keep_alive,
+        );
+        self.respond(key, response, pending.keep_alive);
     }
 }

@@ -250,8 +250,10 @@ pub struct Published {
     /// (id, data) of every attempt a node answered `202`, in publish order.
     pub acked: Vec<(u64, String)>,
     /// The data of every attempt that got no `202` (a connection error, the node died or
-    /// drained, a `503`): each may or may not have reached the bus before the node failed.
+    /// drained, a `504`): each may or may not have reached the bus before the node failed.
     pub unanswered: Vec<String>,
+    /// The data of every attempt answered `503` (not appended): none may ever arrive.
+    pub refused: Vec<String>,
 }
 
 /// The node a publisher is waiting on, if any.
@@ -398,6 +400,7 @@ pub fn check_reference(reference: &[Received], published: &Published) -> usize {
         .collect();
     assert_eq!(unanswered.len(), extra);
     for (id, _, data) in unanswered {
+        assert!(!published.refused.contains(data), "{id} {data}: answered 503 (not appended), yet delivered");
         assert!(published.unanswered.contains(data), "{id} {data}: neither acknowledged nor attempted");
     }
     extra

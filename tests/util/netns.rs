@@ -190,15 +190,22 @@ pub fn read_until(sub: &mut SseClient, end: &str, bound: usize) -> Vec<(u64, Opt
 }
 
 /// Publishes `e{k}` on `topic` at `addr` (with the namespace token) and records it: `202`
-/// in `acked`, `503` (which must carry `Retry-After`) in `unanswered`; its status.
+/// in `acked`, `503` (not appended) in `refused`, `504` (outcome unknown) in `unanswered`
+/// (both must carry `Retry-After`); its status.
 pub fn publish_counted(addr: SocketAddr, topic: &str, k: usize, out: &mut Published) -> u16 {
     let data = format!("e{k}");
     let r = publish_with_token(addr, topic, &data);
     match r.status {
         202 => out.acked.push((r.json()["id"].as_u64().expect("id"), data)),
-        503 => {
-            assert!(r.header("retry-after").is_some(), "503 without Retry-After: {}", r.text());
-            out.unanswered.push(data);
+        503 | 504 => {
+            assert!(r.header("retry-after").is_some(), "{} without Retry-After: {}", r.status, r.text());
+            let (list, outcome) = if r.status == 503 {
+                (&mut out.refused, "not_appended")
+            } else {
+                (&mut out.unanswered, "unknown")
+            };
+            assert_eq!(r.json()["outcome"], outcome, "{}", r.text());
+            list.push(data);
         }
         s => panic!("publish on {addr}: {s} {}", r.text()),
     }
