@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use sse_edge::Config;
+use util::proxy::SwitchProxy;
 use util::redis::RedisServer;
 use util::{http_get, spawn_sse_edge, Client, SseClient, SseEvent, TestServer, IO_TIMEOUT};
 
@@ -223,48 +224,6 @@ fn a_resume_id_this_node_has_not_read_yet_resumes_right_after_it() {
     }
 }
 
-/// A unix-socket proxy in front of Redis whose upstream can be switched: connections made
-/// after a switch go to the new Redis, open ones stay with the old (as clients of a failed-over
-/// primary that is still up). Threads end with their connections.
-struct SwitchProxy {
-    path: std::path::PathBuf,
-    upstream: std::sync::Arc<std::sync::Mutex<std::path::PathBuf>>,
-    _dir: util::TempDir,
-}
-
-impl SwitchProxy {
-    fn start(upstream: std::path::PathBuf) -> SwitchProxy {
-        use std::os::unix::net::{UnixListener, UnixStream};
-        let dir = util::TempDir::new("proxy");
-        let path = dir.join("proxy.sock");
-        let listener = UnixListener::bind(&path).expect("bind proxy");
-        let upstream = std::sync::Arc::new(std::sync::Mutex::new(upstream));
-        let target = upstream.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming() {
-                let Ok(client) = client else { return };
-                let to = target.lock().expect("upstream").clone();
-                let Ok(server) = UnixStream::connect(&to) else { continue };
-                let pump = |mut from: UnixStream, mut to: UnixStream| {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
-                };
-                if let (Ok(c2), Ok(s2)) = (client.try_clone(), server.try_clone()) {
-                    pump(client, server);
-                    pump(s2, c2);
-                }
-            }
-        });
-        SwitchProxy { path, upstream, _dir: dir }
-    }
-
-    fn switch_to(&self, upstream: std::path::PathBuf) {
-        *self.upstream.lock().expect("upstream") = upstream;
-    }
-}
-
 /// Kills every client of `redis` but the one blocked in `XREAD` (the node's reader), taken
 /// at a moment it is blocked (between two reads it briefly is not).
 fn kill_all_but_the_reader(redis: &RedisServer) {
@@ -306,7 +265,7 @@ fn a_reader_left_on_a_replaced_redis_is_noticed_by_the_watchdog() {
     let before = util::publish(node.addr, "w", "before");
     assert_eq!(sub.next_published().expect("before").id_u64(), before);
 
-    proxy.switch_to(new.socket());
+    proxy.switch_to(Some(new.socket()));
     kill_all_but_the_reader(&old);
     let deadline = Instant::now() + IO_TIMEOUT;
     let after = loop {

@@ -405,3 +405,20 @@ pub fn check_reference(reference: &[Received], published: &Published) -> usize {
     }
     extra
 }
+
+/// Joins `followers` after a rolling restart and checks each: the first one's sequence is
+/// exactly what was published ([`check_reference`]), every other has the same, none got a
+/// notice, each was told of its node's shutdown at least once and resumed over at least
+/// `min_nodes` nodes.
+pub fn check_rolled_followers(followers: Vec<Follower>, published: &Published, min_nodes: usize) {
+    let got: Vec<Followed> = followers.into_iter().map(Follower::join).collect();
+    let reference = &got[0].events;
+    let extra = check_reference(reference, published);
+    eprintln!("{} attempts got no answer, {extra} of them reached the bus", published.unanswered.len());
+    for (i, f) in got.iter().enumerate() {
+        assert!(f.notices.is_empty(), "client {i} got notices: {:?}", f.notices);
+        assert!(f.shutdowns >= 1, "client {i} was told of its node's shutdown");
+        assert!(f.nodes.len() >= min_nodes, "client {i} resumed on {} nodes", f.nodes.len());
+        assert_eq!(f.events, *reference, "client {i} over {} connections", f.nodes.len());
+    }
+}

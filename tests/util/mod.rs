@@ -4,6 +4,7 @@
 
 pub mod bus;
 pub mod netns;
+pub mod proxy;
 pub mod redis;
 
 use std::io::{self, BufRead, BufReader, Read, Write};
