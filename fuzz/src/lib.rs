@@ -123,7 +123,11 @@ pub fn check_route(req: &Request, limits: RouteLimits) -> Result<Action, Reject>
             assert!((1..=route::MAX_POLL_LIMIT).contains(limit), "{limit}");
         }
         Ok(_) => {
-            assert!(matches!(req.path.as_str(), "/metrics" | "/healthz" | "/readyz" | "/"), "{}", req.path);
+            assert!(
+                matches!(req.path.as_str(), "/metrics" | "/healthz" | "/readyz" | "/" | "/status.json"),
+                "{}",
+                req.path
+            );
             assert!(matches!(req.method.as_str(), "GET" | "HEAD"), "{}", req.method);
         }
     }
