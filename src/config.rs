@@ -150,6 +150,16 @@ pub struct Config {
           value_parser = parse_positive_usize)]
     pub hub_queue_events: usize,
 
+    /// Delivery-lag budget, in ms: when the oldest event a loop has not yet taken from its
+    /// channel is older than this, publishers wait exactly as on a full channel (HTTP
+    /// publishers are parked, `publish` waits, `try_publish` returns `Full`), so a node that
+    /// falls behind slows its publishers instead of queueing seconds of events. The channel
+    /// bound (`--hub-queue-events`) stays as the memory ceiling. 0: no budget. The
+    /// saturation gauge `sse_loop_saturation` is lag / budget, per loop.
+    #[arg(long, env = "SSE_EDGE_MAX_DELIVERY_LAG_MS", default_value_t = 1_000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    pub max_delivery_lag_ms: u64,
+
     /// Longest an HTTP publisher waits for hub room (its connection parked, its socket not
     /// read); past it the publish is answered `503` with `Retry-After: 1` and the ids of the
     /// events already sequenced. 0: no limit (wait as long as the hub stays full).

@@ -29,6 +29,10 @@ pub struct LoopScrape {
     pub write_blocked: u64,
     /// Events waiting in the loop's hub channel.
     pub hub_queue: u64,
+    /// How long the oldest of them has waited, seconds.
+    pub hub_lag_seconds: f64,
+    /// That lag divided by `--max-delivery-lag-ms` (0 without a budget).
+    pub saturation: f64,
     /// Times the loop paused its hub intake to catch up on writing.
     pub intake_pauses: u64,
     /// Longest recent iteration, seconds.
@@ -265,6 +269,20 @@ pub fn render(s: &Scrape) -> String {
     o.per_loop("sse_hub_queue_events", "gauge", "Events waiting in the loop's hub channel.", l, |l| {
         l.hub_queue.to_string()
     });
+    o.per_loop(
+        "sse_hub_lag_seconds",
+        "gauge",
+        "How long the oldest event the loop has not taken from its hub channel has waited.",
+        l,
+        |l| l.hub_lag_seconds.to_string(),
+    );
+    o.per_loop(
+        "sse_loop_saturation",
+        "gauge",
+        "The loop's hub lag divided by --max-delivery-lag-ms: at 1 publishers wait (0 without a budget).",
+        l,
+        |l| l.saturation.to_string(),
+    );
     o.per_loop(
         "sse_hub_intake_pauses_total",
         "counter",

@@ -15,11 +15,17 @@
 //!    (`room.rs`), with a bounded fallback, so nobody retries on a timer.
 //! 4. Ids start at the wall clock in microseconds, so a restarted node never reissues an id
 //!    a client already saw and resumes from.
+//! 6. A loop's lag is how long the oldest event it has not taken from its channel has
+//!    waited (`Link::pending_since`: set by the sender when the channel had none waiting,
+//!    moved by the loop after each drain to the newest event it took, cleared when it
+//!    emptied the channel). While some loop's lag is over `--max-delivery-lag-ms`, there is
+//!    no room (invariant 3 applies: publishers wait or get `Full`), so a node that cannot
+//!    keep up slows its publishers by the time events wait, not only by how many do.
 //! 5. The newest `latest` value wins: under the lock each stamped `latest` value is claimed
 //!    from the throttle ([`Throttle::claim`]); one older than a value of its key already
 //!    sequenced gets no id ([`SUPERSEDED`]), however long it waited for room.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -107,6 +113,9 @@ impl Delivery {
 struct Link {
     tx: Sender<LoopMsg>,
     waker: Arc<Waker>,
+    /// When the oldest event the loop has not taken yet was sent (µs since the hub's
+    /// epoch), 0 when none waits (invariant 6).
+    pending_since: Arc<AtomicU64>,
     /// Set by a publisher that woke the loop; cleared by the loop before it drains, so a
     /// burst of publishes costs one wake-up syscall, not one per event.
     wake_pending: Arc<AtomicBool>,
@@ -116,6 +125,8 @@ struct Link {
 pub(crate) struct Inbox {
     pub rx: Receiver<LoopMsg>,
     pub wake_pending: Arc<AtomicBool>,
+    pending_since: Arc<AtomicU64>,
+    epoch: Instant,
 }
 
 impl Inbox {
@@ -123,6 +134,30 @@ impl Inbox {
     pub fn arm(&self) {
         self.wake_pending.store(false, Ordering::SeqCst);
     }
+
+    /// Call after draining, with when the newest event taken was accepted: what waits
+    /// now was accepted no earlier than that (the channel is FIFO), so the loop's lag is
+    /// measured from it, or is none when the channel is empty (invariant 6).
+    pub fn taken_up_to(&self, newest_taken: Option<Instant>) {
+        if self.rx.is_empty() {
+            self.pending_since.store(0, Ordering::Release);
+        } else if let Some(at) = newest_taken {
+            self.pending_since.store(micros_since(self.epoch, at), Ordering::Release);
+        }
+    }
+}
+
+/// How long the oldest event `link`'s loop has not taken has waited, at `now` (µs).
+fn link_lag(link: &Link, now: u64) -> Duration {
+    match link.pending_since.load(Ordering::Acquire) {
+        0 => Duration::ZERO,
+        since => Duration::from_micros(now.saturating_sub(since)),
+    }
+}
+
+/// `at` in µs since `epoch`, at least 1 (0 means "nothing pending").
+fn micros_since(epoch: Instant, at: Instant) -> u64 {
+    (at.saturating_duration_since(epoch).as_micros() as u64).max(1)
 }
 
 /// Publishing failed.
@@ -191,6 +226,10 @@ pub struct Hub {
     /// With `--bus` the bus assigns every id: [`Hub::try_publish`] refuses, so no id is
     /// ever sequenced here that the bus also hands out.
     bus_sequenced: bool,
+    /// `--max-delivery-lag-ms` (zero: none).
+    lag_budget: Duration,
+    /// The origin of [`Link::pending_since`].
+    epoch: Instant,
 }
 
 impl Hub {
@@ -203,11 +242,18 @@ impl Hub {
     ) -> (Hub, Vec<Inbox>) {
         let mut links = Vec::with_capacity(wakers.len());
         let mut inboxes = Vec::with_capacity(wakers.len());
+        let epoch = Instant::now();
         for waker in wakers {
             let (tx, rx) = crossbeam_channel::bounded(capacity);
             let wake_pending = Arc::new(AtomicBool::new(false));
-            links.push(Link { tx, waker, wake_pending: wake_pending.clone() });
-            inboxes.push(Inbox { rx, wake_pending });
+            let pending_since = Arc::new(AtomicU64::new(0));
+            links.push(Link {
+                tx,
+                waker,
+                wake_pending: wake_pending.clone(),
+                pending_since: pending_since.clone(),
+            });
+            inboxes.push(Inbox { rx, wake_pending, pending_since, epoch });
         }
         let first = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64).max(1);
         let hub = Hub {
@@ -222,8 +268,51 @@ impl Hub {
             room: crate::room::Room::new(inboxes.len()),
             log_sample_every,
             bus_sequenced: false,
+            lag_budget: Duration::ZERO,
+            epoch,
         };
         (hub, inboxes)
+    }
+
+    /// Sets the delivery-lag budget (`--max-delivery-lag-ms`; zero: none). Called once,
+    /// before the loops start.
+    pub(crate) fn set_lag_budget(&mut self, budget: Duration) {
+        self.lag_budget = budget;
+    }
+
+    /// How long the oldest event each loop has not taken yet has waited (invariant 6).
+    pub fn lags(&self) -> Vec<Duration> {
+        let now = micros_since(self.epoch, Instant::now());
+        self.links.iter().map(|l| link_lag(l, now)).collect()
+    }
+
+    /// The budget, for the saturation gauge (zero: none).
+    pub fn lag_budget(&self) -> Duration {
+        self.lag_budget
+    }
+
+    /// Some loop is further behind than the budget (invariant 6).
+    fn over_budget(&self) -> bool {
+        if self.lag_budget.is_zero() {
+            return false;
+        }
+        let now = micros_since(self.epoch, Instant::now());
+        self.links.iter().any(|l| link_lag(l, now) > self.lag_budget)
+    }
+
+    /// Room in every channel for the next events: the fullest channel's room, none while
+    /// some loop is over its lag budget (invariants 2 and 6).
+    fn room(&self) -> usize {
+        if self.over_budget() {
+            return 0;
+        }
+        self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0)
+    }
+
+    /// Marks `link` as holding an event sent now, unless an older one waits already.
+    fn note_sent(&self, link: &Link, now: Instant) {
+        let at = micros_since(self.epoch, now);
+        let _ = link.pending_since.compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The id the next event will get (every issued id is below it).
@@ -252,12 +341,16 @@ impl Hub {
     pub(crate) fn deliver(&self, items: &[Delivery]) -> usize {
         let take = {
             let mut seq = self.lock();
+            // The bus reader is not slowed by the lag budget: the bus's own window and the
+            // channel bound pace it (invariant 6 covers this node's own publishers).
             let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
             let take = room.min(items.len());
+            let now = Instant::now();
             for item in &items[..take] {
                 for link in &self.links {
                     // Room was measured under this lock (invariant 2).
                     let _ = link.tx.try_send(item.message());
+                    self.note_sent(link, now);
                 }
                 seq.next_id = seq.next_id.max(item.newest_id() + 1);
             }
@@ -377,8 +470,7 @@ impl Hub {
     /// Sequences as much of `chunk` as every channel has room for, under one lock hold.
     fn sequence_chunk(&self, chunk: &[Prepared], ids: &mut Vec<u64>) -> usize {
         let mut seq = self.lock();
-        let room = self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0);
-        let take = room.min(chunk.len());
+        let take = self.room().min(chunk.len());
         let now = Instant::now();
         for prepared in &chunk[..take] {
             if prepared.class == Class::Latest && !self.throttle.claim(prepared) {
@@ -400,6 +492,7 @@ impl Hub {
                 // Invariant 2: room was measured under this lock; this cannot fail
                 // unless the loop has exited, when dropping the event is right.
                 let _ = link.tx.try_send(LoopMsg::Event(event.clone()));
+                self.note_sent(link, now);
             }
             ids.push(id);
         }
@@ -417,9 +510,10 @@ impl Hub {
         }
     }
 
-    /// Whether every channel has room for one more event.
+    /// Whether every channel has room for one more event and no loop is over its lag
+    /// budget.
     fn has_room(&self) -> bool {
-        self.links.iter().all(|l| l.tx.len() < self.capacity)
+        self.room() > 0
     }
 
     /// Blocks the calling (embedded) publisher until a loop frees room or

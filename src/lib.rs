@@ -190,6 +190,7 @@ impl Server {
         };
         let (mut hub, inboxes) =
             Hub::new(wakers, config.hub_queue_events, latest_interval, config.log_sample_every);
+        hub.set_lag_budget(Duration::from_millis(config.max_delivery_lag_ms));
         let bus = match &config.bus.url {
             Some(_) => {
                 let bus = bus::Bus::open(&config.bus, bus_io_timeout(&config)).map_err(StartError::Bus)?;
@@ -328,6 +329,7 @@ impl Handle {
         let hub = &self.shared.hub;
         let mut stats = Stats::sum(self.shared.stats.iter().map(|s| &**s), hub.queue_lengths());
         stats.published_by_class = hub.published();
+        stats.hub_lags = hub.lags();
         if let Some(bus) = &self.shared.bus {
             stats.published_by_class = bus.published();
         }

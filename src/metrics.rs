@@ -258,7 +258,7 @@ pub struct Stats {
     /// Retries of parked publishes (after a wake-up that room was freed, or the fallback).
     pub publish_retries: u64,
     /// Times a loop stopped taking hub events until it had written a pass, because it was
-    /// behind on writing (a writable stream's outbox over half full).
+    /// behind on writing (a writable stream's outbox without room for two more frames).
     pub intake_pauses: u64,
     /// Droppable events not queued because the node was in overload mode.
     pub shed: u64,
@@ -273,6 +273,8 @@ pub struct Stats {
     pub overloaded: bool,
     /// Events waiting in each loop's hub channel.
     pub hub_queue_lengths: Vec<usize>,
+    /// How long the oldest of them has waited, per loop (`sse_hub_lag_seconds`).
+    pub hub_lags: Vec<std::time::Duration>,
     /// Open streams on each loop (how evenly the kernel spreads connections).
     pub loop_streams: Vec<u64>,
 }

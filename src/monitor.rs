@@ -147,6 +147,17 @@ fn totals(shared: &Shared) -> Totals {
     t
 }
 
+/// The most saturated loop's hub lag over `--max-delivery-lag-ms` (0 without a budget).
+fn saturation(shared: &Shared) -> f64 {
+    let budget = shared.hub.lag_budget().as_secs_f64();
+    let worst = shared.hub.lags().into_iter().max().unwrap_or_default().as_secs_f64();
+    if budget > 0.0 {
+        worst / budget
+    } else {
+        0.0
+    }
+}
+
 /// The status snapshot between two totals: the feed's `status` event and `/status.json`.
 fn snapshot(shared: &Shared, last: &Totals, now: &Totals) -> serde_json::Value {
     let secs = now.at.duration_since(last.at).as_secs_f64().max(1e-3);
@@ -165,6 +176,7 @@ fn snapshot(shared: &Shared, last: &Totals, now: &Totals) -> serde_json::Value {
         "lag_p99_ms": lag_p99_ms,
         "overload": shared.overload.load(Ordering::Acquire),
         "loops": shared.hub.loops(),
+        "saturation": saturation(shared),
         "feed": shared.bus.is_none(),
         "interval_ms": shared.config.status_interval_ms,
     });

@@ -183,9 +183,11 @@ impl Outbox {
         self.queued
     }
 
-    /// More than half of either bound is used.
-    pub fn half_full(&self, bounds: Bounds) -> bool {
-        self.entries.len() * 2 > bounds.max_events || self.queued * 2 > bounds.max_bytes
+    /// No room left for two more frames of `frame_len` bytes without evicting: the loop's
+    /// intake pause fires here, so a stream it is merely late for keeps every frame while
+    /// each write carries as many as the outbox holds.
+    pub fn nearly_full(&self, bounds: Bounds, frame_len: usize) -> bool {
+        self.entries.len() + 2 > bounds.max_events || self.queued + 2 * frame_len > bounds.max_bytes
     }
 
     /// Reliable ids lost and not yet reported.

@@ -72,6 +72,7 @@ fn status_page_shows_the_nodes_stream_count() {
         assert_eq!(node, expected, "Handle::stats().streams while the page is open");
         assert_eq!(text_of(&dom, "streams").as_deref(), Some(expected.to_string().as_str()));
         assert_eq!(attribute(&dom, "overload", "data-value").as_deref(), Some("false"));
+        assert_eq!(attribute(&dom, "saturation", "data-value").as_deref(), Some("0"), "an idle node");
         let conn_class = attribute(&dom, "conn", "class").unwrap_or_default();
         assert!(conn_class.split(' ').any(|c| c == "connected"), "#conn class {conn_class:?}");
         save_artifact("status_page.html", dom.as_bytes());
@@ -158,6 +159,7 @@ fn status_json_without_a_bus() {
     let node = TestServer::start(Config { threads: Some(1), status_interval_ms: 100, ..Config::loopback() });
     let s = wait_status(node.addr, "a snapshot", |_| true);
     assert_eq!(s["feed"], true, "{s}");
+    assert_eq!(s["saturation"], 0.0, "an idle node is not saturated: {s}");
     assert!(s.get("bus").is_none(), "no bus object without --bus: {s}");
     assert_eq!(s["interval_ms"], 100);
     let r = Client::connect(node.addr).request(b"POST /status.json HTTP/1.1\r\nContent-Length: 0\r\n\r\n");

@@ -140,6 +140,8 @@ fn status_json(shared: &Shared, keep_alive: bool) -> Bytes {
 pub(crate) fn scrape(shared: &Shared) -> Scrape {
     let get = |a: &std::sync::atomic::AtomicU64| a.load(Ordering::Relaxed);
     let hub_queues = shared.hub.queue_lengths();
+    let hub_lags = shared.hub.lags();
+    let budget = shared.hub.lag_budget().as_secs_f64();
     let mut s = Scrape {
         capacity: shared.capacity as u64,
         published: shared.hub.published(),
@@ -187,6 +189,11 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
             outbox_queued_bytes: get(&l.outbox_queued_bytes),
             write_blocked: get(&l.write_blocked),
             hub_queue: hub_queues.get(i).copied().unwrap_or(0) as u64,
+            hub_lag_seconds: hub_lags.get(i).map_or(0.0, std::time::Duration::as_secs_f64),
+            saturation: match hub_lags.get(i) {
+                Some(lag) if budget > 0.0 => lag.as_secs_f64() / budget,
+                _ => 0.0,
+            },
             intake_pauses: get(&l.intake_pauses),
             loop_lag_seconds: get(&l.loop_lag_us) as f64 / 1e6,
             up: shared.loop_up.get(i).is_some_and(|u| u.load(Ordering::Relaxed)),

@@ -15,15 +15,18 @@
 //!    Answers to requests go to the front: a publisher's `202` never waits behind a pass.
 //! 6. Falling behind on writing pauses the intake, not the readers: when a push leaves the
 //!    outbox of a stream that is writable *and* was emptied by its last write
-//!    (`Conn::kept_up`) over half full, the loop cannot write as fast as events arrive. A
+//!    (`Conn::kept_up`) without room for two more frames like it (`Outbox::nearly_full`:
+//!    each write then carries as many frames as the outbox holds, so small outboxes do not
+//!    cut the loop's batches short), the loop cannot write as fast as events arrive. A
 //!    client that is slow is not counted: its socket blocked with frames left, so it stays
 //!    out of this rule until a write empties its outbox again. A new stream starts outside
 //!    it too, until its first write empties its outbox: a `Last-Event-ID` replay that fills
 //!    half an outbox is the client's backlog, and a reconnect storm of replays must not
 //!    stop every publisher. The loop then takes no more
 //!    events from the hub until it has written every connection queued at that moment; the
-//!    hub channel fills and publishers wait ([`crate::hub`] parks them), so readers the loop
-//!    is merely late for lose nothing to eviction. Streams whose clients do not read still
+//!    hub channel fills, its events age past `--max-delivery-lag-ms`, and publishers wait
+//!    ([`crate::hub`] parks them), so readers the loop is merely late for lose nothing to
+//!    eviction. Streams whose clients do not read still
 //!    lose their oldest frames, as before.
 //! 3. Every event is recorded in the loop's history before it is fanned out, so a stream
 //!    that subscribes later can replay it.
@@ -101,11 +104,13 @@ impl Worker {
         self.inbox.arm();
         let mut drained = 0;
         let mut tally = FanOut::default();
+        let mut newest_taken = None;
         while drained < DRAIN_BUDGET && tally.pushes < FANOUT_BUDGET && !tally.behind {
             let Ok(msg) = self.inbox.rx.try_recv() else { break };
             drained += 1;
             match msg {
                 LoopMsg::Event(event) => {
+                    newest_taken = Some(event.accepted_at);
                     self.history.record(&event);
                     self.fan_out(&event, &mut tally);
                 }
@@ -115,6 +120,7 @@ impl Worker {
                 LoopMsg::Lost(lost) => self.on_lost(&lost),
             }
         }
+        self.inbox.taken_up_to(newest_taken);
         if drained > 0 {
             // Wake the publishers parked on a full channel (any loop's, and embedded ones).
             self.shared.hub.room_freed();
@@ -180,7 +186,8 @@ impl Worker {
             }
             let outcome = conn.outbox.push_event(event.clone(), self.bounds);
             tally.add(&outcome, event.class, conn.outbox.queued_bytes());
-            tally.behind |= conn.writable && conn.kept_up && conn.outbox.half_full(self.bounds);
+            tally.behind |=
+                conn.writable && conn.kept_up && conn.outbox.nearly_full(self.bounds, event.frame.len());
             conn.last_queued_ms = self.now_ms;
             self.dirty.push_stream(key, conn);
         }
@@ -265,7 +272,7 @@ pub(super) struct FanOut {
     evicted: [u64; 3],
     conflated: u64,
     peak: usize,
-    /// A writable stream's outbox is over half full (invariant 6).
+    /// A writable stream's outbox is without room for two more frames (invariant 6).
     behind: bool,
 }
 
