@@ -1,7 +1,7 @@
 //! The polling fallback (sans-IO): JSON views of a loop's history, so a client can fill a
 //! gap, or follow a topic, without a stream.
 //!
-//! - `GET /topics/{t}/latest` → `200 {"id","event","data","class"[,"key"]}`, `404` when the
+//! - `GET /topics/{t}/latest` → `200 {"id","topic","event","data","class"[,"key"]}`, `404` when the
 //!   topic has no retained event.
 //! - `GET /topics/{t}/events?after=ID&limit=N` → `200 [...]` in id order (`[]` when nothing
 //!   is newer), `404` for a topic this node holds no history of (and, after `ID`, lost none of). When events after `ID`
@@ -63,7 +63,8 @@ impl Answer {
 /// One event as the polling endpoints show it.
 pub fn event_json(e: &Event) -> Value {
     let (event, data) = crate::sse::decode_frame(&e.frame);
-    let mut v = json!({ "id": e.id, "event": event, "data": data, "class": e.class.label() });
+    let mut v =
+        json!({ "id": e.id, "topic": &*e.topic, "event": event, "data": data, "class": e.class.label() });
     if let Some(k) = &e.key {
         v["key"] = Value::from(&**k);
     }

@@ -291,7 +291,7 @@ fn polling_endpoints_serve_history_as_json() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
-        serde_json::json!({"id": latest_id, "event": null, "data": "50%\nhalf", "class": "latest", "key": "j1"})
+        serde_json::json!({"id": latest_id, "topic": "p", "event": null, "data": "50%\nhalf", "class": "latest", "key": "j1"})
     );
     // Only 3 retained: ids[3], ids[4], latest. From ids[3]: one event, nothing dropped after it.
     let r = c.request(format!("GET /topics/p/events?after={} HTTP/1.1\r\n\r\n", ids[3]).as_bytes());
@@ -301,7 +301,7 @@ fn polling_endpoints_serve_history_as_json() {
     assert_eq!(got.as_array().unwrap().len(), 2);
     assert_eq!(
         got[0],
-        serde_json::json!({"id": ids[4], "event": "job.log", "data": "{\"line\":4}", "class": "reliable"})
+        serde_json::json!({"id": ids[4], "topic": "p", "event": "job.log", "data": "{\"line\":4}", "class": "reliable"})
     );
     // From before what is retained: the lost range is named, the retained tail follows.
     let r = c.request(format!("GET /topics/p/events?after={}&limit=2 HTTP/1.1\r\n\r\n", ids[0]).as_bytes());
