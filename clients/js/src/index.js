@@ -324,7 +324,8 @@ class Subscription {
   onNotice(f) {
     let body = {};
     try {
-      body = JSON.parse(f.data);
+      // Ids stay exact: quoted before parsing (the node writes them as JSON numbers).
+      body = JSON.parse(f.data.replace(/"(from|to)":(\d+)/g, '"$1":"$2"'));
     } catch {
       // a notice without JSON: no fields
     }

@@ -1,5 +1,5 @@
-// Exactly-once, in-order delivery through cuts, a held (silent) connection, a frame cut in the
-// middle, and a throttled reader that makes the node send `gap`; then a real, forced loss that
+// Exactly-once, in-order delivery through cuts, frames sent twice, a held (silent) connection,
+// a frame cut in the middle, and a throttled reader that makes the node send `gap`; then a real, forced loss that
 // `onLost` must name exactly.
 
 import assert from "node:assert/strict";
@@ -59,6 +59,7 @@ test("2,000 reliable events on two topics arrive exactly once, in order, through
     }
     published.push(...(await publishBatch(server.url, events)));
     if (batch === 10) proxy.cutAll();
+    if (batch === 18) proxy.duplicateNext();
     if (batch === 25) proxy.holdStreams();
     if (batch === 45) {
       const streams = proxy.stats.streams;
@@ -75,6 +76,7 @@ test("2,000 reliable events on two topics arrive exactly once, in order, through
 
   assert.ok(proxy.stats.cuts >= 1);
   assert.equal(proxy.stats.midFrameCuts, 1, "a frame was cut in the middle");
+  assert.equal(proxy.stats.duplicated, 1, "frames were sent twice");
   assert.ok(proxy.stats.gapsSeen >= 1, "the throttled reader made the node send gap");
   assert.ok(proxy.stats.streams >= 5, `reconnects: ${proxy.stats.streams} streams`);
   assert.deepEqual(c.lost, [], "nothing is lost while history holds everything");

@@ -75,8 +75,9 @@ function stopChild(child) {
 export function startProxy(target) {
   let current = target;
   const pairs = new Set();
-  const stats = { connections: 0, streams: 0, cuts: 0, midFrameCuts: 0, gapsSeen: 0, streamOpenedAt: [], shutdownSeenAt: [] };
+  const stats = { connections: 0, streams: 0, cuts: 0, midFrameCuts: 0, duplicated: 0, gapsSeen: 0, streamOpenedAt: [], shutdownSeenAt: [] };
   let cutMidFrame = false;
+  let duplicate = false;
   const server = net.createServer((client) => {
     stats.connections++;
     const upstream = net.connect(current.port, current.host);
@@ -114,6 +115,17 @@ export function startProxy(target) {
           return;
         }
       }
+      if (duplicate && pair.stream) {
+        // The whole frames of this chunk, sent twice (the chunk may start or end mid-frame).
+        const a = text.indexOf("\n\n") + 2;
+        const b = text.lastIndexOf("\n\n") + 2;
+        if (a >= 2 && b > a && text.slice(a, b).includes("id: ")) {
+          duplicate = false;
+          stats.duplicated++;
+          client.write(Buffer.concat([d.subarray(0, b), d.subarray(a, b), d.subarray(b)]));
+          return;
+        }
+      }
       client.write(d);
     });
   });
@@ -143,6 +155,10 @@ export function startProxy(target) {
         /** Cuts the next stream chunk that holds a frame in the middle of that frame. */
         cutNextMidFrame() {
           cutMidFrame = true;
+        },
+        /** Sends the whole frames of the next stream chunk that has some twice. */
+        duplicateNext() {
+          duplicate = true;
         },
         /** Stops reading from the node on every open stream for `ms`. */
         throttle(ms) {
