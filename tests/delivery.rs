@@ -333,3 +333,23 @@ fn class_counters_follow_what_was_published() {
     assert_eq!(server.stats().published_by_class, [1, 2, 2]);
     assert_eq!(c.publish("topic=a&class=latest", None, b"no key").status, 400);
 }
+
+/// Issue 12: a browser client on another origin fills gaps from `X-Gap-From`/`X-Gap-To` and
+/// pages with `X-Next-After`; a cross-origin `fetch` can read those only when they are exposed.
+#[test]
+fn polling_answers_expose_their_gap_and_paging_headers_to_cross_origin_clients() {
+    const APP: &str = "https://app.example";
+    let server = TestServer::start(Config {
+        cors_origin: vec![APP.into()],
+        history_max_events: 2,
+        ..Config::loopback()
+    });
+    let ids: Vec<u64> = (0..4).map(|n| publish(server.addr, "x", &format!("e{n}"))).collect();
+    let raw = format!("GET /topics/x/events?after={}&limit=1 HTTP/1.1\r\nOrigin: {APP}\r\n\r\n", ids[0]);
+    let r = Client::connect(server.addr).request(raw.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(r.header("access-control-expose-headers"), Some("X-Gap-From, X-Gap-To, X-Next-After"));
+    assert_eq!(r.header("x-gap-from"), Some(ids[1].to_string().as_str()));
+    assert_eq!(r.header("x-next-after"), Some(ids[2].to_string().as_str()));
+}
