@@ -448,7 +448,8 @@ class Subscription {
           if (!this.pending.has(e.id)) this.pending.set(e.id, e);
         }
       }
-      if (passed || page.next === null) {
+      // Paging always moves forward (polling invariant 4); never loop on a node that does not.
+      if (passed || page.next === null || big(page.next) <= big(after)) {
         done();
         return;
       }
@@ -536,7 +537,8 @@ class Subscription {
       for (const topic of this.topics) {
         let after = await this.cursorFor(topic);
         for (;;) {
-          const page = await this.poll(topic, after, "poll");
+          const asked = after;
+          const page = await this.poll(topic, asked, "poll");
           if (this.polling !== p) return;
           if (page.gap) {
             const floor = big(after) + 1n;
@@ -550,7 +552,7 @@ class Subscription {
             if (this.last === null || id > big(this.last)) this.pending.set(e.id, e);
             after = e.id;
           }
-          if (page.next === null) break;
+          if (page.next === null || big(page.next) <= big(asked)) break;
           after = page.next;
         }
         p.cursors.set(topic, after);

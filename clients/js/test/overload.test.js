@@ -45,6 +45,7 @@ test("overload switches to polling and back to the stream without losing an even
     backoffMinMs: 20,
     backoffMaxMs: 200,
     pollIntervalMs: 100,
+    pollLimit: 5, // several pages per round: X-Next-After is followed
     overloadBackoffMinMs: 1000,
     overloadBackoffMaxMs: 2000,
     onEvent: (e) => {
