@@ -59,7 +59,7 @@ impl Write for CountingSink {
 }
 
 fn encode_one(event: Option<&str>, data: &str) -> Bytes {
-    let body = sse::encode_body(event, data).expect("encodable body");
+    let body = sse::encode_body(&sse::Meta::topic("bench"), event, data).expect("encodable body");
     sse::frame_with_id("1234567", &body).expect("valid id")
 }
 

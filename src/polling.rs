@@ -1,14 +1,15 @@
 //! The polling fallback (sans-IO): JSON views of a loop's history, so a client can fill a
 //! gap, or follow a topic, without a stream.
 //!
-//! - `GET /topics/{t}/latest` → `200 {"id","event","data","class"[,"key"]}`, `404` when the
+//! - `GET /topics/{t}/latest` → `200 {"id","topic","event","data","class"[,"key"]}`, `404` when the
 //!   topic has no retained event.
 //! - `GET /topics/{t}/events?after=ID&limit=N` → `200 [...]` in id order (`[]` when nothing
 //!   is newer), `404` for a topic this node holds no history of (and, after `ID`, lost none of). When events after `ID`
 //!   were dropped from history, `X-Gap-From`/`X-Gap-To` name the inclusive range that is
 //!   gone (the same range a stream would report as `event: gap`). When more retained events
 //!   follow the answer (cut by `limit` or by the byte bound), `X-Next-After` names the id to
-//!   pass as `after` for the rest.
+//!   pass as `after` for the rest. These three headers are named in
+//!   `Access-Control-Expose-Headers`, so a cross-origin browser client can read them.
 //!
 //! Invariants (the answer's size, [`PollBounds`]):
 //! 1. An answer's body holds at most `page_bytes` (`--poll-max-bytes`) unless it holds a
@@ -33,6 +34,10 @@ use serde_json::{json, Value};
 use crate::history::{merge_gap, History};
 use crate::http;
 use crate::hub::Event;
+
+/// The headers of a `/events?after=` answer a cross-origin browser client must be able to
+/// read (`Access-Control-Expose-Headers`): without them it cannot see a loss or page on.
+pub const EXPOSE_HEADERS: &str = "X-Gap-From, X-Gap-To, X-Next-After";
 
 /// How large one polling answer may grow.
 #[derive(Debug, Clone, Copy)]
@@ -63,7 +68,8 @@ impl Answer {
 /// One event as the polling endpoints show it.
 pub fn event_json(e: &Event) -> Value {
     let (event, data) = crate::sse::decode_frame(&e.frame);
-    let mut v = json!({ "id": e.id, "event": event, "data": data, "class": e.class.label() });
+    let mut v =
+        json!({ "id": e.id, "topic": &*e.topic, "event": event, "data": data, "class": e.class.label() });
     if let Some(k) = &e.key {
         v["key"] = Value::from(&**k);
     }
@@ -168,7 +174,9 @@ pub fn events_after(
     // All `limit + 1` taken (some left out): more may follow.
     let more = ended_early || events.len() > limit;
     body.extend_from_slice(b"]\n");
-    let mut extra = String::from("Cache-Control: no-cache\r\n");
+    // A browser's cross-origin `fetch` may read these only when exposed (the header grants
+    // nothing without CORS's Allow-Origin), and a client fills gaps from them.
+    let mut extra = format!("Cache-Control: no-cache\r\nAccess-Control-Expose-Headers: {EXPOSE_HEADERS}\r\n");
     if let Some((from, to)) = gap {
         extra.push_str(&format!("X-Gap-From: {from}\r\nX-Gap-To: {to}\r\n"));
     }

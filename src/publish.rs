@@ -129,8 +129,13 @@ pub struct Prepared {
 /// connection's outbox can hold (`--outbox-max-bytes`).
 pub fn prepare(msg: &Message, max_frame: usize) -> Result<Prepared, Reject> {
     validate(msg)?;
-    let body =
-        sse::encode_body(msg.event.as_deref(), &msg.data).map_err(|e| Reject::BadRequest(e.to_string()))?;
+    let meta = sse::Meta {
+        topic: &msg.topic,
+        class: (msg.class != Class::Reliable).then(|| msg.class.label()),
+        key: msg.key.as_deref(),
+    };
+    let body = sse::encode_body(&meta, msg.event.as_deref(), &msg.data)
+        .map_err(|e| Reject::BadRequest(e.to_string()))?;
     // `id: ` + 20 digits + `\n` is the most the hub adds.
     if body.len() + 25 > max_frame {
         return Err(Reject::PayloadTooLarge(format!(
@@ -159,6 +164,7 @@ pub fn validate(msg: &Message) -> Result<(), Reject> {
         (Class::Latest, Some(k)) if k.is_empty() || k.len() > MAX_KEY_BYTES => {
             Err(Reject::BadRequest(format!("key must be 1..={MAX_KEY_BYTES} bytes")))
         }
+        (Class::Latest, Some(k)) => sse::check_key(k).map_err(|e| Reject::BadRequest(e.to_string())),
         (Class::Reliable | Class::Droppable, Some(_)) => {
             Err(Reject::BadRequest("key is only allowed with class latest".into()))
         }
@@ -365,5 +371,7 @@ mod tests {
         assert!(prepare(&Message::new("bad topic", "x"), 1000).is_err());
         assert!(prepare(&Message::new("t", "x").event("a\nb"), 1000).is_err());
         assert_eq!(prepare(&Message::new("t", "x".repeat(1000)), 1000).unwrap_err().status(), 413);
+        assert!(prepare(&Message::new("t", "x").latest("a\nb"), 1000).is_err(), "a key is a frame field");
+        assert!(prepare(&Message::new("t", "x").latest("a\rb"), 1000).is_err());
     }
 }

@@ -8,6 +8,13 @@
 //! 3. `id` and `event` values may not contain CR, LF or NUL (a parser would split the field,
 //!    or ignore an id with NUL); such values are rejected, never escaped.
 //! 4. A frame ends with one blank line, so frames can be concatenated in any order.
+//! 5. Between `id:` and `event:` a frame names its topic (`topic:`), and for non-reliable
+//!    events its class (`class: latest|droppable`) and a `latest` event's `key:`, so a client
+//!    on several topics can fill gaps per topic and keep `latest` state per (topic, key).
+//!    EventSource ignores field names it does not know (WHATWG: "otherwise, the field is
+//!    ignored"), so plain EventSource clients see exactly the same events. Topic names never
+//!    hold CR/LF ([`crate::topics::validate`]); class labels are fixed; keys are checked by
+//!    [`check_key`] (invariant 3 applies to them as to ids).
 
 use bytes::{BufMut, Bytes, BytesMut};
 
@@ -51,15 +58,61 @@ pub fn check_id(id: &str) -> Result<(), EncodeError> {
     check_field("id", id)
 }
 
-/// Encodes the part of a frame that follows the `id:` line: `event:` (if any), the `data:`
-/// lines and the terminating blank line. Done outside the hub's lock; the hub only prepends
-/// the id with [`frame_with_id`].
-pub fn encode_body(event: Option<&str>, data: &str) -> Result<Bytes, EncodeError> {
+/// Validates a `latest` event's key (the `key:` field).
+pub fn check_key(key: &str) -> Result<(), EncodeError> {
+    check_field("key", key)
+}
+
+/// What a frame says about its event besides id, name and data (invariant 5).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Meta<'a> {
+    /// The topic the event was published on (`topic:`).
+    pub topic: &'a str,
+    /// The delivery class label for non-reliable events (`class:`); `None` for reliable ones.
+    pub class: Option<&'a str>,
+    /// The conflation key of a `latest` event (`key:`).
+    pub key: Option<&'a str>,
+}
+
+impl<'a> Meta<'a> {
+    /// A reliable event on `topic`: only the `topic:` line.
+    pub fn topic(topic: &'a str) -> Meta<'a> {
+        Meta { topic, class: None, key: None }
+    }
+
+    /// Bytes the meta lines take in a frame.
+    pub fn encoded_len(&self) -> usize {
+        let line = |name: &str, v: Option<&str>| v.map_or(0, |v| name.len() + 3 + v.len());
+        line("topic", Some(self.topic)) + line("class", self.class) + line("key", self.key)
+    }
+}
+
+/// Encodes the part of a frame that follows the `id:` line: the meta lines (invariant 5),
+/// `event:` (if any), the `data:` lines and the terminating blank line. Done outside the
+/// hub's lock; the hub only prepends the id with [`frame_with_id`].
+pub fn encode_body(meta: &Meta<'_>, event: Option<&str>, data: &str) -> Result<Bytes, EncodeError> {
+    check_field("topic", meta.topic)?;
+    if let Some(class) = meta.class {
+        check_field("class", class)?;
+    }
+    if let Some(key) = meta.key {
+        check_key(key)?;
+    }
     if let Some(name) = event {
         check_event_name(name)?;
     }
     let lines = data.bytes().filter(|&b| b == b'\n' || b == b'\r').count() + 1;
-    let mut out = BytesMut::with_capacity(event.map_or(0, |e| e.len() + 8) + data.len() + lines * 7 + 1);
+    let mut out = BytesMut::with_capacity(
+        meta.encoded_len() + event.map_or(0, |e| e.len() + 8) + data.len() + lines * 7 + 1,
+    );
+    for (name, value) in [("topic", Some(meta.topic)), ("class", meta.class), ("key", meta.key)] {
+        if let Some(value) = value {
+            out.put_slice(name.as_bytes());
+            out.put_slice(b": ");
+            out.put_slice(value.as_bytes());
+            out.put_u8(b'\n');
+        }
+    }
     if let Some(name) = event {
         out.put_slice(b"event: ");
         out.put_slice(name.as_bytes());
@@ -214,20 +267,24 @@ mod tests {
     }
 
     fn frame(id: &str, event: Option<&str>, data: &str) -> String {
-        let body = encode_body(event, data).unwrap();
+        let body = encode_body(&Meta::topic("t"), event, data).unwrap();
         String::from_utf8(frame_with_id(id, &body).unwrap().to_vec()).unwrap()
     }
 
     #[test]
     fn simple_frame_is_byte_exact() {
-        assert_eq!(frame("7", Some("job.progress"), "42"), "id: 7\nevent: job.progress\ndata: 42\n\n");
-        assert_eq!(frame("1", None, "x"), "id: 1\ndata: x\n\n");
+        // Frames carry `topic:` since issue 12 (invariant 5); the expected bytes changed with it.
+        assert_eq!(
+            frame("7", Some("job.progress"), "42"),
+            "id: 7\ntopic: t\nevent: job.progress\ndata: 42\n\n"
+        );
+        assert_eq!(frame("1", None, "x"), "id: 1\ntopic: t\ndata: x\n\n");
     }
 
     #[test]
     fn every_line_break_kind_becomes_its_own_data_line() {
         let f = frame("1", None, "a\r\nb\rc\nd");
-        assert_eq!(f, "id: 1\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
+        assert_eq!(f, "id: 1\ntopic: t\ndata: a\ndata: b\ndata: c\ndata: d\n\n");
         assert_eq!(parse(&f), vec![(Some("1".into()), String::new(), "a\nb\nc\nd".into())]);
     }
 
@@ -242,7 +299,7 @@ mod tests {
 
     #[test]
     fn empty_data_still_dispatches() {
-        assert_eq!(frame("3", None, ""), "id: 3\ndata: \n\n");
+        assert_eq!(frame("3", None, ""), "id: 3\ntopic: t\ndata: \n\n");
         assert_eq!(parse(&frame("3", None, "")).len(), 1);
     }
 
@@ -258,10 +315,10 @@ mod tests {
 
     #[test]
     fn frames_decode_back_to_event_and_data() {
-        let body = encode_body(Some("e"), "a\r\nb").unwrap();
+        let body = encode_body(&Meta::topic("t"), Some("e"), "a\r\nb").unwrap();
         let f = frame_with_id("5", &body).unwrap();
         assert_eq!(decode_frame(&f), (Some("e".into()), "a\nb".into()));
-        let f = frame_with_id("5", &encode_body(None, "").unwrap()).unwrap();
+        let f = frame_with_id("5", &encode_body(&Meta::topic("t"), None, "").unwrap()).unwrap();
         assert_eq!(decode_frame(&f), (None, String::new()));
     }
 
@@ -269,11 +326,28 @@ mod tests {
     fn control_chars_in_id_or_event_are_rejected() {
         for bad in ["a\nb", "a\rb", "a\0b"] {
             assert!(frame_with_id(bad, b"data: x\n\n").is_err(), "id {bad:?}");
-            assert!(encode_body(Some(bad), "x").is_err(), "event {bad:?}");
+            assert!(encode_body(&Meta::topic("t"), Some(bad), "x").is_err(), "event {bad:?}");
+            let meta = Meta { topic: "t", class: Some("latest"), key: Some(bad) };
+            assert!(encode_body(&meta, None, "x").is_err(), "key {bad:?}");
+            assert!(encode_body(&Meta::topic(bad), None, "x").is_err(), "topic {bad:?}");
         }
-        assert_eq!(encode_body(Some(""), "x"), Err(EncodeError::EventNameLength));
+        assert_eq!(encode_body(&Meta::topic("t"), Some(""), "x"), Err(EncodeError::EventNameLength));
         let long = "e".repeat(MAX_EVENT_NAME_BYTES + 1);
-        assert_eq!(encode_body(Some(&long), "x"), Err(EncodeError::EventNameLength));
+        assert_eq!(encode_body(&Meta::topic("t"), Some(&long), "x"), Err(EncodeError::EventNameLength));
+    }
+
+    #[test]
+    fn meta_lines_name_topic_class_and_key_and_parsers_ignore_them() {
+        let meta = Meta { topic: "jobs", class: Some("latest"), key: Some(" job 42") };
+        let body = encode_body(&meta, Some("p"), "5%").unwrap();
+        let f = String::from_utf8(frame_with_id("8", &body).unwrap().to_vec()).unwrap();
+        assert_eq!(f, "id: 8\ntopic: jobs\nclass: latest\nkey:  job 42\nevent: p\ndata: 5%\n\n");
+        assert_eq!(body.len(), meta.encoded_len() + "event: p\ndata: 5%\n\n".len());
+        assert_eq!(parse(&f), vec![(Some("8".into()), "p".into(), "5%".into())]);
+        assert_eq!(decode_frame(f.as_bytes()), (Some("p".into()), "5%".into()));
+        let meta = Meta { topic: "logs", class: Some("droppable"), key: None };
+        let f = frame_with_id("9", &encode_body(&meta, None, "x").unwrap()).unwrap();
+        assert_eq!(&f[..], b"id: 9\ntopic: logs\nclass: droppable\ndata: x\n\n");
     }
 
     #[test]

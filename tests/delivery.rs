@@ -291,7 +291,7 @@ fn polling_endpoints_serve_history_as_json() {
     assert_eq!(r.status, 200);
     assert_eq!(
         r.json(),
-        serde_json::json!({"id": latest_id, "event": null, "data": "50%\nhalf", "class": "latest", "key": "j1"})
+        serde_json::json!({"id": latest_id, "topic": "p", "event": null, "data": "50%\nhalf", "class": "latest", "key": "j1"})
     );
     // Only 3 retained: ids[3], ids[4], latest. From ids[3]: one event, nothing dropped after it.
     let r = c.request(format!("GET /topics/p/events?after={} HTTP/1.1\r\n\r\n", ids[3]).as_bytes());
@@ -301,7 +301,7 @@ fn polling_endpoints_serve_history_as_json() {
     assert_eq!(got.as_array().unwrap().len(), 2);
     assert_eq!(
         got[0],
-        serde_json::json!({"id": ids[4], "event": "job.log", "data": "{\"line\":4}", "class": "reliable"})
+        serde_json::json!({"id": ids[4], "topic": "p", "event": "job.log", "data": "{\"line\":4}", "class": "reliable"})
     );
     // From before what is retained: the lost range is named, the retained tail follows.
     let r = c.request(format!("GET /topics/p/events?after={}&limit=2 HTTP/1.1\r\n\r\n", ids[0]).as_bytes());
@@ -332,4 +332,24 @@ fn class_counters_follow_what_was_published() {
     assert_eq!(r.status, 202);
     assert_eq!(server.stats().published_by_class, [1, 2, 2]);
     assert_eq!(c.publish("topic=a&class=latest", None, b"no key").status, 400);
+}
+
+/// Issue 12: a browser client on another origin fills gaps from `X-Gap-From`/`X-Gap-To` and
+/// pages with `X-Next-After`; a cross-origin `fetch` can read those only when they are exposed.
+#[test]
+fn polling_answers_expose_their_gap_and_paging_headers_to_cross_origin_clients() {
+    const APP: &str = "https://app.example";
+    let server = TestServer::start(Config {
+        cors_origin: vec![APP.into()],
+        history_max_events: 2,
+        ..Config::loopback()
+    });
+    let ids: Vec<u64> = (0..4).map(|n| publish(server.addr, "x", &format!("e{n}"))).collect();
+    let raw = format!("GET /topics/x/events?after={}&limit=1 HTTP/1.1\r\nOrigin: {APP}\r\n\r\n", ids[0]);
+    let r = Client::connect(server.addr).request(raw.as_bytes());
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.header("access-control-allow-origin"), Some(APP));
+    assert_eq!(r.header("access-control-expose-headers"), Some("X-Gap-From, X-Gap-To, X-Next-After"));
+    assert_eq!(r.header("x-gap-from"), Some(ids[1].to_string().as_str()));
+    assert_eq!(r.header("x-next-after"), Some(ids[2].to_string().as_str()));
 }

@@ -15,9 +15,9 @@ fn config() -> Config {
     Config { threads: Some(2), ..Config::loopback() }
 }
 
-/// The exact frame for an event.
-fn frame(id: u64, event: Option<&str>, lines: &[&str]) -> String {
-    let mut f = format!("id: {id}\n");
+/// The exact frame for a reliable event on `topic` (frames name their topic since issue 12).
+fn frame(topic: &str, id: u64, event: Option<&str>, lines: &[&str]) -> String {
+    let mut f = format!("id: {id}\ntopic: {topic}\n");
     if let Some(e) = event {
         f.push_str(&format!("event: {e}\n"));
     }
@@ -66,7 +66,7 @@ fn expect_nothing_before_marker(addr: SocketAddr, sub: &mut SseClient, topic: &s
     let marker = format!("marker after {what}");
     let id = publish(addr, topic, &marker);
     let got = sub.next_raw_frame().expect("marker frame");
-    assert_eq!(got, frame(id, None, &[&marker]), "next frame after {what}");
+    assert_eq!(got, frame(topic, id, None, &[&marker]), "next frame after {what}");
 }
 
 fn raw_post(query: &str, extra_headers: &str, body: &[u8]) -> Vec<u8> {
@@ -126,7 +126,7 @@ fn raw_body_is_the_data_and_every_line_break_splits_it() {
         assert_eq!(r.header("connection"), Some("keep-alive"));
         let id = accepted_id(&r, &format!("{query} {body:?}"));
         ids.push(id);
-        expected.push(frame(id, *event, lines));
+        expected.push(frame("raw", id, *event, lines));
     }
     assert_increasing(&ids, "sequential raw publishes");
     expect_frames(&mut sub, &expected);
@@ -146,7 +146,7 @@ fn subscriptions_to_several_topics_get_each_event_once_in_id_order() {
         let r = Client::connect(server.addr).publish(&query, None, data.as_bytes());
         let id = accepted_id(&r, topic);
         if topic != "c" {
-            expected.push(frame(id, None, &[data]));
+            expected.push(frame(topic, id, None, &[data]));
         }
     }
     expect_frames(&mut sub, &expected);
@@ -218,7 +218,7 @@ fn json_envelopes_send_strings_raw_and_other_values_as_compact_json() {
         let r = publisher.publish(query, Some(ct), body.as_bytes());
         let id = accepted_id(&r, body);
         ids.push(id);
-        expected.push(frame(id, *event, lines));
+        expected.push(frame("json", id, *event, lines));
     }
     assert_increasing(&ids, "JSON publishes");
     // An envelope that names another topic does not reach this stream.
@@ -250,10 +250,10 @@ fn ndjson_batches_publish_every_line_in_order() {
     let ids = accepted_ids(&r, "x-ndjson batch");
     assert_eq!(ids.len(), 5);
     assert_increasing(&ids, "batch");
-    expected.push(frame(ids[0], Some("q"), &["first"]));
-    expected.push(frame(ids[1], Some("e"), &[r#"{"k":[1,2]}"#]));
-    expected.push(frame(ids[2], Some("q"), &["query topic"]));
-    expected.push(frame(ids[4], Some("q"), &["two", "lines"]));
+    expected.push(frame("n1", ids[0], Some("q"), &["first"]));
+    expected.push(frame("n2", ids[1], Some("e"), &[r#"{"k":[1,2]}"#]));
+    expected.push(frame("n2", ids[2], Some("q"), &["query topic"]));
+    expected.push(frame("n1", ids[4], Some("q"), &["two", "lines"]));
     all_ids.extend(ids);
 
     for ct in ["application/jsonl", "application/jsonlines", "application/x-ndjson; charset=utf-8"] {
@@ -262,15 +262,15 @@ fn ndjson_batches_publish_every_line_in_order() {
         let r = publisher.publish("", Some(ct), body.as_bytes());
         let ids = accepted_ids(&r, ct);
         assert_eq!(ids.len(), 2, "{ct}");
-        expected.push(frame(ids[0], None, &[&format!("{ct} a")]));
-        expected.push(frame(ids[1], None, &[&format!("{ct} b")]));
+        expected.push(frame("n1", ids[0], None, &[&format!("{ct} a")]));
+        expected.push(frame("n2", ids[1], None, &[&format!("{ct} b")]));
         all_ids.extend(ids);
     }
     // A batch of one still answers with a list.
     let r = publisher.publish("topic=n1", Some("application/x-ndjson"), b"{\"data\":\"single\"}");
     let ids = accepted_ids(&r, "batch of one");
     assert_eq!(ids.len(), 1);
-    expected.push(frame(ids[0], None, &["single"]));
+    expected.push(frame("n1", ids[0], None, &["single"]));
     all_ids.extend(ids);
 
     assert_increasing(&all_ids, "all batches");
@@ -383,11 +383,11 @@ fn pipelined_requests_are_answered_in_order_on_one_connection() {
     expect_frames(
         &mut sub,
         &[
-            frame(id1, Some("one"), &["first"]),
-            frame(id2, None, &[r#"{"n":2}"#]),
-            frame(batch[0], None, &["third"]),
-            frame(batch[1], None, &["fourth"]),
-            frame(id5, None, &["last"]),
+            frame("p", id1, Some("one"), &["first"]),
+            frame("p", id2, None, &[r#"{"n":2}"#]),
+            frame("p", batch[0], None, &["third"]),
+            frame("p", batch[1], None, &["fourth"]),
+            frame("p", id5, None, &["last"]),
         ],
     );
     expect_nothing_before_marker(server.addr, &mut sub, "p", "the pipeline");
@@ -416,17 +416,17 @@ fn many_pipelined_publishes_keep_order_when_the_hub_queue_is_full() {
     for i in 0..n {
         let id = accepted_id(&c.read_response(), &format!("event {i}"));
         ids.push(id);
-        expected.push(frame(id, None, &[&format!("event {i}")]));
+        expected.push(frame("q", id, None, &[&format!("event {i}")]));
     }
     let batch_ids = accepted_ids(&c.read_response(), "batch");
     assert_eq!(batch_ids.len(), 40);
     for (i, &id) in batch_ids.iter().enumerate() {
-        expected.push(frame(id, None, &[&format!("batch {i}")]));
+        expected.push(frame("q", id, None, &[&format!("batch {i}")]));
     }
     ids.extend(batch_ids);
     let id = accepted_id(&c.read_response(), "after the batch");
     ids.push(id);
-    expected.push(frame(id, None, &["after the batch"]));
+    expected.push(frame("q", id, None, &["after the batch"]));
     send.join().unwrap();
 
     assert_increasing(&ids, "pipelined publishes through a full hub");
@@ -451,7 +451,7 @@ fn a_pipeline_may_end_in_a_subscription() {
     let mut sub = SseClient { reader: c.reader, head };
     assert_eq!(sub.next_raw_frame().unwrap(), "retry: 3000\n: ok\n\n");
     let id = publish(server.addr, "late", "hello");
-    assert_eq!(sub.next_raw_frame().unwrap(), frame(id, None, &["hello"]));
+    assert_eq!(sub.next_raw_frame().unwrap(), frame("late", id, None, &["hello"]));
 }
 
 /// Writes `raw` one byte per write.
@@ -487,9 +487,9 @@ fn requests_dribbled_one_byte_per_write_work() {
     expect_frames(
         &mut sub,
         &[
-            frame(id1, Some("d"), &["byte", "by byte"]),
-            frame(id2, None, &["[1]"]),
-            frame(id3, None, &["fast"]),
+            frame("slow", id1, Some("d"), &["byte", "by byte"]),
+            frame("drip", id2, None, &["[1]"]),
+            frame("slow", id3, None, &["fast"]),
         ],
     );
 }
@@ -523,11 +523,11 @@ fn expect_continue_gets_100_before_the_body_is_sent() {
         c.send(body);
         let r = c.read_response();
         let id = if ct == "application/x-ndjson" { accepted_ids(&r, ct)[0] } else { accepted_id(&r, ct) };
-        expected.push(frame(id, None, lines));
+        expected.push(frame("cont", id, None, lines));
     }
     // Without the header there is no interim response.
     let id = accepted_id(&c.publish("topic=cont", None, b"plain"), "no Expect");
-    expected.push(frame(id, None, &["plain"]));
+    expected.push(frame("cont", id, None, &["plain"]));
     expect_frames(&mut sub, &expected);
 }
 
@@ -544,7 +544,7 @@ fn connection_close_and_http10_publishes_close_after_the_answer() {
         let mut c = Client::connect(server.addr);
         let r = c.request(format!("{head}Content-Length: {}\r\n\r\n{data}", data.len()).as_bytes());
         let id = accepted_id(&r, what);
-        expected.push(frame(id, None, &[data]));
+        expected.push(frame("v", id, None, &[data]));
         if keep {
             assert_eq!(r.header("connection"), Some("keep-alive"), "{what}");
             accepted_id(&c.publish("topic=w", None, b"again"), "second request");

@@ -84,7 +84,7 @@ fn connection_options_from_every_line_decide_keep_alive_and_close_wins() {
     // The node keeps serving others.
     let mut sub = SseClient::connect(server.addr, "/events?topic=k");
     let id = publish(server.addr, "k", "still serving");
-    assert_eq!(sub.next_raw_frame().unwrap(), format!("id: {id}\ndata: still serving\n\n"));
+    assert_eq!(sub.next_raw_frame().unwrap(), format!("id: {id}\ntopic: k\ndata: still serving\n\n"));
 }
 
 /// Kept from the `http_request` fuzz target: `Content-Length` lines that spell one value
@@ -99,7 +99,7 @@ fn content_length_lines_naming_one_value_are_one_length() {
         .request(b"POST /publish?topic=cl HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 005\r\n\r\nhello");
     assert_eq!(r.status, 202, "{}", r.text());
     let id = r.json()["id"].as_u64().expect("id");
-    assert_eq!(sub.next_raw_frame().unwrap(), format!("id: {id}\ndata: hello\n\n"));
+    assert_eq!(sub.next_raw_frame().unwrap(), format!("id: {id}\ntopic: cl\ndata: hello\n\n"));
     let r =
         c.request(b"POST /publish?topic=cl HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!");
     assert_eq!(r.status, 400, "{}", r.text());

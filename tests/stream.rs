@@ -22,11 +22,17 @@ fn one_subscriber_receives_byte_exact_frames() {
     let r = publisher.publish("topic=jobs&event=job.progress", Some("text/plain"), b"42%");
     assert_eq!(r.status, 202);
     let id = r.json()["id"].as_u64().unwrap();
-    assert_eq!(sub.next_raw_frame().unwrap(), format!("id: {id}\nevent: job.progress\ndata: 42%\n\n"));
+    assert_eq!(
+        sub.next_raw_frame().unwrap(),
+        format!("id: {id}\ntopic: jobs\nevent: job.progress\ndata: 42%\n\n")
+    );
 
     let r = publisher.publish("topic=jobs", None, b"a\r\nb\rc\nd");
     let id = r.json()["id"].as_u64().unwrap();
-    assert_eq!(sub.next_raw_frame().unwrap(), format!("id: {id}\ndata: a\ndata: b\ndata: c\ndata: d\n\n"));
+    assert_eq!(
+        sub.next_raw_frame().unwrap(),
+        format!("id: {id}\ntopic: jobs\ndata: a\ndata: b\ndata: c\ndata: d\n\n")
+    );
 }
 
 #[test]
@@ -45,7 +51,7 @@ fn thousand_subscribers_on_two_loops_each_get_every_event_in_order() {
         let data = format!("event number {i}");
         let r = publisher.publish("topic=fan", None, data.as_bytes());
         let id = r.json()["id"].as_u64().unwrap();
-        expected.push(format!("id: {id}\ndata: {data}\n\n"));
+        expected.push(format!("id: {id}\ntopic: fan\ndata: {data}\n\n"));
     }
     for (n, sub) in subs.iter_mut().enumerate() {
         for (i, want) in expected.iter().enumerate() {
@@ -184,4 +190,50 @@ fn a_burst_leaves_in_few_vectored_writes() {
     let (frames, writes) = (s.frames_written - before.frames_written, s.writes - before.writes);
     assert_eq!(frames, EVENTS as u64);
     assert!(writes * 4 <= frames, "{frames} frames in {writes} writes: events were not batched");
+}
+
+/// Issue 12: every event frame names its topic, and non-reliable frames their class (and a
+/// `latest` frame its key), between `id:` and `event:`/`data:`; an EventSource-style parser
+/// ignores those fields and reads the same id, event and data; the polling JSON names the topic.
+#[test]
+fn frames_name_topic_class_and_key_and_eventsource_parsers_ignore_them() {
+    let server = TestServer::start(Config { latest_min_interval_ms: 0, ..Config::loopback() });
+    let mut sub = SseClient::connect(server.addr, "/events?topic=jobs&topic=logs");
+    server.wait_stats("stream open", |s| s.streams == 1);
+    let mut publisher = Client::connect(server.addr);
+    let mut publish = |query: &str, body: &str| {
+        let r = publisher.publish(query, Some("text/plain"), body.as_bytes());
+        assert_eq!(r.status, 202, "{query}: {}", r.text());
+        r.json()["id"].as_u64().expect("id")
+    };
+    let reliable = publish("topic=jobs&event=job.done", "ok");
+    let latest = publish("topic=logs&class=latest&key=job-1", "50%");
+    let droppable = publish("topic=logs&class=droppable", "tick");
+    let expected = [
+        (format!("id: {reliable}\ntopic: jobs\nevent: job.done\ndata: ok\n\n"), Some("job.done"), "ok"),
+        (format!("id: {latest}\ntopic: logs\nclass: latest\nkey: job-1\ndata: 50%\n\n"), None, "50%"),
+        (format!("id: {droppable}\ntopic: logs\nclass: droppable\ndata: tick\n\n"), None, "tick"),
+    ];
+    for (i, (want, event, data)) in expected.iter().enumerate() {
+        let raw = sub.next_raw_frame().unwrap_or_else(|e| panic!("frame {i}: {e}"));
+        assert_eq!(&raw, want, "frame {i}");
+        let e = parse_frame(&raw).expect("an event");
+        assert_eq!(
+            (e.event.as_deref(), e.data.as_str()),
+            (*event, *data),
+            "frame {i} as EventSource reads it"
+        );
+    }
+    let r = http_get(server.addr, "/topics/logs/events?after=0");
+    assert_eq!(r.status, 200, "{}", r.text());
+    let events = r.json();
+    assert_eq!(events[0]["topic"], "logs");
+    assert_eq!(events[0]["key"], "job-1");
+    assert_eq!(events[1]["topic"], "logs");
+    assert_eq!(events[1]["class"], "droppable");
+    // A key that would split the frame is refused, and the node keeps serving.
+    let r = Client::connect(server.addr).publish("topic=logs&key=a%0Ab", Some("text/plain"), b"x");
+    assert_eq!(r.status, 400, "{}", r.text());
+    let id = publish("topic=jobs", "after");
+    assert_eq!(sub.next_raw_frame().unwrap(), format!("id: {id}\ntopic: jobs\ndata: after\n\n"));
 }

@@ -38,7 +38,7 @@ fuzz_target!(|input: &[u8]| {
     });
     let id_ok = !id.contains(['\r', '\n', '\0']);
 
-    let body = sse::encode_body(event, &data);
+    let body = sse::encode_body(&sse::Meta::topic("t"), event, &data);
     assert_eq!(body.is_ok(), name_ok, "event {event:?}: {body:?}");
     let numeric_id = u64::from_le_bytes(std::array::from_fn(|i| id.as_bytes().get(i).copied().unwrap_or(0)));
     if let Ok(body) = &body {

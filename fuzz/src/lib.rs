@@ -133,3 +133,30 @@ pub fn check_route(req: &Request, limits: RouteLimits) -> Result<Action, Reject>
     }
     routed
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sse_edge::publish::Message;
+
+    /// The `topic:`/`class:`/`key:` lines every published frame carries (issue 12) are
+    /// fields EventSource ignores: by the WHATWG rules each frame reads back as exactly the
+    /// published id, event name and data, for every class, alone and inside a stream.
+    #[test]
+    fn meta_lines_are_invisible_to_eventsource() {
+        let cases = [
+            Message::new("jobs", "a\r\nb").event("job.done"),
+            Message::new("logs", "").droppable(),
+            Message::new("p", "50%").latest(" job:42"),
+            Message::new("t", "key: not a field"),
+        ];
+        for msg in cases {
+            let prepared = publish::prepare(&msg, 1 << 20).expect("valid message");
+            let text = String::from_utf8_lossy(&prepared.body).to_string();
+            assert!(text.starts_with(&format!("topic: {}\n", msg.topic)), "{text:?}");
+            assert_eq!(text.contains("\nclass: "), msg.class != Class::Reliable, "{text:?}");
+            assert_eq!(text.contains("\nkey: "), msg.key.is_some(), "{text:?}");
+            check_event_frame(&prepared.body, 1_795_313_991_905_920, msg.event.as_deref(), &msg.data);
+        }
+    }
+}

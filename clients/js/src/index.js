@@ -1,0 +1,584 @@
+// sse-edge-client: exactly-once, in-order delivery of an sse-edge stream, in browsers and
+// Node >= 20 (global fetch with a streaming body). No dependencies.
+//
+// Invariants:
+// 1. `onEvent` sees events in strictly increasing id order (ids compared as BigInt, kept as
+//    decimal strings): an event whose id is not above the last delivered one is a duplicate
+//    and is dropped (`latest` state may still take it, newest id wins).
+// 2. After a `gap` notice (or `X-Gap-*` answer) nothing newer is delivered until every topic's
+//    fill of the gap is merged; fills take only ids inside the gap and never `droppable`
+//    events. What the node no longer holds is named to `onLost` (clamped to the gap).
+// 3. `lastEventId` is the id of the last event delivered: the resume point to persist.
+// 4. The client never reconnects faster than the node's `retry:`; failures back off
+//    exponentially with full jitter between `backoffMinMs` and `backoffMaxMs`;
+//    `server-shutdown` and `token-expired` are not failures.
+// 5. After `close()` nothing is called back, no timer is pending and no request is open.
+
+import { EventStreamParser } from "./parser.js";
+
+const NOTICES = new Set(["gap", "server-shutdown", "system.overloaded", "system.recovered", "token-expired"]);
+
+const DEFAULTS = {
+  backoffMinMs: 500,
+  backoffMaxMs: 30_000,
+  heartbeatMs: 25_000,
+  idleFactor: 3,
+  pollIntervalMs: 2_000,
+  overloadBackoffMinMs: 5_000,
+  overloadBackoffMaxMs: 60_000,
+  pollLimit: 1000,
+};
+
+/** An HTTP answer the client cannot go on with. */
+export class SseEdgeError extends Error {
+  constructor(message, status) {
+    super(message);
+    this.name = "SseEdgeError";
+    this.status = status;
+  }
+}
+
+const big = (s) => BigInt(s);
+const isId = (s) => typeof s === "string" && /^[0-9]+$/.test(s);
+
+// Polling JSON has numeric ids; keep them exact (no 2^53 rounding) by quoting them before
+// JSON.parse. Inside a JSON string every `"` is escaped, so `{"id":` / `,"id":` can only be
+// the key of an object.
+function parseEvents(text) {
+  return JSON.parse(text.replace(/([{,])"id":(\d+)/g, '$1"id":"$2"'));
+}
+
+/**
+ * Subscribes to topics on an sse-edge node. See index.d.ts for the contract.
+ * @param {string} baseUrl
+ * @param {object} options
+ */
+export function subscribe(baseUrl, options) {
+  return new Subscription(baseUrl, options);
+}
+
+class Subscription {
+  constructor(baseUrl, options = {}) {
+    if (!Array.isArray(options.topics) || options.topics.length === 0) {
+      throw new TypeError("subscribe: options.topics must be a non-empty array");
+    }
+    if (options.lastEventId != null && !isId(String(options.lastEventId))) {
+      throw new TypeError("subscribe: options.lastEventId must be a decimal string");
+    }
+    this.base = String(baseUrl).replace(/\/+$/, "");
+    this.opts = { ...DEFAULTS, ...options };
+    this.topics = [...new Set(options.topics)];
+    this.fetch = options.fetch ?? globalThis.fetch.bind(globalThis);
+    this.last = options.lastEventId != null ? String(options.lastEventId) : null;
+    this.state = null;
+    this.error = null;
+    this.closed = false;
+    this.retryMs = 0; // the node's `retry:`
+    this.ending = null; // why the node said it closes this stream (server-shutdown, token-expired)
+    this.failures = 0;
+    this.stream = null; // AbortController of the open stream
+    this.timers = new Set();
+    this.pending = new Map(); // id -> event, held back while fills run (or while polling)
+    this.fills = 0;
+    this.polling = null; // { cursors, horizon, until, backoff }
+    this.overloadBackoff = this.opts.overloadBackoffMinMs;
+    this.latestState = new Map();
+    this.queue = [];
+    this.waiters = [];
+    this.iterating = false;
+    this.requests = new Set(); // AbortControllers of polls and fills
+    this.connect("connect");
+  }
+
+  /** The id of the last delivered event: the resume point to persist. */
+  get lastEventId() {
+    return this.last;
+  }
+
+  /** The newest `latest` value of (topic, key), or undefined. */
+  latest(topic, key) {
+    return this.latestState.get(topic + "\u0000" + key);
+  }
+
+  close() {
+    this.finish(null);
+  }
+
+  [Symbol.asyncIterator]() {
+    this.iterating = true;
+    return {
+      next: () => {
+        if (this.queue.length > 0) return Promise.resolve({ value: this.queue.shift(), done: false });
+        if (this.closed) return Promise.resolve({ value: undefined, done: true });
+        return new Promise((resolve) => this.waiters.push(resolve));
+      },
+      return: () => {
+        this.close();
+        return Promise.resolve({ value: undefined, done: true });
+      },
+      [Symbol.asyncIterator]() {
+        return this;
+      },
+    };
+  }
+
+  // ---- plumbing ------------------------------------------------------------------------
+
+  setState(s, info) {
+    if (this.state === s) return;
+    this.state = s;
+    this.call("onState", s, info);
+  }
+
+  call(name, ...args) {
+    const f = this.opts[name];
+    if (typeof f !== "function") return;
+    try {
+      f(...args);
+    } catch (e) {
+      // A throwing callback must not break delivery; surface it asynchronously.
+      setTimeout(() => {
+        throw e;
+      }, 0);
+    }
+  }
+
+  later(ms, f) {
+    if (this.closed) return;
+    const t = setTimeout(() => {
+      this.timers.delete(t);
+      if (!this.closed) f();
+    }, Math.max(0, ms));
+    this.timers.add(t);
+    return t;
+  }
+
+  clearTimer(t) {
+    if (t) {
+      clearTimeout(t);
+      this.timers.delete(t);
+    }
+  }
+
+  finish(error) {
+    if (this.closed) return;
+    this.closed = true;
+    this.error = error;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    this.stream?.abort();
+    this.stream = null;
+    for (const c of this.requests) c.abort();
+    this.requests.clear();
+    this.pending.clear();
+    if (error) this.call("onError", error);
+    this.setState("closed", error ? { error } : undefined);
+    for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
+  }
+
+  async headers(reason, extra) {
+    const h = { ...extra };
+    if (typeof this.opts.getToken === "function") {
+      const token = await this.opts.getToken({ reason });
+      if (token) h.Authorization = `Bearer ${token}`;
+    }
+    return h;
+  }
+
+  idleMs() {
+    return this.opts.idleTimeoutMs ?? this.opts.heartbeatMs * this.opts.idleFactor;
+  }
+
+  backoff() {
+    const cap = Math.min(this.opts.backoffMaxMs, this.opts.backoffMinMs * 2 ** Math.min(this.failures, 30));
+    return Math.random() * cap;
+  }
+
+  // ---- the stream ------------------------------------------------------------------------
+
+  scheduleReconnect(reason, delayMs) {
+    this.stream?.abort();
+    this.stream = null;
+    if (this.closed || this.polling) return;
+    this.setState("connecting");
+    this.later(Math.max(delayMs, this.retryMs), () => this.connect(reason));
+  }
+
+  fail(reason) {
+    const delay = this.backoff();
+    this.failures++;
+    this.scheduleReconnect(reason, delay);
+  }
+
+  async connect(reason) {
+    if (this.closed) return;
+    this.setState("connecting");
+    const ctrl = new AbortController();
+    this.stream = ctrl;
+    this.ending = null;
+    const q = this.topics.map((t) => "topic=" + encodeURIComponent(t)).join("&");
+    let res;
+    try {
+      const extra = { Accept: "text/event-stream" };
+      if (this.last !== null) extra["Last-Event-ID"] = this.last;
+      const headers = await this.headers(reason, extra);
+      if (ctrl.signal.aborted) return;
+      // The watchdog also covers a node that accepts but never answers.
+      const idle = this.later(this.idleMs(), () => ctrl.abort());
+      try {
+        res = await this.fetch(`${this.base}/events?${q}`, { headers, signal: ctrl.signal, cache: "no-store" });
+      } finally {
+        this.clearTimer(idle);
+      }
+    } catch (e) {
+      if (this.stream === ctrl) this.fail("reconnect");
+      return;
+    }
+    if (this.stream !== ctrl) return;
+    if (res.status === 401) {
+      res.body?.cancel().catch(() => {});
+      // A fresh token at once the first time; then back off like any failure.
+      if (this.failures === 0) {
+        this.failures++;
+        this.later(this.retryMs, () => this.connect("unauthorized"));
+      } else this.fail("unauthorized");
+      return;
+    }
+    if (res.status === 403) {
+      const text = await res.text().catch(() => "");
+      this.finish(new SseEdgeError(`403 Forbidden: ${text.trim()}`, 403));
+      return;
+    }
+    if (res.status !== 200 || !res.body) {
+      res.body?.cancel().catch(() => {});
+      this.fail("reconnect");
+      return;
+    }
+    this.read(res.body, ctrl);
+  }
+
+  async read(body, ctrl) {
+    const reader = body.getReader();
+    const parser = new EventStreamParser(
+      (f) => this.onFrame(f, ctrl),
+      (ms) => {
+        this.retryMs = ms;
+      },
+    );
+    let watchdog = null;
+    const idleMs = this.idleMs();
+    const arm = () => {
+      this.clearTimer(watchdog);
+      watchdog = this.later(idleMs, () => {
+        if (this.stream === ctrl) this.fail("reconnect");
+      });
+    };
+    arm();
+    let gotBytes = false;
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (done || this.stream !== ctrl) break;
+        arm();
+        if (!gotBytes) {
+          gotBytes = true;
+          this.failures = 0;
+          this.setState("live");
+        }
+        parser.push(value);
+        if (this.stream !== ctrl) break;
+      }
+    } catch {
+      // cut: handled below
+    } finally {
+      this.clearTimer(watchdog);
+      parser.end();
+      reader.cancel().catch(() => {});
+    }
+    if (this.stream === ctrl) {
+      const ending = this.ending;
+      this.ending = null;
+      // Announced by the node, or else a cut.
+      if (ending) this.scheduleReconnect(ending, 0);
+      else this.fail("reconnect");
+    }
+  }
+
+  onFrame(f, ctrl) {
+    if (this.stream !== ctrl || this.closed) return;
+    if (f.id === null && NOTICES.has(f.event)) {
+      this.onNotice(f);
+      return;
+    }
+    if (f.id === null || !isId(f.id)) return;
+    this.accept({
+      id: f.id,
+      topic: f.topic,
+      event: f.event,
+      data: f.data,
+      class: f.class,
+      key: f.key ?? undefined,
+    });
+  }
+
+  onNotice(f) {
+    let body = {};
+    try {
+      // Ids stay exact: quoted before parsing (the node writes them as JSON numbers).
+      body = JSON.parse(f.data.replace(/"(from|to)":(\d+)/g, '"$1":"$2"'));
+    } catch {
+      // a notice without JSON: no fields
+    }
+    switch (f.event) {
+      case "gap":
+        if (isId(String(body.from)) && isId(String(body.to))) this.gap(String(body.from), String(body.to));
+        break;
+      // The node closes the stream after these (after sending what is queued): read to the
+      // end, then reconnect after its `retry:`, without counting a failure.
+      case "server-shutdown":
+        this.ending = "reconnect";
+        break;
+      case "token-expired":
+        this.ending = "expired";
+        break;
+      case "system.overloaded":
+        this.startPolling();
+        break;
+      case "system.recovered":
+        this.overloadBackoff = this.opts.overloadBackoffMinMs;
+        break;
+      default:
+        break;
+    }
+  }
+
+  // ---- delivery ------------------------------------------------------------------------
+
+  noteLatest(e) {
+    if (e.class === "latest" && e.key !== undefined) {
+      const k = e.topic + "\u0000" + e.key;
+      const cur = this.latestState.get(k);
+      if (!cur || big(cur.id) < big(e.id)) this.latestState.set(k, e);
+    }
+  }
+
+  accept(e) {
+    this.noteLatest(e);
+    if (this.fills > 0 || this.polling) {
+      if (this.last === null || big(e.id) > big(this.last)) this.pending.set(e.id, e);
+      return;
+    }
+    this.deliver(e);
+  }
+
+  deliver(e) {
+    if (this.last !== null && big(e.id) <= big(this.last)) return;
+    this.last = e.id;
+    this.call("onEvent", e);
+    if (this.iterating) {
+      const w = this.waiters.shift();
+      if (w) w({ value: e, done: false });
+      else this.queue.push(e);
+    }
+  }
+
+  /** Delivers the held-back events with ids up to `upTo` (all when null), in id order. */
+  flush(upTo) {
+    const ids = [...this.pending.keys()].map(big).sort((a, b) => (a < b ? -1 : a > b ? 1 : 0));
+    for (const id of ids) {
+      if (upTo !== null && id > upTo) break;
+      const s = id.toString();
+      const e = this.pending.get(s);
+      this.pending.delete(s);
+      if (!this.closed) this.deliver(e);
+    }
+  }
+
+  lost(topic, from, to) {
+    this.call("onLost", { topic, from, to });
+  }
+
+  // ---- gaps ------------------------------------------------------------------------------
+
+  gap(from, to) {
+    if (this.last !== null && big(to) <= big(this.last)) return;
+    const after = (big(from) - 1n).toString();
+    for (const topic of this.topics) {
+      this.fills++;
+      this.fill(topic, after, big(from), big(to), 0);
+    }
+  }
+
+  async fill(topic, after, from, to, attempt) {
+    const done = () => {
+      this.fills--;
+      if (this.fills === 0 && !this.polling) this.flush(null);
+    };
+    for (;;) {
+      if (this.closed) return;
+      let page;
+      try {
+        page = await this.poll(topic, after, attempt > 0 ? "unauthorized" : "poll");
+      } catch (e) {
+        if (this.closed) return;
+        if (e instanceof SseEdgeError && e.status === 403) {
+          this.finish(e);
+          return;
+        }
+        const delay = Math.max(this.retryMs, Math.random() * this.opts.backoffMinMs * 2 ** Math.min(attempt, 6));
+        this.later(delay, () => this.fill(topic, after, from, to, attempt + 1));
+        return;
+      }
+      attempt = 0;
+      if (page.gap) {
+        const gf = page.gap[0] > from ? page.gap[0] : from;
+        const gt = page.gap[1] < to ? page.gap[1] : to;
+        if (gf <= gt) this.lost(topic, gf.toString(), gt.toString());
+      }
+      let passed = false;
+      for (const e of page.events) {
+        const id = big(e.id);
+        if (id > to) {
+          passed = true;
+          break;
+        }
+        if (e.class === "droppable") continue;
+        this.noteLatest(e);
+        if (this.last === null || id > big(this.last)) {
+          if (!this.pending.has(e.id)) this.pending.set(e.id, e);
+        }
+      }
+      // Paging always moves forward (polling invariant 4); never loop on a node that does not.
+      if (passed || page.next === null || big(page.next) <= big(after)) {
+        done();
+        return;
+      }
+      after = page.next;
+      if (big(after) >= to) {
+        done();
+        return;
+      }
+    }
+  }
+
+  /** One `GET /topics/{t}/events?after=` page: events, the lost range, the next cursor. */
+  async poll(topic, after, reason) {
+    const ctrl = new AbortController();
+    this.requests.add(ctrl);
+    try {
+      const headers = await this.headers(reason, { Accept: "application/json" });
+      const url = `${this.base}/topics/${encodeURIComponent(topic)}/events?after=${after}&limit=${this.opts.pollLimit}`;
+      const res = await this.fetch(url, { headers, signal: ctrl.signal, cache: "no-store" });
+      const text = await res.text();
+      if (res.status === 404) return { events: [], gap: null, next: null };
+      if (res.status !== 200) throw new SseEdgeError(`poll ${topic}: ${res.status} ${text.trim()}`, res.status);
+      const gf = res.headers.get("x-gap-from");
+      const gt = res.headers.get("x-gap-to");
+      const next = res.headers.get("x-next-after");
+      const events = parseEvents(text).map((e) => ({
+        id: String(e.id),
+        topic: e.topic ?? topic,
+        event: e.event ?? "message",
+        data: e.data,
+        class: e.class ?? "reliable",
+        key: e.key ?? undefined,
+      }));
+      return {
+        events,
+        gap: isId(gf) && isId(gt) ? [big(gf), big(gt)] : null,
+        next: isId(next) ? next : null,
+      };
+    } finally {
+      this.requests.delete(ctrl);
+    }
+  }
+
+  // ---- overload: polling -------------------------------------------------------------------
+
+  startPolling() {
+    if (this.polling || this.closed) return;
+    this.stream?.abort();
+    this.stream = null;
+    const backoff = this.overloadBackoff;
+    this.overloadBackoff = Math.min(this.opts.overloadBackoffMaxMs, backoff * 2);
+    this.polling = {
+      cursors: new Map(),
+      horizon: null,
+      until: Date.now() + backoff / 2 + Math.random() * (backoff / 2),
+    };
+    this.setState("polling");
+    this.later(Math.random() * this.opts.pollIntervalMs, () => this.pollRound());
+  }
+
+  async cursorFor(topic) {
+    const c = this.polling.cursors.get(topic);
+    if (c !== undefined) return c;
+    if (this.last !== null) return this.last;
+    // Never delivered anything: start at the topic's newest retained event.
+    const ctrl = new AbortController();
+    this.requests.add(ctrl);
+    try {
+      const headers = await this.headers("poll", { Accept: "application/json" });
+      const url = `${this.base}/topics/${encodeURIComponent(topic)}/latest`;
+      const res = await this.fetch(url, { headers, signal: ctrl.signal, cache: "no-store" });
+      const text = await res.text();
+      if (res.status === 403) throw new SseEdgeError(`poll ${topic}: 403 ${text.trim()}`, 403);
+      return res.status === 200 ? String(parseEvents(text).id) : "0";
+    } finally {
+      this.requests.delete(ctrl);
+    }
+  }
+
+  async pollRound() {
+    const p = this.polling;
+    if (!p || this.closed) return;
+    let seen = null;
+    try {
+      for (const topic of this.topics) {
+        let after = await this.cursorFor(topic);
+        for (;;) {
+          const asked = after;
+          const page = await this.poll(topic, asked, "poll");
+          if (this.polling !== p) return;
+          if (page.gap) {
+            const floor = big(after) + 1n;
+            const gf = page.gap[0] > floor ? page.gap[0] : floor;
+            if (gf <= page.gap[1]) this.lost(topic, gf.toString(), page.gap[1].toString());
+          }
+          for (const e of page.events) {
+            const id = big(e.id);
+            if (seen === null || id > seen) seen = id;
+            this.noteLatest(e);
+            if (this.last === null || id > big(this.last)) this.pending.set(e.id, e);
+            after = e.id;
+          }
+          if (page.next === null || big(page.next) <= big(asked)) break;
+          after = page.next;
+        }
+        p.cursors.set(topic, after);
+      }
+    } catch (e) {
+      if (this.closed || this.polling !== p) return;
+      if (e instanceof SseEdgeError && e.status === 403) {
+        this.finish(e);
+        return;
+      }
+    }
+    // Deliver only up to what the previous round had seen: by then every loop held it.
+    if (p.horizon !== null) this.flush(p.horizon);
+    if (seen !== null && (p.horizon === null || seen > p.horizon)) p.horizon = seen;
+    if (Date.now() >= p.until) {
+      this.stopPolling();
+      return;
+    }
+    const jitter = this.opts.pollIntervalMs * (0.5 + Math.random() / 2);
+    this.later(jitter, () => this.pollRound());
+  }
+
+  stopPolling() {
+    this.polling = null;
+    // The stream replays from `lastEventId` what was polled but not yet delivered.
+    this.pending.clear();
+    this.connect("reconnect");
+  }
+}
