@@ -412,18 +412,21 @@ fn a_stream_closed_while_waiting_for_the_bus_gives_back_its_slot() {
     // The reader and the publisher keep their connections; the resume thread's first one
     // (made now) is accepted and never answered, so its scan waits out the socket timeout.
     proxy.switch_to(None);
-    for _ in 0..2 {
-        let mut c = Client::connect(node.addr);
-        c.send(
-            format!("GET /events?topic=s HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {}\r\n\r\n", ids[0])
-                .as_bytes(),
-        );
-        // The stream waits for the bus; the client hangs up meanwhile.
-        drop(c);
-    }
+    let waiting: Vec<Client> = (0..2)
+        .map(|_| {
+            let mut c = Client::connect(node.addr);
+            c.send(
+                format!("GET /events?topic=s HTTP/1.1\r\nHost: t\r\nLast-Event-ID: {}\r\n\r\n", ids[0])
+                    .as_bytes(),
+            );
+            c
+        })
+        .collect();
     node.wait_stats("both resumes waiting for the bus", |s| s.connections == 2);
     let full = SseClient::try_open(Client::connect(node.addr), "/events?topic=s", "").expect("answer");
     assert_eq!(full.err().map(|r| r.status), Some(503), "both slots are held by the waiting resumes");
+    // Both clients hang up while their streams wait for the bus.
+    drop(waiting);
     proxy.switch_to(Some(redis.socket()));
     node.wait_stats("hung-up resumes closed", |s| s.connections == 0);
     let mut a = SseClient::connect(node.addr, "/events?topic=s");
