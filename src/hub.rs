@@ -16,16 +16,14 @@
 //! 4. Ids start at the wall clock in microseconds, so a restarted node never reissues an id
 //!    a client already saw and resumes from.
 //! 6. A loop's lag is how long the oldest event it has not taken from its channel has
-//!    waited (`Link::pending_since`: set by the sender when the channel had none waiting,
-//!    moved by the loop after each drain to the newest event it took, cleared when it
-//!    emptied the channel). While some loop's lag is over `--max-delivery-lag-ms`, there is
+//!    waited ([`lag::Lag`]). While some loop's lag is over `--max-delivery-lag-ms`, there is
 //!    no room (invariant 3 applies: publishers wait or get `Full`), so a node that cannot
 //!    keep up slows its publishers by the time events wait, not only by how many do.
 //! 5. The newest `latest` value wins: under the lock each stamped `latest` value is claimed
 //!    from the throttle ([`Throttle::claim`]); one older than a value of its key already
 //!    sequenced gets no id ([`SUPERSEDED`]), however long it waited for room.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -36,6 +34,9 @@ use mio::Waker;
 use crate::publish::{Class, Prepared};
 use crate::sse;
 use crate::throttle::Throttle;
+
+mod lag;
+use lag::Lag;
 
 /// One sequenced event, shared by every loop (one allocation per event, not per loop).
 #[derive(Debug)]
@@ -113,9 +114,8 @@ impl Delivery {
 struct Link {
     tx: Sender<LoopMsg>,
     waker: Arc<Waker>,
-    /// When the oldest event the loop has not taken yet was sent (µs since the hub's
-    /// epoch), 0 when none waits (invariant 6).
-    pending_since: Arc<AtomicU64>,
+    /// How long the oldest event the loop has not taken has waited (invariant 6).
+    lag: Lag,
     /// Set by a publisher that woke the loop; cleared by the loop before it drains, so a
     /// burst of publishes costs one wake-up syscall, not one per event.
     wake_pending: Arc<AtomicBool>,
@@ -125,8 +125,7 @@ struct Link {
 pub(crate) struct Inbox {
     pub rx: Receiver<LoopMsg>,
     pub wake_pending: Arc<AtomicBool>,
-    pending_since: Arc<AtomicU64>,
-    epoch: Instant,
+    lag: Lag,
 }
 
 impl Inbox {
@@ -135,29 +134,10 @@ impl Inbox {
         self.wake_pending.store(false, Ordering::SeqCst);
     }
 
-    /// Call after draining, with when the newest event taken was accepted: what waits
-    /// now was accepted no earlier than that (the channel is FIFO), so the loop's lag is
-    /// measured from it, or is none when the channel is empty (invariant 6).
+    /// Call after draining, with when the newest event taken was accepted (invariant 6).
     pub fn taken_up_to(&self, newest_taken: Option<Instant>) {
-        if self.rx.is_empty() {
-            self.pending_since.store(0, Ordering::Release);
-        } else if let Some(at) = newest_taken {
-            self.pending_since.store(micros_since(self.epoch, at), Ordering::Release);
-        }
+        self.lag.taken(self.rx.is_empty(), newest_taken);
     }
-}
-
-/// How long the oldest event `link`'s loop has not taken has waited, at `now` (µs).
-fn link_lag(link: &Link, now: u64) -> Duration {
-    match link.pending_since.load(Ordering::Acquire) {
-        0 => Duration::ZERO,
-        since => Duration::from_micros(now.saturating_sub(since)),
-    }
-}
-
-/// `at` in µs since `epoch`, at least 1 (0 means "nothing pending").
-fn micros_since(epoch: Instant, at: Instant) -> u64 {
-    (at.saturating_duration_since(epoch).as_micros() as u64).max(1)
 }
 
 /// Publishing failed.
@@ -228,8 +208,6 @@ pub struct Hub {
     bus_sequenced: bool,
     /// `--max-delivery-lag-ms` (zero: none).
     lag_budget: Duration,
-    /// The origin of [`Link::pending_since`].
-    epoch: Instant,
 }
 
 impl Hub {
@@ -246,14 +224,9 @@ impl Hub {
         for waker in wakers {
             let (tx, rx) = crossbeam_channel::bounded(capacity);
             let wake_pending = Arc::new(AtomicBool::new(false));
-            let pending_since = Arc::new(AtomicU64::new(0));
-            links.push(Link {
-                tx,
-                waker,
-                wake_pending: wake_pending.clone(),
-                pending_since: pending_since.clone(),
-            });
-            inboxes.push(Inbox { rx, wake_pending, pending_since, epoch });
+            let lag = Lag::new(epoch);
+            links.push(Link { tx, waker, wake_pending: wake_pending.clone(), lag: lag.clone() });
+            inboxes.push(Inbox { rx, wake_pending, lag });
         }
         let first = SystemTime::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_micros() as u64).max(1);
         let hub = Hub {
@@ -269,7 +242,6 @@ impl Hub {
             log_sample_every,
             bus_sequenced: false,
             lag_budget: Duration::ZERO,
-            epoch,
         };
         (hub, inboxes)
     }
@@ -282,8 +254,8 @@ impl Hub {
 
     /// How long the oldest event each loop has not taken yet has waited (invariant 6).
     pub fn lags(&self) -> Vec<Duration> {
-        let now = micros_since(self.epoch, Instant::now());
-        self.links.iter().map(|l| link_lag(l, now)).collect()
+        let now = Instant::now();
+        self.links.iter().map(|l| l.lag.at(now)).collect()
     }
 
     /// The budget, for the saturation gauge (zero: none).
@@ -296,8 +268,8 @@ impl Hub {
         if self.lag_budget.is_zero() {
             return false;
         }
-        let now = micros_since(self.epoch, Instant::now());
-        self.links.iter().any(|l| link_lag(l, now) > self.lag_budget)
+        let now = Instant::now();
+        self.links.iter().any(|l| l.lag.at(now) > self.lag_budget)
     }
 
     /// Room in every channel for the next events: the fullest channel's room, none while
@@ -307,12 +279,6 @@ impl Hub {
             return 0;
         }
         self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0)
-    }
-
-    /// Marks `link` as holding an event sent now, unless an older one waits already.
-    fn note_sent(&self, link: &Link, now: Instant) {
-        let at = micros_since(self.epoch, now);
-        let _ = link.pending_since.compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
     }
 
     /// The id the next event will get (every issued id is below it).
@@ -350,7 +316,7 @@ impl Hub {
                 for link in &self.links {
                     // Room was measured under this lock (invariant 2).
                     let _ = link.tx.try_send(item.message());
-                    self.note_sent(link, now);
+                    link.lag.sent(now);
                 }
                 seq.next_id = seq.next_id.max(item.newest_id() + 1);
             }
@@ -492,7 +458,7 @@ impl Hub {
                 // Invariant 2: room was measured under this lock; this cannot fail
                 // unless the loop has exited, when dropping the event is right.
                 let _ = link.tx.try_send(LoopMsg::Event(event.clone()));
-                self.note_sent(link, now);
+                link.lag.sent(now);
             }
             ids.push(id);
         }
@@ -613,103 +579,4 @@ impl Hub {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::publish::{prepare, Message};
-
-    /// A hub over `loops` channels; one poll per waker, as mio allows one waker per poll.
-    fn hub(loops: usize, capacity: usize) -> (Hub, Vec<Inbox>, Vec<mio::Poll>) {
-        throttled_hub(loops, capacity, Duration::ZERO)
-    }
-
-    fn throttled_hub(loops: usize, capacity: usize, latest: Duration) -> (Hub, Vec<Inbox>, Vec<mio::Poll>) {
-        let polls: Vec<_> = (0..loops).map(|_| mio::Poll::new().unwrap()).collect();
-        let wakers =
-            polls.iter().map(|p| Arc::new(Waker::new(p.registry(), mio::Token(0)).unwrap())).collect();
-        let (hub, inboxes) = Hub::new(wakers, capacity, latest, 0);
-        (hub, inboxes, polls)
-    }
-
-    /// Data of the events waiting in `inbox`, in channel order.
-    fn drained(inbox: &Inbox) -> Vec<String> {
-        inbox
-            .rx
-            .try_iter()
-            .filter_map(|m| match m {
-                LoopMsg::Event(e) => Some(crate::sse::decode_frame(&e.frame).1),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// Invariant 5: the trailing edge's value waits for room longer than a window while a
-    /// newer value passes the throttle; the newer one is sequenced first, and the older one
-    /// must then never be (it would win conflation, replay and `/latest`).
-    #[test]
-    fn an_older_latest_value_never_follows_a_newer_one() {
-        const WINDOW: Duration = Duration::from_millis(20);
-        let (hub, inboxes, _poll) = throttled_hub(1, 2, WINDOW);
-        let latest = |v: &str| prepare(&Message::new("p", v).latest("job"), 1000).unwrap();
-        let (send, _) = hub.admit(vec![latest("v0")]);
-        assert_eq!(hub.try_publish(&send, None).unwrap().len(), 1, "the first value passes");
-        let (send, held) = hub.admit(vec![latest("v1")]);
-        assert!(send.is_empty() && held == [true], "inside the window: held");
-        let filler = prepare(&Message::new("other", "x"), 1000).unwrap();
-        assert_eq!(hub.try_publish(&[filler], None).unwrap().len(), 1);
-        assert_eq!(hub.try_publish(&[latest("full")], None).unwrap().len(), 0, "the hub is full");
-
-        // The flusher takes v1 at the window's end, but finds no room ...
-        let (due, _) = hub.throttle.next_due();
-        assert_eq!(due.len(), 1);
-        assert_eq!(hub.try_publish(&due, None).unwrap().len(), 0);
-        // ... for longer than the next window, so v2 passes straight through and gets room.
-        std::thread::sleep(WINDOW * 2);
-        let (v2, _) = hub.admit(vec![latest("v2")]);
-        assert_eq!(v2.len(), 1, "the window ended: v2 passes");
-        assert_eq!(drained(&inboxes[0]), ["v0", "x"]);
-        let v2_id = hub.try_publish(&v2, None).unwrap();
-        assert!(v2_id.len() == 1 && v2_id[0] != SUPERSEDED);
-        // The flusher's retry of v1 now finds room: v1 must not be sequenced after v2.
-        assert_eq!(hub.try_publish(&due, None).unwrap(), [SUPERSEDED]);
-        assert_eq!(drained(&inboxes[0]), ["v2"], "the newest value is the last one sequenced");
-        assert_eq!(hub.throttle.replaced(), 1, "the superseded value is counted");
-        hub.close();
-    }
-
-    #[test]
-    fn ids_increase_and_every_loop_gets_every_event_in_order() {
-        let (hub, inboxes, _poll) = hub(2, 100);
-        let events: Vec<_> =
-            (0..10).map(|i| prepare(&Message::new("t", i.to_string()), 1000).unwrap()).collect();
-        let ids = hub.try_publish(&events, None).unwrap();
-        assert_eq!(ids.len(), 10);
-        assert!(ids.windows(2).all(|w| w[1] == w[0] + 1));
-        for inbox in &inboxes {
-            let got: Vec<u64> = inbox
-                .rx
-                .try_iter()
-                .filter_map(|m| match m {
-                    LoopMsg::Event(e) => Some(e.id),
-                    _ => None,
-                })
-                .collect();
-            assert_eq!(got, ids);
-        }
-    }
-
-    #[test]
-    fn a_full_loop_limits_what_is_accepted() {
-        let (hub, inboxes, _poll) = hub(2, 3);
-        let events: Vec<_> =
-            (0..5).map(|i| prepare(&Message::new("t", i.to_string()), 1000).unwrap()).collect();
-        assert_eq!(hub.try_publish(&events, None).unwrap().len(), 3);
-        assert_eq!(hub.try_publish(&events, None).unwrap().len(), 0);
-        inboxes[1].rx.try_recv().unwrap();
-        // Loop 0 is still full: nothing fits anywhere.
-        assert_eq!(hub.try_publish(&events, None).unwrap().len(), 0);
-        inboxes[0].rx.try_recv().unwrap();
-        assert_eq!(hub.try_publish(&events, None).unwrap().len(), 1);
-        hub.close();
-        assert_eq!(hub.try_publish(&events, None), Err(PublishError::Closed));
-    }
-}
+mod tests;
