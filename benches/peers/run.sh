@@ -26,6 +26,12 @@
 #   M4 slow:        10,000 streams, 20% never read, 200 events/s of 1 KiB for 30 s
 #   M4b slow, lighter: M4 at 20 events/s, a tenth (M4 asks 1.6 GB/s of deliveries from one
 #                   core and one load-generator core, an overload for every peer here)
+#   M5 overload:    10,000 streams, 100 B events ramped 50 → 1,600 events/s, 10 s a step, every
+#                   step run whatever the last gave (issue 15: past the knee); the publisher
+#                   keeps at most 8 requests in flight per connection (--max-inflight), so a
+#                   server that parks publishers is offered less instead of a growing queue.
+#                   sse-edge's /metrics is sampled every 0.5 s for sse_loop_saturation.
+#                   Not in the default list: `--scenarios M5`, then benches/peers/overload.py.
 #
 # Output: DIR/<quick|full>/<peer>/<scenario>.{json,md,log,procs} plus meta.json; then
 # benches/peers/report.py writes benches/RESULTS.md and benches/plots/*.svg (a quick run, or a
@@ -90,11 +96,13 @@ if [[ $QUICK == 1 ]]; then
   M2_STREAMS=2000 M2_RATE=50 M2_SECONDS=5
   M3_STREAMS=1000 M3_RATES="500 2000 5000" M3_SECONDS=2
   M4_STREAMS=2000 M4_RATE=200 M4_SECONDS=5 M4B_RATE=20
+  M5_STREAMS=2000 M5_RATES="100 800" M5_SECONDS=3
 else
   M1_STREAMS=10000
   M2_STREAMS=10000 M2_RATE=50 M2_SECONDS=20
   M3_STREAMS=1000 M3_RATES="500 1000 2000 5000 10000 20000" M3_SECONDS=5
   M4_STREAMS=10000 M4_RATE=200 M4_SECONDS=30 M4B_RATE=20
+  M5_STREAMS=10000 M5_RATES="50 100 200 400 800 1600" M5_SECONDS=10
 fi
 
 log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -347,6 +355,32 @@ scenario_m4() {
     --payload-bytes 1024
 }
 
+# saturation_sampler FILE: appends the max sse_loop_saturation of sse-edge's /metrics every 0.5 s
+# until killed (a background job of scenario_m5; bounded by the step's sse-load run).
+saturation_sampler() {
+  while true; do
+    curl -s -m 1 "http://$ADDR/metrics" 2>/dev/null |
+      awk '/^sse_loop_saturation/ { if ($2 > m) m = $2 } END { print m + 0 }' >>"$1" || true
+    sleep 0.5
+  done
+}
+
+scenario_m5() {
+  fresh_peer || return 1
+  local r sampler
+  for r in $M5_RATES; do
+    : >"$PEER_OUT/M5-$r.saturation"
+    if [[ $PEER == sse-edge ]]; then
+      saturation_sampler "$PEER_OUT/M5-$r.saturation" &
+      sampler=$!
+    fi
+    load "M5-$r" --streams "$M5_STREAMS" --rate "$r" --duration "$M5_SECONDS" --payload-bytes 100 \
+      --max-inflight 8 --drain-seconds 5
+    if [[ -n ${sampler:-} ]]; then kill "$sampler" 2>/dev/null || true; wait "$sampler" 2>/dev/null || true; sampler=; fi
+    if ! wait_stream "$ADDR"; then log "$PEER not answering after M5-$r"; break; fi
+  done
+}
+
 scenario_m4b() {
   fresh_peer || return 1
   load "M4b$REP" --streams "$M4_STREAMS" --slow 0.2 --rate "$M4B_RATE" --duration "$M4_SECONDS" \
@@ -497,6 +531,7 @@ for PEER in "${PEER_LIST[@]}"; do
       M3) scenario_m3 ;;
       M4) scenario_m4 ;;
       M4b) repeat scenario_m4b ;;
+      M5) scenario_m5 ;;
       *) log "unknown scenario $S"; exit 2 ;;
     esac || { log "$PEER $S failed to run"; echo "$S: peer did not start" >>"$PEER_OUT/FAILED"; }
   done

@@ -120,6 +120,11 @@ pub struct PubArgs {
     /// Unsent request bytes allowed per connection before events are skipped.
     #[arg(long, default_value_t = 16 << 20)]
     pub max_backlog_bytes: usize,
+    /// Requests sent and not yet answered allowed per connection before events are skipped
+    /// (counted `not_sent_inflight`); 0: no bound (open loop). A bound makes the publisher feel
+    /// a server that parks publishers: it offers less instead of queueing requests.
+    #[arg(long, default_value_t = 0)]
+    pub max_inflight: usize,
 }
 
 /// Reports and server sampling.
@@ -328,6 +333,7 @@ impl PubArgs {
             connections: self.connections,
             response_timeout: Duration::from_millis(self.response_timeout_ms),
             max_backlog_bytes: self.max_backlog_bytes,
+            max_inflight: self.max_inflight,
         })
     }
 

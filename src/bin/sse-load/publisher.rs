@@ -10,7 +10,8 @@
 //!   lane's seqs are consecutive in send order, and one connection's requests are handled in
 //!   order, so every subscriber should see each lane's seqs increase.
 //! - Bounded: a connection's unsent bytes are capped (`max_backlog_bytes`; past it an event is
-//!   counted `not_sent_backlog`), a down connection is retried at most once a second, and the run
+//!   counted `not_sent_backlog`; with `max_inflight`, so are its unanswered requests, past it
+//!   `not_sent_inflight`), a down connection is retried at most once a second, and the run
 //!   ends `response_timeout` after the last send at the latest, or when `stop` is set.
 
 use std::collections::VecDeque;
@@ -57,6 +58,8 @@ pub struct PubPlan {
     pub response_timeout: Duration,
     /// Unsent bytes allowed per connection.
     pub max_backlog_bytes: usize,
+    /// Unanswered requests per connection before events are skipped (0: no bound).
+    pub max_inflight: usize,
 }
 
 /// Counters for progress reports.
@@ -142,6 +145,8 @@ pub fn run(plan: &PubPlan, live: &PubLive, stop: &AtomicBool) -> PubResult {
                     res.not_sent_conn_down += 1;
                 } else if c.out.len() - c.out_off > plan.max_backlog_bytes {
                     res.not_sent_backlog += 1;
+                } else if plan.max_inflight > 0 && c.inflight.len() >= plan.max_inflight {
+                    res.not_sent_inflight += 1;
                 } else {
                     body.clear();
                     let stamp = Stamp { lane: lane as u32, seq: c.next_seq, ts_us: payload::now_us() };
@@ -370,6 +375,7 @@ mod tests {
             connections: 2,
             response_timeout: Duration::from_secs(2),
             max_backlog_bytes: 1 << 20,
+            max_inflight: 0,
         }
     }
 

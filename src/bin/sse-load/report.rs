@@ -264,8 +264,11 @@ impl Report {
                 format!("{:.1} / {:.1} / {:.1} per s", p.target_rate, p.send_rate, p.accept_rate),
             );
             row(
-                "not sent (backlog / connection down) / unanswered",
-                format!("{} / {} / {}", r.not_sent_backlog, r.not_sent_conn_down, r.unanswered),
+                "not sent (backlog / in flight / connection down) / unanswered",
+                format!(
+                    "{} / {} / {} / {}",
+                    r.not_sent_backlog, r.not_sent_inflight, r.not_sent_conn_down, r.unanswered
+                ),
             );
             if r.accepted_by_target.len() > 1 {
                 row("accepted per server address", format!("{:?}", r.accepted_by_target));

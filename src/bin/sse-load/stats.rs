@@ -291,6 +291,8 @@ pub struct PubResult {
     pub accepted_by_target: Vec<u64>,
     /// Requests not sent because their connection's unsent backlog was full.
     pub not_sent_backlog: u64,
+    /// Requests not sent because their connection had `--max-inflight` unanswered.
+    pub not_sent_inflight: u64,
     /// Requests not sent because their connection was down.
     pub not_sent_conn_down: u64,
     /// Requests sent that got no answer (connection closed, or the response timeout passed).
