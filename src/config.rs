@@ -150,8 +150,10 @@ pub struct Config {
           value_parser = parse_positive_usize)]
     pub hub_queue_events: usize,
 
-    /// Delivery-lag budget, in ms: when the oldest event a loop has not yet taken from its
-    /// channel is older than this, publishers wait exactly as on a full channel (HTTP
+    /// Delivery-lag budget, in ms: when a loop is further behind than this (the oldest event
+    /// it has not taken from its channel, or the event that queued the stream its write pass
+    /// has waited longest to write, was accepted longer ago), publishers wait exactly as on a
+    /// full channel (HTTP
     /// publishers are parked, `publish` waits, `try_publish` returns `Full`), so a node that
     /// falls behind slows its publishers instead of queueing seconds of events. The channel
     /// bound (`--hub-queue-events`) stays as the memory ceiling. 0: no budget. The

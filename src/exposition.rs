@@ -270,16 +270,16 @@ pub fn render(s: &Scrape) -> String {
         l.hub_queue.to_string()
     });
     o.per_loop(
-        "sse_hub_lag_seconds",
+        "sse_loop_behind_seconds",
         "gauge",
-        "How long the oldest event the loop has not taken from its hub channel has waited.",
+        "How far behind the loop is: the longer of how long the oldest event it has not taken from its hub channel has waited and how late its write pass is.",
         l,
         |l| l.hub_lag_seconds.to_string(),
     );
     o.per_loop(
         "sse_loop_saturation",
         "gauge",
-        "The loop's hub lag divided by --max-delivery-lag-ms: at 1 publishers wait (0 without a budget).",
+        "sse_loop_behind_seconds divided by --max-delivery-lag-ms: at 1 publishers wait (0 without a budget).",
         l,
         |l| l.saturation.to_string(),
     );

@@ -15,8 +15,8 @@
 //!    (`room.rs`), with a bounded fallback, so nobody retries on a timer.
 //! 4. Ids start at the wall clock in microseconds, so a restarted node never reissues an id
 //!    a client already saw and resumes from.
-//! 6. A loop's lag is how long the oldest event it has not taken from its channel has
-//!    waited ([`lag::Lag`]). While some loop's lag is over `--max-delivery-lag-ms`, there is
+//! 6. A loop's lag is the longer of how long the oldest event it has not taken from its
+//!    channel has waited and how late its writing is ([`lag::Lag`]). While some loop's lag is over `--max-delivery-lag-ms`, there is
 //!    no room (invariant 3 applies: publishers wait or get `Full`), so a node that cannot
 //!    keep up slows its publishers by the time events wait, not only by how many do.
 //! 5. The newest `latest` value wins: under the lock each stamped `latest` value is claimed
@@ -137,6 +137,12 @@ impl Inbox {
     /// Call after draining, with when the newest event taken was accepted (invariant 6).
     pub fn taken_up_to(&self, newest_taken: Option<Instant>) {
         self.lag.taken(self.rx.is_empty(), newest_taken);
+    }
+
+    /// Call after each write slice, with when the event that queued the stream waiting
+    /// longest to be written was accepted (invariant 6).
+    pub fn writing_since(&self, oldest: Option<Instant>) {
+        self.lag.writing_since(oldest);
     }
 }
 

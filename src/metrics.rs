@@ -273,7 +273,7 @@ pub struct Stats {
     pub overloaded: bool,
     /// Events waiting in each loop's hub channel.
     pub hub_queue_lengths: Vec<usize>,
-    /// How long the oldest of them has waited, per loop (`sse_hub_lag_seconds`).
+    /// How long the oldest of them has waited, per loop (`sse_loop_behind_seconds`).
     pub hub_lags: Vec<std::time::Duration>,
     /// Open streams on each loop (how evenly the kernel spreads connections).
     pub loop_streams: Vec<u64>,

@@ -35,7 +35,7 @@ const METRICS: &[&str] = &[
     "sse_hub_queue_events",
     "sse_hub_queue_capacity",
     "sse_hub_intake_pauses_total",
-    "sse_hub_lag_seconds",
+    "sse_loop_behind_seconds",
     "sse_loop_saturation",
     "sse_delivery_lag_seconds",
     "sse_loop_iteration_seconds",

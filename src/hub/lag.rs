@@ -2,6 +2,9 @@
 //! has waited (invariant 6 of [`crate::hub`]).
 //!
 //! Invariants:
+//! 2. `writing` holds when the event that queued the loop's longest-waiting stream for its
+//!    write pass was accepted (set by the loop after each pass slice): the lag is the longer of
+//!    the two waits, so a loop that takes events promptly but writes them late is behind too.
 //! 1. `since` holds when the oldest untaken event was sent, in µs since the hub's epoch, or
 //!    0 when none waits. The sender sets it only when it was 0 (an older event may wait);
 //!    the loop, after each drain, moves it to the newest event it took (what still waits was
@@ -17,13 +20,16 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Clone)]
 pub(crate) struct Lag {
     since: Arc<AtomicU64>,
+    /// When the event that queued the loop's longest-waiting stream was accepted (same units,
+    /// 0: none): how late its writing is (invariant 2).
+    writing: Arc<AtomicU64>,
     epoch: Instant,
 }
 
 impl Lag {
     /// Nothing waiting; times count from `epoch` (the same for every channel).
     pub(crate) fn new(epoch: Instant) -> Lag {
-        Lag { since: Arc::new(AtomicU64::new(0)), epoch }
+        Lag { since: Arc::new(AtomicU64::new(0)), writing: Arc::new(AtomicU64::new(0)), epoch }
     }
 
     fn micros(&self, at: Instant) -> u64 {
@@ -46,12 +52,22 @@ impl Lag {
         }
     }
 
-    /// How long the oldest untaken event has waited at `now`.
+    /// The loop's writing is late since `oldest` (the event that queued the stream it has
+    /// waited longest to write was accepted then), or is not late (`None`).
+    pub(crate) fn writing_since(&self, oldest: Option<Instant>) {
+        self.writing.store(oldest.map_or(0, |at| self.micros(at)), Ordering::Release);
+    }
+
+    /// The loop's lag at `now`: the longer of how long the oldest untaken event has waited and
+    /// how late its writing is.
     pub(crate) fn at(&self, now: Instant) -> Duration {
-        match self.since.load(Ordering::Acquire) {
-            0 => Duration::ZERO,
-            since => Duration::from_micros(self.micros(now).saturating_sub(since)),
-        }
+        let now = self.micros(now);
+        let age = |since: u64| match since {
+            0 => 0,
+            since => now.saturating_sub(since),
+        };
+        let oldest = age(self.since.load(Ordering::Acquire)).max(age(self.writing.load(Ordering::Acquire)));
+        Duration::from_micros(oldest)
     }
 }
 
@@ -74,5 +90,10 @@ mod tests {
         assert_eq!(lag.at(t(500)), Duration::ZERO, "emptied");
         lag.sent(t(600));
         assert_eq!(lag.at(t(650)), Duration::from_millis(50));
+        lag.taken(true, None);
+        lag.writing_since(Some(t(700)));
+        assert_eq!(lag.at(t(900)), Duration::from_millis(200), "late writing counts too");
+        lag.writing_since(None);
+        assert_eq!(lag.at(t(900)), Duration::ZERO);
     }
 }

@@ -32,6 +32,10 @@
 //!    that subscribes later can replay it.
 //! 7. A loss the bus reader reports ([`Lost`]) reaches each affected stream as one gap notice
 //!    queued after its older frames, in the event order, and the history forgets the range.
+//! 8. How late the loop's writing is (the event that queued the stream waiting longest was
+//!    accepted how long ago) counts in the loop's lag with the hub channel's wait
+//!    ([`crate::hub`] invariant 6): a loop whose outboxes wait past `--max-delivery-lag-ms`
+//!    for their pass slows publishers even while it keeps its channel empty.
 //! 4. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
 //!    WRITABLE edge, and the drop-oldest outbox bounds what waits.
 
@@ -63,16 +67,32 @@ const FANOUT_BUDGET: usize = 65_536;
 #[derive(Default)]
 pub(super) struct FlushQueue {
     answers: VecDeque<usize>,
-    streams: VecDeque<usize>,
+    /// Streams in the order they were queued, each with when the event that queued it was
+    /// accepted (none for heartbeats and notices): the front's is how late the loop's writing
+    /// is (invariant 8).
+    streams: VecDeque<(usize, Option<Instant>)>,
 }
 
 impl FlushQueue {
-    /// Queues a stream behind everything already waiting (fan-out, heartbeats, notices).
+    /// Queues a stream behind everything already waiting (heartbeats, notices).
     pub(super) fn push_stream(&mut self, key: usize, conn: &mut Conn) {
         if !conn.dirty {
             conn.dirty = true;
-            self.streams.push_back(key);
+            self.streams.push_back((key, None));
         }
+    }
+
+    /// Queues a stream for an event accepted at `accepted_at` (fan-out).
+    fn push_delivery(&mut self, key: usize, conn: &mut Conn, accepted_at: Instant) {
+        if !conn.dirty {
+            conn.dirty = true;
+            self.streams.push_back((key, Some(accepted_at)));
+        }
+    }
+
+    /// When the event that queued the longest-waiting stream was accepted.
+    fn oldest_delivery(&self) -> Option<Instant> {
+        self.streams.front().and_then(|&(_, at)| at)
     }
 
     /// Queues an answer to a request (or a new stream's head) ahead of the streams.
@@ -189,7 +209,7 @@ impl Worker {
             tally.behind |=
                 conn.writable && conn.kept_up && conn.outbox.nearly_full(self.bounds, event.frame.len());
             conn.last_queued_ms = self.now_ms;
-            self.dirty.push_stream(key, conn);
+            self.dirty.push_delivery(key, conn, event.accepted_at);
         }
     }
 
@@ -203,13 +223,14 @@ impl Worker {
         }
         let paused = self.write_behind > 0;
         for _ in 0..FLUSH_BUDGET {
-            let Some(key) = self.dirty.streams.pop_front() else { break };
+            let Some((key, _)) = self.dirty.streams.pop_front() else { break };
             self.flush(key);
             self.write_behind = self.write_behind.saturating_sub(1);
         }
         if self.dirty.streams.is_empty() {
             self.write_behind = 0;
         }
+        self.inbox.writing_since(self.dirty.oldest_delivery());
         if paused && self.write_behind == 0 {
             self.drain_more = true;
         }
