@@ -15,6 +15,7 @@
 // 5. After `close()` nothing is called back, no timer is pending and no request is open.
 
 import { EventStreamParser } from "./parser.js";
+import { Share, canShare, shareName } from "./shared.js";
 
 const NOTICES = new Set(["gap", "server-shutdown", "system.overloaded", "system.recovered", "token-expired"]);
 
@@ -87,12 +88,20 @@ class Subscription {
     this.waiters = [];
     this.iterating = false;
     this.requests = new Set(); // AbortControllers of polls and fills
-    this.connect("connect");
+    // Shared between tabs: the stream starts when this tab takes the lock (shared.js).
+    this.share = options.shared && canShare() ? new Share(this, shareName(this.base, this.topics)) : null;
+    if (this.share) this.setState("connecting");
+    else this.connect("connect");
   }
 
   /** The id of the last delivered event: the resume point to persist. */
   get lastEventId() {
     return this.last;
+  }
+
+  /** Shared between tabs: whether this tab holds the lock and runs the stream. */
+  get leader() {
+    return this.share?.leader ?? false;
   }
 
   /** The newest `latest` value of (topic, key), or undefined. */
@@ -127,6 +136,7 @@ class Subscription {
   setState(s, info) {
     if (this.state === s) return;
     this.state = s;
+    this.share?.relayState(s);
     this.call("onState", s, info);
   }
 
@@ -171,6 +181,7 @@ class Subscription {
     for (const c of this.requests) c.abort();
     this.requests.clear();
     this.pending.clear();
+    this.share?.close();
     if (error) this.call("onError", error);
     this.setState("closed", error ? { error } : undefined);
     for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
@@ -373,7 +384,9 @@ class Subscription {
 
   deliver(e) {
     if (this.last !== null && big(e.id) <= big(this.last)) return;
+    const prev = this.last;
     this.last = e.id;
+    this.share?.relayEvent(e, prev);
     this.call("onEvent", e);
     if (this.iterating) {
       const w = this.waiters.shift();
@@ -395,6 +408,7 @@ class Subscription {
   }
 
   lost(topic, from, to) {
+    this.share?.relayLost({ topic, from, to });
     this.call("onLost", { topic, from, to });
   }
 
