@@ -76,6 +76,12 @@ export interface SubscribeOptions {
    * (no gap, no duplicate). Ignored (each subscription has its own stream) where Web Locks or
    * BroadcastChannel are missing, as in Node. Default false. */
   shared?: boolean;
+  /** Browsers: close the stream once the page has been hidden this long, ms, and reopen it
+   * (from `lastEventId`) when the page is visible again; the state meanwhile is
+   * `connecting`. Default: stay connected while hidden. Ignored with `shared: true` (the
+   * leader's stream serves other tabs). In any case a waiting reconnect (backoff or the
+   * node's `retry:`) is cut short by `online` and by the page becoming visible. */
+  closeWhenHiddenMs?: number;
   /** A `fetch` to use instead of the global one. */
   fetch?: typeof fetch;
 }

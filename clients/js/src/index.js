@@ -12,9 +12,11 @@
 // 4. The client never reconnects faster than the node's `retry:`; failures back off
 //    exponentially with full jitter between `backoffMinMs` and `backoffMaxMs`;
 //    `server-shutdown` and `token-expired` are not failures.
-// 5. After `close()` nothing is called back, no timer is pending and no request is open.
+// 5. After `close()` nothing is called back, no timer is pending, no request is open, and no
+//    page listener, Web Lock or BroadcastChannel is left (page.js, shared.js).
 
 import { EventStreamParser } from "./parser.js";
+import { watchPage } from "./page.js";
 import { Share, canShare, shareName } from "./shared.js";
 
 const NOTICES = new Set(["gap", "server-shutdown", "system.overloaded", "system.recovered", "token-expired"]);
@@ -88,8 +90,12 @@ class Subscription {
     this.waiters = [];
     this.iterating = false;
     this.requests = new Set(); // AbortControllers of polls and fills
+    this.reconnectTimer = null; // a reconnect waiting for its backoff or the node's retry:
+    this.asleep = false; // the stream was closed while the page was hidden (page.js)
     // Shared between tabs: the stream starts when this tab takes the lock (shared.js).
     this.share = options.shared && canShare() ? new Share(this, shareName(this.base, this.topics)) : null;
+    // A shared stream serves other tabs too: it stays open while this one is hidden.
+    this.unwatch = watchPage(this, this.share ? null : options.closeWhenHiddenMs);
     if (this.share) this.setState("connecting");
     else this.connect("connect");
   }
@@ -182,6 +188,7 @@ class Subscription {
     this.requests.clear();
     this.pending.clear();
     this.share?.close();
+    this.unwatch?.();
     if (error) this.call("onError", error);
     this.setState("closed", error ? { error } : undefined);
     for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
@@ -212,7 +219,37 @@ class Subscription {
     this.stream = null;
     if (this.closed || this.polling) return;
     this.setState("connecting");
-    this.later(Math.max(delayMs, this.retryMs), () => this.connect(reason));
+    this.reconnectAfter(Math.max(delayMs, this.retryMs), reason);
+  }
+
+  reconnectAfter(ms, reason) {
+    this.clearTimer(this.reconnectTimer);
+    this.reconnectTimer = this.later(ms, () => {
+      this.reconnectTimer = null;
+      this.connect(reason);
+    });
+  }
+
+  /** `online` or the page visible again (page.js): connect now if a reconnect is waiting, or
+   * (when `visible`) if the stream was closed while hidden. Not faster than `retry:` otherwise. */
+  wake(reason, visible) {
+    if (this.closed || this.polling || this.stream || (this.share && !this.share.leader)) return;
+    if (this.asleep ? !visible : this.reconnectTimer === null) return;
+    this.clearTimer(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.asleep = false;
+    this.connect(reason);
+  }
+
+  /** The page stayed hidden for `closeWhenHiddenMs` (page.js): close the stream until visible. */
+  sleep() {
+    if (this.closed || this.polling || this.share) return;
+    this.stream?.abort();
+    this.stream = null;
+    this.clearTimer(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.asleep = true;
+    this.setState("connecting");
   }
 
   fail(reason) {
@@ -251,7 +288,7 @@ class Subscription {
       // A fresh token at once the first time; then back off like any failure.
       if (this.failures === 0) {
         this.failures++;
-        this.later(this.retryMs, () => this.connect("unauthorized"));
+        this.reconnectAfter(this.retryMs, "unauthorized");
       } else this.fail("unauthorized");
       return;
     }
