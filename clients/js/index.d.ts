@@ -73,8 +73,9 @@ export interface SubscribeOptions {
   /** Browsers: share one stream between the tabs of this origin that subscribe to the same
    * base URL and topics. One tab holds a Web Lock and runs the stream, relaying what it
    * delivers over a BroadcastChannel; when it goes, another takes over from its own last id
-   * (no gap, no duplicate). Ignored (each subscription has its own stream) where Web Locks or
-   * BroadcastChannel are missing, as in Node. Default false. */
+   * (no gap, no duplicate). The other tabs' `onState` follows the leader's state. Ignored
+   * (each subscription has its own stream) where Web Locks or BroadcastChannel are missing,
+   * as in Node. Default false. */
   shared?: boolean;
   /** Browsers: close the stream once the page has been hidden this long, ms, and reopen it
    * (from `lastEventId`) when the page is visible again; the state meanwhile is
