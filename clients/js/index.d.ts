@@ -70,6 +70,19 @@ export interface SubscribeOptions {
   overloadBackoffMaxMs?: number;
   /** `limit` of each polling request (1..=1000). Default 1000. */
   pollLimit?: number;
+  /** Browsers: share one stream between the tabs of this origin that subscribe to the same
+   * base URL and topics. One tab holds a Web Lock and runs the stream, relaying what it
+   * delivers over a BroadcastChannel; when it goes, another takes over from its own last id
+   * (no gap, no duplicate). The other tabs' `onState` follows the leader's state. Ignored
+   * (each subscription has its own stream) where Web Locks or BroadcastChannel are missing,
+   * as in Node. Default false. */
+  shared?: boolean;
+  /** Browsers: close the stream once the page has been hidden this long, ms, and reopen it
+   * (from `lastEventId`) when the page is visible again; the state meanwhile is
+   * `connecting`. Default: stay connected while hidden. Ignored with `shared: true` (the
+   * leader's stream serves other tabs). In any case a waiting reconnect (backoff or the
+   * node's `retry:`) is cut short by `online` and by the page becoming visible. */
+  closeWhenHiddenMs?: number;
   /** A `fetch` to use instead of the global one. */
   fetch?: typeof fetch;
 }
@@ -81,6 +94,8 @@ export interface Subscription extends AsyncIterable<SseEdgeEvent> {
   readonly state: State;
   /** The final error, once closed by one. */
   readonly error: SseEdgeError | null;
+  /** With `shared: true`: whether this tab holds the lock and runs the stream. */
+  readonly leader: boolean;
   /** The newest `latest` event of (topic, key). */
   latest(topic: string, key: string): SseEdgeEvent | undefined;
   /** Aborts the stream and every request, clears every timer; no callback fires after it. */

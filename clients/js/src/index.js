@@ -12,9 +12,12 @@
 // 4. The client never reconnects faster than the node's `retry:`; failures back off
 //    exponentially with full jitter between `backoffMinMs` and `backoffMaxMs`;
 //    `server-shutdown` and `token-expired` are not failures.
-// 5. After `close()` nothing is called back, no timer is pending and no request is open.
+// 5. After `close()` nothing is called back, no timer is pending, no request is open, and no
+//    page listener, Web Lock or BroadcastChannel is left (page.js, shared.js).
 
 import { EventStreamParser } from "./parser.js";
+import { watchPage } from "./page.js";
+import { Share, canShare, shareName } from "./shared.js";
 
 const NOTICES = new Set(["gap", "server-shutdown", "system.overloaded", "system.recovered", "token-expired"]);
 
@@ -87,12 +90,24 @@ class Subscription {
     this.waiters = [];
     this.iterating = false;
     this.requests = new Set(); // AbortControllers of polls and fills
-    this.connect("connect");
+    this.reconnectTimer = null; // a reconnect waiting for its backoff or the node's retry:
+    this.asleep = false; // the stream was closed while the page was hidden (page.js)
+    // Shared between tabs: the stream starts when this tab takes the lock (shared.js).
+    this.share = options.shared && canShare() ? new Share(this, shareName(this.base, this.topics)) : null;
+    // A shared stream serves other tabs too: it stays open while this one is hidden.
+    this.unwatch = watchPage(this, this.share ? null : options.closeWhenHiddenMs);
+    if (this.share) this.setState("connecting");
+    else this.connect("connect");
   }
 
   /** The id of the last delivered event: the resume point to persist. */
   get lastEventId() {
     return this.last;
+  }
+
+  /** Shared between tabs: whether this tab holds the lock and runs the stream. */
+  get leader() {
+    return this.share?.leader ?? false;
   }
 
   /** The newest `latest` value of (topic, key), or undefined. */
@@ -127,6 +142,7 @@ class Subscription {
   setState(s, info) {
     if (this.state === s) return;
     this.state = s;
+    this.share?.relayState(s);
     this.call("onState", s, info);
   }
 
@@ -171,6 +187,8 @@ class Subscription {
     for (const c of this.requests) c.abort();
     this.requests.clear();
     this.pending.clear();
+    this.share?.close();
+    this.unwatch?.();
     if (error) this.call("onError", error);
     this.setState("closed", error ? { error } : undefined);
     for (const w of this.waiters.splice(0)) w({ value: undefined, done: true });
@@ -201,7 +219,37 @@ class Subscription {
     this.stream = null;
     if (this.closed || this.polling) return;
     this.setState("connecting");
-    this.later(Math.max(delayMs, this.retryMs), () => this.connect(reason));
+    this.reconnectAfter(Math.max(delayMs, this.retryMs), reason);
+  }
+
+  reconnectAfter(ms, reason) {
+    this.clearTimer(this.reconnectTimer);
+    this.reconnectTimer = this.later(ms, () => {
+      this.reconnectTimer = null;
+      this.connect(reason);
+    });
+  }
+
+  /** `online` or the page visible again (page.js): connect now if a reconnect is waiting, or
+   * (when `visible`) if the stream was closed while hidden. Not faster than `retry:` otherwise. */
+  wake(reason, visible) {
+    if (this.closed || this.polling || this.stream || (this.share && !this.share.leader)) return;
+    if (this.asleep ? !visible : this.reconnectTimer === null) return;
+    this.clearTimer(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.asleep = false;
+    this.connect(reason);
+  }
+
+  /** The page stayed hidden for `closeWhenHiddenMs` (page.js): close the stream until visible. */
+  sleep() {
+    if (this.closed || this.polling || this.share) return;
+    this.stream?.abort();
+    this.stream = null;
+    this.clearTimer(this.reconnectTimer);
+    this.reconnectTimer = null;
+    this.asleep = true;
+    this.setState("connecting");
   }
 
   fail(reason) {
@@ -240,7 +288,7 @@ class Subscription {
       // A fresh token at once the first time; then back off like any failure.
       if (this.failures === 0) {
         this.failures++;
-        this.later(this.retryMs, () => this.connect("unauthorized"));
+        this.reconnectAfter(this.retryMs, "unauthorized");
       } else this.fail("unauthorized");
       return;
     }
@@ -373,7 +421,9 @@ class Subscription {
 
   deliver(e) {
     if (this.last !== null && big(e.id) <= big(this.last)) return;
+    const prev = this.last;
     this.last = e.id;
+    this.share?.relayEvent(e, prev);
     this.call("onEvent", e);
     if (this.iterating) {
       const w = this.waiters.shift();
@@ -395,6 +445,7 @@ class Subscription {
   }
 
   lost(topic, from, to) {
+    this.share?.relayLost({ topic, from, to });
     this.call("onLost", { topic, from, to });
   }
 
