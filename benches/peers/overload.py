@@ -2,7 +2,10 @@
 """The overload benchmark's table and plot (issue 15 item 3), from a run of
 `benches/peers/run.sh --scenarios M5 --peers sse-edge,axum --out DIR`:
 
-    python3 benches/peers/overload.py DIR/full [--md OUT.md] [--svg OUT.svg]
+    python3 benches/peers/overload.py DIR/full [--md OUT.md] [--svg OUT.svg] [--results RESULTS.md]
+
+With --results, the section after report.py's OVERLOAD_MARK in RESULTS.md is replaced (or
+appended) with the table, the plot's link and `--intro` text; report.py keeps that section.
 
 Per rate step and peer: events/s offered and accepted, publish answers by status, readers'
 p50/p99 (publish stamp to receipt), the highest sse_loop_saturation sampled during the step
@@ -17,7 +20,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import svg_doc  # noqa: E402  (the peer report's SVG frame)
+from report import OVERLOAD_MARK, svg_doc  # noqa: E402  (the peer report's SVG frame)
 
 PEERS = ["sse-edge", "axum"]
 COLORS = {"sse-edge": "#2b6cb0", "axum": "#c05621"}
@@ -137,8 +140,23 @@ def main():
     ap.add_argument("run_dir")
     ap.add_argument("--md")
     ap.add_argument("--svg")
+    ap.add_argument("--results", help="RESULTS.md whose overload section to write")
+    ap.add_argument("--intro", default="", help="text before the table (date, command, findings)")
     a = ap.parse_args()
     md = table(a.run_dir)
+    if a.results:
+        with open(a.results) as f:
+            old = f.read()
+        at = old.find(OVERLOAD_MARK)
+        head = old if at < 0 else old[:at]
+        plot_link = ""
+        if a.svg:
+            rel = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.results)))
+            plot_link = f"\n![M5: readers' p99 and accepted events/s against the offered rate]({rel})\n"
+        section = f"{OVERLOAD_MARK}\n\n## M5 — overload: 10,000 subscribers, publish rate ramped past the knee\n\n"
+        section += (a.intro.strip() + "\n\n" if a.intro.strip() else "") + md + plot_link
+        with open(a.results, "w") as f:
+            f.write(head.rstrip("\n") + "\n\n" + section)
     if a.md:
         with open(a.md, "w") as f:
             f.write(md)

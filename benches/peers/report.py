@@ -1145,8 +1145,21 @@ def write_results(outdir, results, plots_dir):
         )
     )
     md.append("")
+    # The overload benchmark's section (benches/peers/overload.py) is written by its own run:
+    # kept as it is.
+    kept = ""
+    if os.path.exists(results):
+        with open(results) as f:
+            old = f.read()
+        at = old.find(OVERLOAD_MARK)
+        if at >= 0:
+            kept = "\n" + old[at:]
     with open(results, "w") as f:
-        f.write("\n".join(md) + "\n")
+        f.write("\n".join(md) + "\n" + kept)
+
+
+# Where RESULTS.md's overload section (benches/peers/overload.py) starts.
+OVERLOAD_MARK = "<!-- overload.py: the section below is written by benches/peers/overload.py -->"
 
 
 def compare(peers, order):
