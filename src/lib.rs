@@ -23,6 +23,7 @@ pub mod admission;
 pub mod auth;
 pub mod bus;
 pub mod check;
+pub mod client_js;
 pub mod config;
 mod conn;
 pub mod cors;

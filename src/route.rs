@@ -7,6 +7,7 @@
 //! | `GET /topics/{topic}/latest` | [`Action::Latest`] |
 //! | `GET /topics/{topic}/events?after=ID&limit=N` | [`Action::EventsAfter`] |
 //! | `GET /metrics`, `/healthz`, `/readyz`, `/`, `/status.json` | [`Action::Metrics`], [`Action::Healthz`], [`Action::Readyz`], [`Action::StatusPage`], [`Action::StatusJson`] |
+//! | `GET /client/<file>.js` | [`Action::ClientScript`] |
 //! | a known path with another method | 405 with `Allow` |
 //! | anything else | 404 |
 
@@ -65,6 +66,9 @@ pub enum Action {
     /// The newest status snapshot as JSON (the status page polls it when the node has no
     /// status feed, i.e. with `--bus`).
     StatusJson,
+    /// A file of the JS client library (`GET /client/<file>.js`), by its index in
+    /// [`crate::client_js::FILES`]: the status page reads its feed through it.
+    ClientScript(usize),
 }
 
 impl Action {
@@ -73,7 +77,12 @@ impl Action {
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
-            Action::Metrics | Action::Healthz | Action::Readyz | Action::StatusPage | Action::StatusJson
+            Action::Metrics
+                | Action::Healthz
+                | Action::Readyz
+                | Action::StatusPage
+                | Action::StatusJson
+                | Action::ClientScript(_)
         )
     }
 }
@@ -112,6 +121,11 @@ pub fn route(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
         ("/metrics" | "/healthz" | "/readyz" | "/" | "/status.json", _) => {
             Err(Reject::MethodNotAllowed("GET, HEAD"))
         }
+        (path, method) if path.starts_with("/client/") => match crate::client_js::find(&path["/client/".len()..]) {
+            Some(index) if matches!(method, "GET" | "HEAD") => Ok(Action::ClientScript(index)),
+            Some(_) => Err(Reject::MethodNotAllowed("GET, HEAD")),
+            None => Err(Reject::NotFound),
+        },
         (path, method) => match path.strip_prefix("/topics/").and_then(|rest| rest.split_once('/')) {
             Some((topic, tail @ ("latest" | "events"))) => {
                 if method != "GET" {

@@ -151,6 +151,26 @@ fn status_json_carries_the_bus_state() {
     assert_eq!(s["streams"], 3);
 }
 
+/// The status page reads its feed through the JS client library, served from the binary at
+/// `/client/<file>.js`: every module the page imports is there, with a JavaScript type; any
+/// other name is 404 and the node keeps serving.
+#[test]
+fn the_client_library_is_served_for_the_status_page() {
+    let server = TestServer::start(Config::loopback());
+    let page = http_get(server.addr, "/").text();
+    assert!(page.contains("from \"/client/index.js\""), "the page imports the client library");
+    for (name, text) in sse_edge::client_js::FILES {
+        let r = http_get(server.addr, &format!("/client/{name}"));
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.header("content-type"), Some("text/javascript; charset=utf-8"), "{name}");
+        assert_eq!(r.text(), text, "{name}");
+    }
+    for bad in ["/client/", "/client/nope.js", "/client/../Cargo.toml", "/client/index.js.map"] {
+        assert_eq!(http_get(server.addr, bad).status, 404, "{bad}");
+    }
+    assert_eq!(http_get(server.addr, "/client/index.js").status, 200, "still serving");
+}
+
 /// Without a bus the snapshot is what the feed carries (`feed: true`, no `bus`); with
 /// `--status-interval-ms 0` there is none (404); only GET and HEAD are allowed; with
 /// `--admin-listen` it moves there with the page.

@@ -122,6 +122,9 @@ pub fn check_route(req: &Request, limits: RouteLimits) -> Result<Action, Reject>
             assert!(topics::validate(topic).is_ok(), "{topic:?}");
             assert!((1..=route::MAX_POLL_LIMIT).contains(limit), "{limit}");
         }
+        Ok(Action::ClientScript(index)) => {
+            assert_eq!(req.path, format!("/client/{}", sse_edge::client_js::FILES[*index].0));
+        }
         Ok(_) => {
             assert!(
                 matches!(req.path.as_str(), "/metrics" | "/healthz" | "/readyz" | "/" | "/status.json"),

@@ -44,6 +44,16 @@ impl Worker {
                 keep_alive,
             ),
             Action::StatusJson => status_json(&self.shared, keep_alive),
+            Action::ClientScript(index) => match crate::client_js::FILES.get(*index) {
+                Some((_, text)) => http::response(
+                    200,
+                    "Cache-Control: no-cache\r\n",
+                    "text/javascript; charset=utf-8",
+                    text.as_bytes(),
+                    keep_alive,
+                ),
+                None => return,
+            },
             Action::Healthz => return self.start_health_probe(key),
             _ => return,
         };
