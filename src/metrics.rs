@@ -161,6 +161,7 @@ pub struct LoopStats {
     pub(crate) heartbeats: AtomicU64,
     pub(crate) tokens_expired: AtomicU64,
     pub(crate) publish_waits: AtomicU64,
+    pub(crate) bus_resumes: AtomicU64,
     pub(crate) publish_retries: AtomicU64,
     pub(crate) intake_pauses: AtomicU64,
     pub(crate) shed: AtomicU64,
@@ -255,6 +256,8 @@ pub struct Stats {
     pub tokens_expired: u64,
     /// Times a publisher had to wait for room in the hub queues.
     pub publish_waits: u64,
+    /// Resumes (`Last-Event-ID` or polling) this node asked of the bus.
+    pub bus_resumes: u64,
     /// Retries of parked publishes (after a wake-up that room was freed, or the fallback).
     pub publish_retries: u64,
     /// Times a loop stopped taking hub events until it had written a pass, because it was
@@ -330,6 +333,7 @@ impl Stats {
             s.heartbeats += get(&l.heartbeats);
             s.tokens_expired += get(&l.tokens_expired);
             s.publish_waits += get(&l.publish_waits);
+            s.bus_resumes += get(&l.bus_resumes);
             s.publish_retries += get(&l.publish_retries);
             s.intake_pauses += get(&l.intake_pauses);
             s.shed += get(&l.shed);

@@ -60,6 +60,7 @@ impl Worker {
             log::debug!("loop {} conn {key}: bus resume queue full; resuming from history", self.index);
             return Err((extra, holds_slot));
         }
+        LoopStats::add(&self.stats().bus_resumes, 1);
         let cors = cors.map(str::to_string);
         let wait = ResumeWait { token, topics: topics.to_vec(), after, extra, holds_slot, cors };
         if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
