@@ -121,11 +121,13 @@ pub fn route(req: &Request, limits: RouteLimits) -> Result<Action, Reject> {
         ("/metrics" | "/healthz" | "/readyz" | "/" | "/status.json", _) => {
             Err(Reject::MethodNotAllowed("GET, HEAD"))
         }
-        (path, method) if path.starts_with("/client/") => match crate::client_js::find(&path["/client/".len()..]) {
-            Some(index) if matches!(method, "GET" | "HEAD") => Ok(Action::ClientScript(index)),
-            Some(_) => Err(Reject::MethodNotAllowed("GET, HEAD")),
-            None => Err(Reject::NotFound),
-        },
+        (path, method) if path.starts_with("/client/") => {
+            match crate::client_js::find(&path["/client/".len()..]) {
+                Some(index) if matches!(method, "GET" | "HEAD") => Ok(Action::ClientScript(index)),
+                Some(_) => Err(Reject::MethodNotAllowed("GET, HEAD")),
+                None => Err(Reject::NotFound),
+            }
+        }
         (path, method) => match path.strip_prefix("/topics/").and_then(|rest| rest.split_once('/')) {
             Some((topic, tail @ ("latest" | "events"))) => {
                 if method != "GET" {
