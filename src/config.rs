@@ -156,7 +156,8 @@ pub struct Config {
     /// full channel (HTTP
     /// publishers are parked, `publish` waits, `try_publish` returns `Full`), so a node that
     /// falls behind slows its publishers instead of queueing seconds of events. The channel
-    /// bound (`--hub-queue-events`) stays as the memory ceiling. 0: no budget. The
+    /// bound (`--hub-queue-events`) stays as the memory ceiling; with `--bus` publishers are
+    /// paced by the bus window instead (the budget is not applied yet). 0: no budget. The
     /// saturation gauge `sse_loop_saturation` is lag / budget, per loop.
     #[arg(long, env = "SSE_EDGE_MAX_DELIVERY_LAG_MS", default_value_t = 1_000,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]

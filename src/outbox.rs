@@ -187,7 +187,10 @@ impl Outbox {
     /// intake pause fires here, so a stream it is merely late for keeps every frame while
     /// each write carries as many as the outbox holds.
     pub fn nearly_full(&self, bounds: Bounds, frame_len: usize) -> bool {
-        self.entries.len() + 2 > bounds.max_events || self.queued + 2 * frame_len > bounds.max_bytes
+        // Frames near the outbox's size would pause the intake after every push: a quarter of
+        // the outbox is margin enough.
+        let margin = 2 * frame_len.min(bounds.max_bytes / 4);
+        self.entries.len() + 2 > bounds.max_events || self.queued + margin > bounds.max_bytes
     }
 
     /// Reliable ids lost and not yet reported.

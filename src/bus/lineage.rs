@@ -11,6 +11,10 @@
 //! 3. At most [`MAX_TOPICS`] topics are tracked (bounded memory); past it the table is
 //!    cleared and `since` rises to the newest id read, so an untracked topic is judged
 //!    against `since`: a loss is still never missed, only its range may start lower.
+//! 4. A trim hole whose losses are told later (by `tprev`, when each topic's next entry is
+//!    read) pins `since` below the hole's start until the bus's memory is reset (then every
+//!    topic was told), so clearing the table never hides such a loss; the price is that a
+//!    topic's range may be reported again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -23,12 +27,14 @@ pub const MAX_TOPICS: usize = 65_536;
 pub struct Lineage {
     newest: HashMap<Arc<str>, u64>,
     since: u64,
+    /// The start of the earliest trim hole whose losses may still be told (invariant 4).
+    deferred: Option<u64>,
 }
 
 impl Lineage {
     /// Nothing tracked; ids up to `since` predate this node.
     pub fn new(since: u64) -> Lineage {
-        Lineage { newest: HashMap::new(), since }
+        Lineage { newest: HashMap::new(), since, deferred: None }
     }
 
     /// The newest reliable id of `topic` this node knows of.
@@ -56,15 +62,25 @@ impl Lineage {
         Some((known + 1, to))
     }
 
-    /// The bus lost its memory (positions went back): nothing before `through` is tracked.
+    /// The bus lost its memory (positions went back) and every topic was told of everything
+    /// up to `through`: nothing before it is tracked, nothing deferred remains.
     pub fn forget_all(&mut self, through: u64) {
         self.newest.clear();
         self.since = self.since.max(through);
+        self.deferred = None;
+    }
+
+    /// A trim hole after id `last` (the newest read before it): some of its losses are told
+    /// only when their topics' next entries are read (invariant 4).
+    pub fn hole_after(&mut self, last: u64) {
+        self.deferred = Some(self.deferred.map_or(last, |d| d.min(last)));
     }
 
     fn set(&mut self, topic: &Arc<str>, id: u64, newest_read: u64) {
         if !self.newest.contains_key(topic) && self.newest.len() >= MAX_TOPICS {
-            self.forget_all(newest_read.saturating_sub(1));
+            self.newest.clear();
+            let through = newest_read.saturating_sub(1);
+            self.since = self.since.max(self.deferred.map_or(through, |d| d.min(through)));
         }
         let e = self.newest.entry(topic.clone()).or_insert(0);
         *e = (*e).max(id);
@@ -89,6 +105,19 @@ mod tests {
         assert_eq!(l.lost_through(&b, 112, 110), Some((107, 112)));
         assert_eq!(l.lost_through(&b, 112, 110), None);
         assert_eq!(l.read_reliable(&b, 115, 112), None);
+    }
+
+    #[test]
+    fn clearing_the_table_never_hides_a_loss_a_trim_hole_left_to_tell() {
+        let mut l = Lineage::new(0);
+        let t: Arc<str> = Arc::from("t");
+        l.read_reliable(&t, 10, 0);
+        l.hole_after(10); // t's 12 falls in the hole; its next entry (20) tells it later
+        for i in 0..MAX_TOPICS as u64 {
+            l.read_reliable(&Arc::from(format!("x{i}")), 100 + i, 0);
+        }
+        l.read_reliable(&Arc::from("y"), 200_000, 0); // clears the table
+        assert_eq!(l.read_reliable(&t, 200_001, 12), Some((11, 12)), "still told");
     }
 
     #[test]

@@ -216,6 +216,7 @@ fn take(
                     e.id
                 );
                 bus.gaps[GapReason::Trimmed as usize].fetch_add(1, Ordering::Relaxed);
+                pos.lineage.hole_after(pos.last);
                 match conn.topics_newest_in(pos.last, e.id) {
                     Ok(Some(hit)) => {
                         for (name, to) in hit {

@@ -38,8 +38,11 @@ impl Lag {
 
     /// The sender put an event in the channel at `now`.
     pub(crate) fn sent(&self, now: Instant) {
-        let at = self.micros(now);
-        let _ = self.since.compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
+        // Most sends find an older event waiting already: a load spares them the exchange.
+        if self.since.load(Ordering::Acquire) == 0 {
+            let at = self.micros(now);
+            let _ = self.since.compare_exchange(0, at, Ordering::AcqRel, Ordering::Acquire);
+        }
     }
 
     /// The loop drained: the channel is now `empty`, and the newest event it took was

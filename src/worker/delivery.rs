@@ -67,10 +67,10 @@ const FANOUT_BUDGET: usize = 65_536;
 #[derive(Default)]
 pub(super) struct FlushQueue {
     answers: VecDeque<usize>,
-    /// Streams in the order they were queued, each with when the event that queued it was
-    /// accepted (none for heartbeats and notices): the front's is how late the loop's writing
-    /// is (invariant 8).
-    streams: VecDeque<(usize, Option<Instant>)>,
+    /// Streams in the order they were queued, each with since when it waits: when the event
+    /// that queued it was accepted, or when it was queued (heartbeats, notices, a socket that
+    /// became writable). The front's is how late the loop's writing is (invariant 8).
+    streams: VecDeque<(usize, Instant)>,
 }
 
 impl FlushQueue {
@@ -78,7 +78,7 @@ impl FlushQueue {
     pub(super) fn push_stream(&mut self, key: usize, conn: &mut Conn) {
         if !conn.dirty {
             conn.dirty = true;
-            self.streams.push_back((key, None));
+            self.streams.push_back((key, Instant::now()));
         }
     }
 
@@ -86,13 +86,13 @@ impl FlushQueue {
     fn push_delivery(&mut self, key: usize, conn: &mut Conn, accepted_at: Instant) {
         if !conn.dirty {
             conn.dirty = true;
-            self.streams.push_back((key, Some(accepted_at)));
+            self.streams.push_back((key, accepted_at));
         }
     }
 
-    /// When the event that queued the longest-waiting stream was accepted.
+    /// Since when the longest-waiting stream waits.
     fn oldest_delivery(&self) -> Option<Instant> {
-        self.streams.front().and_then(|&(_, at)| at)
+        self.streams.front().map(|&(_, at)| at)
     }
 
     /// Queues an answer to a request (or a new stream's head) ahead of the streams.

@@ -42,7 +42,7 @@ impl Worker {
         let upto = if after >= self.shared.hub.next_id() {
             // Not read here (yet): another node handed it out and this node's reader is
             // behind it, or it was never issued. The bus says which (`Resumed::holds_after`).
-            after + 1
+            after.saturating_add(1)
         } else {
             let Some((_, upto)) = self.history.replay(topics, after, Instant::now()).0 else {
                 return Err((extra, holds_slot));
