@@ -116,13 +116,7 @@ fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_sse-edge"))
 }
 
-/// A metric's value from a Prometheus text body.
-fn metric(body: &str, name: &str) -> f64 {
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
-}
+use util::metric_value as metric;
 
 /// (b) Two processes share one port (`SO_REUSEPORT`), each with its own admin listener:
 /// subscribers land on both, publishes land on both, and every subscriber receives every

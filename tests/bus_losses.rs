@@ -95,11 +95,7 @@ fn assert_one_exact_gap(got: &[SseEvent], had: u64, published: &[u64], live: u64
 }
 
 fn metric(addr: std::net::SocketAddr, name: &str) -> f64 {
-    let body = http_get(addr, "/metrics").text();
-    body.lines()
-        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+    util::metric_value(&http_get(addr, "/metrics").text(), name)
 }
 
 /// A node stopped while publishing on another node passes the bus's trim: after SIGCONT, the

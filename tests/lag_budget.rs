@@ -13,12 +13,7 @@ use util::{http_get, publish_request, Client, SseClient, TestServer, IO_TIMEOUT}
 
 /// A gauge's value for loop `index` from `/metrics` at `admin`.
 fn per_loop(admin: SocketAddr, name: &str, index: usize) -> f64 {
-    let body = http_get(admin, "/metrics").text();
-    let prefix = format!("{name}{{loop=\"{index}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(&prefix))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("{prefix} missing from:\n{body}"))
+    util::metric_value(&http_get(admin, "/metrics").text(), &format!("{name}{{loop=\"{index}\"}}"))
 }
 
 /// Loop 0 sleeps (a test hook) far past a 100 ms budget: embedded `try_publish` gets `Full`

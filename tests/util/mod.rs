@@ -457,6 +457,15 @@ pub fn try_http_get(addr: SocketAddr, path: &str) -> io::Result<Response> {
 }
 
 /// [`try_http_get`] that panics on an I/O error.
+/// The value of `name` (a family with its labels, e.g. `sse_bus_gaps_total{reason="trimmed"}`)
+/// in a Prometheus text body; panics, showing the body, when it is missing.
+pub fn metric_value(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing from:\n{body}"))
+}
+
 pub fn http_get(addr: SocketAddr, path: &str) -> Response {
     try_http_get(addr, path).unwrap_or_else(|e| panic!("GET http://{addr}{path}: {e}"))
 }

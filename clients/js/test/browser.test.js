@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { browserSkipReason, launchChromium, openPage, startPageServer } from "./browser-helpers.js";
-import { entry, publishBatch, sleep, startProxy, startServer, waitFor } from "./helpers.js";
+import { FAULT_SERVER_ARGS, entry, publishBatch, sleep, startProxy, startServer, waitFor } from "./helpers.js";
 
 const skip = (await browserSkipReason()) ?? false;
 if (skip) console.log(`# browser tests skipped: ${skip}`);
@@ -21,16 +21,7 @@ before(async () => {
   if (skip) return;
   const pages = await startPageServer();
   cleanups.push(() => pages.close());
-  const server = await startServer([
-    "--retry-ms", "50",
-    "--heartbeat-ms", "200",
-    "--outbox-max-events", "16",
-    "--outbox-max-bytes", "16384",
-    "--send-buffer-bytes", "4096",
-    "--history-max-events", "5000",
-    "--history-max-bytes", "16777216",
-    "--cors-origin", pages.origin,
-  ]);
+  const server = await startServer([...FAULT_SERVER_ARGS, "--cors-origin", pages.origin]);
   cleanups.push(() => server.stop());
   const browser = await launchChromium();
   cleanups.push(() => browser.close());

@@ -6,7 +6,7 @@ import assert from "node:assert/strict";
 import { after, test } from "node:test";
 
 import { subscribe } from "../src/index.js";
-import { entry, publishBatch, sleep, startProxy, startServer, waitFor } from "./helpers.js";
+import { FAULT_SERVER_ARGS, entry, publishBatch, sleep, startProxy, startServer, waitFor } from "./helpers.js";
 
 const PAD = "x".repeat(1000);
 const cleanups = [];
@@ -33,15 +33,7 @@ function client(url, topics, extra = {}) {
 }
 
 test("2,000 reliable events on two topics arrive exactly once, in order, through four faults", { timeout: 60_000 }, async () => {
-  const server = await startServer([
-    "--retry-ms", "50",
-    "--heartbeat-ms", "200",
-    "--outbox-max-events", "16",
-    "--outbox-max-bytes", "16384",
-    "--send-buffer-bytes", "4096",
-    "--history-max-events", "5000",
-    "--history-max-bytes", "16777216",
-  ]);
+  const server = await startServer(FAULT_SERVER_ARGS);
   cleanups.push(() => server.stop());
   const proxy = await startProxy(server);
   cleanups.push(() => proxy.close());

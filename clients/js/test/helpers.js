@@ -12,6 +12,18 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const BIN = process.env.SSE_EDGE_BIN ?? path.resolve(here, "../../../target/release/sse-edge");
 
 /** Starts sse-edge with `args` on 127.0.0.1:0; resolves once it logged its address. */
+/** Node options of the fault tests: small outboxes and a tiny send buffer (so throttled reads
+ * make the node send `gap`), a long history (so every gap can be filled), quick retries. */
+export const FAULT_SERVER_ARGS = [
+  "--retry-ms", "50",
+  "--heartbeat-ms", "200",
+  "--outbox-max-events", "16",
+  "--outbox-max-bytes", "16384",
+  "--send-buffer-bytes", "4096",
+  "--history-max-events", "5000",
+  "--history-max-bytes", "16777216",
+];
+
 export function startServer(args = []) {
   const child = spawn(BIN, ["--listen", "127.0.0.1:0", "--threads", "2", ...args], {
     env: { ...process.env, RUST_LOG: "info" },
