@@ -18,7 +18,9 @@
 //! 6. A loop's lag is the longer of how long the oldest event it has not taken from its
 //!    channel has waited and how late its writing is ([`lag::Lag`]). While some loop's lag is over `--max-delivery-lag-ms`, there is
 //!    no room (invariant 3 applies: publishers wait or get `Full`), so a node that cannot
-//!    keep up slows its publishers by the time events wait, not only by how many do.
+//!    keep up slows its publishers by the time events wait, not only by how many do. Below
+//!    the budget a channel takes no more than its loop is expected to drain within what is
+//!    left of it ([`lag::Lag::room`]): admission looks ahead, not only at the oldest age.
 //! 5. The newest `latest` value wins: under the lock each stamped `latest` value is claimed
 //!    from the throttle ([`Throttle::claim`]); one older than a value of its key already
 //!    sequenced gets no id ([`SUPERSEDED`]), however long it waited for room.
@@ -137,6 +139,13 @@ impl Inbox {
     /// Call after draining, with when the newest event taken was accepted (invariant 6).
     pub fn taken_up_to(&self, newest_taken: Option<Instant>) {
         self.lag.taken(self.rx.is_empty(), newest_taken);
+    }
+
+    /// Call after each write slice: the loop writes about `events_per_second` events while
+    /// busy (0: unknown) and has `queued` worth of writing in its outboxes ([`lag`]
+    /// invariant 3).
+    pub fn pace(&self, events_per_second: f64, queued: Duration) {
+        self.lag.set_pace(events_per_second, queued);
     }
 
     /// Call after each write slice, with when the event that queued the stream waiting
@@ -269,22 +278,20 @@ impl Hub {
         self.lag_budget
     }
 
-    /// Some loop is further behind than the budget (invariant 6).
-    fn over_budget(&self) -> bool {
-        if self.lag_budget.is_zero() {
-            return false;
-        }
-        let now = Instant::now();
-        self.links.iter().any(|l| l.lag.at(now) > self.lag_budget)
-    }
-
-    /// Room in every channel for the next events: the fullest channel's room, none while
-    /// some loop is over its lag budget (invariants 2 and 6).
+    /// Room in every channel for the next events: the fullest channel's room, and no more
+    /// than each loop is expected to write within the lag budget (none while some loop is
+    /// over it: invariants 2 and 6).
     fn room(&self) -> usize {
-        if self.over_budget() {
-            return 0;
-        }
-        self.links.iter().map(|l| self.capacity.saturating_sub(l.tx.len())).min().unwrap_or(0)
+        let now = Instant::now();
+        let budget = self.lag_budget;
+        self.links
+            .iter()
+            .map(|l| {
+                let queued = l.tx.len();
+                self.capacity.saturating_sub(queued).min(l.lag.room(now, budget, queued))
+            })
+            .min()
+            .unwrap_or(0)
     }
 
     /// The id the next event will get (every issued id is below it).

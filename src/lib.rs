@@ -22,6 +22,7 @@
 pub mod admission;
 pub mod auth;
 pub mod bus;
+mod busy_rate;
 pub mod check;
 pub mod client_js;
 pub mod config;

@@ -36,6 +36,19 @@
 //!    accepted how long ago) counts in the loop's lag with the hub channel's wait
 //!    ([`crate::hub`] invariant 6): a loop whose outboxes wait past `--max-delivery-lag-ms`
 //!    for their pass slows publishers even while it keeps its channel empty.
+//! 9. While the writing already queued is expected to take more than a quarter of
+//!    `--max-delivery-lag-ms` ([`super::pace`]), the loop takes no more events: they wait in
+//!    the hub channel, whose drain rate then measures what the loop can really write and
+//!    whose admission looks ahead with it ([`crate::hub`] invariant 6). Taken into outboxes
+//!    instead, they would queue seconds of writing that admission never sees.
+//! 10. With `--write-delay-ms`, a stream that an event queues waits up to that long before its
+//!     write, so the events after it leave in the same `writev`: fewer, fuller writes for a
+//!     bounded latency. Delayed streams wait in one FIFO in the order they were queued, each
+//!     due at its queueing time plus the delay, and the loop sleeps until the front is due:
+//!     no timer per connection or per event, one clock read per drain. Only deliveries are
+//!     delayed: answers, heartbeats, notices and a socket turning writable are written in
+//!     the next pass, a stream already queued by one of them takes its new events along,
+//!     and a draining loop releases every delayed stream at once.
 //! 4. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
 //!    WRITABLE edge, and the drop-oldest outbox bounds what waits.
 
@@ -70,7 +83,17 @@ pub(super) struct FlushQueue {
     /// Streams in the order they were queued, each with since when it waits: when the event
     /// that queued it was accepted, or when it was queued (heartbeats, notices, a socket that
     /// became writable). The front's is how late the loop's writing is (invariant 8).
-    streams: VecDeque<(usize, Instant)>,
+    streams: VecDeque<Waiting>,
+    /// Streams a delivery queued under `--write-delay-ms`, in the order they were queued, each
+    /// due at `since`'s queueing plus the delay (invariant 10); moved to `streams` when due.
+    delayed: VecDeque<(Waiting, Instant)>,
+}
+
+/// A stream waiting in the [`FlushQueue`].
+struct Waiting {
+    key: usize,
+    /// When the event that queued it was accepted (or when it was queued, for anything else).
+    since: Instant,
 }
 
 impl FlushQueue {
@@ -78,21 +101,52 @@ impl FlushQueue {
     pub(super) fn push_stream(&mut self, key: usize, conn: &mut Conn) {
         if !conn.dirty {
             conn.dirty = true;
-            self.streams.push_back((key, Instant::now()));
+            self.streams.push_back(Waiting { key, since: Instant::now() });
         }
     }
 
-    /// Queues a stream for an event accepted at `accepted_at` (fan-out).
-    fn push_delivery(&mut self, key: usize, conn: &mut Conn, accepted_at: Instant) {
+    /// Queues a stream for an event accepted at `accepted_at` (fan-out), to be written
+    /// at `due` or, without a write delay (`None`), in this pass (invariant 10).
+    fn push_delivery(&mut self, key: usize, conn: &mut Conn, accepted_at: Instant, due: Option<Instant>) {
         if !conn.dirty {
             conn.dirty = true;
-            self.streams.push_back((key, accepted_at));
+            let waiting = Waiting { key, since: accepted_at };
+            match due {
+                Some(due) => self.delayed.push_back((waiting, due)),
+                None => self.streams.push_back(waiting),
+            }
         }
     }
 
-    /// Since when the longest-waiting stream waits.
+    /// Moves the delayed streams due by `now` (all of them with `all`) behind the others.
+    fn release_due(&mut self, now: Instant, all: bool) {
+        while let Some((_, due)) = self.delayed.front() {
+            if !all && *due > now {
+                break;
+            }
+            if let Some((waiting, _)) = self.delayed.pop_front() {
+                self.streams.push_back(waiting);
+            }
+        }
+    }
+
+    /// When the first delayed stream is due, if nothing else waits to be written.
+    pub(super) fn only_delayed_until(&self) -> Option<Instant> {
+        if self.answers.is_empty() && self.streams.is_empty() {
+            self.delayed.front().map(|&(_, due)| due)
+        } else {
+            None
+        }
+    }
+
+    /// Since when the longest-waiting stream waits, delayed or not.
     fn oldest_delivery(&self) -> Option<Instant> {
-        self.streams.front().map(|&(_, at)| at)
+        let queued = self.streams.front().map(|w| w.since);
+        let delayed = self.delayed.front().map(|(w, _)| w.since);
+        match (queued, delayed) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 
     /// Queues an answer to a request (or a new stream's head) ahead of the streams.
@@ -104,7 +158,7 @@ impl FlushQueue {
     }
 
     pub(super) fn is_empty(&self) -> bool {
-        self.answers.is_empty() && self.streams.is_empty()
+        self.answers.is_empty() && self.streams.is_empty() && self.delayed.is_empty()
     }
 
     /// Streams waiting (what a pause of the intake waits for).
@@ -121,10 +175,17 @@ impl Worker {
         if self.write_behind > 0 {
             return;
         }
+        if self.pace.full(self.shared.hub.lag_budget(), Instant::now()) {
+            // Invariant 9: come back next iteration (the flush queue keeps the loop busy).
+            self.drain_more = true;
+            return;
+        }
         self.inbox.arm();
         let mut drained = 0;
         let mut tally = FanOut::default();
         let mut newest_taken = None;
+        // Invariant 10: one clock read per drain, not one per delivery.
+        let due = (!self.write_delay.is_zero()).then(|| Instant::now() + self.write_delay);
         while drained < DRAIN_BUDGET && tally.pushes < FANOUT_BUDGET && !tally.behind {
             let Ok(msg) = self.inbox.rx.try_recv() else { break };
             drained += 1;
@@ -132,7 +193,7 @@ impl Worker {
                 LoopMsg::Event(event) => {
                     newest_taken = Some(event.accepted_at);
                     self.history.record(&event);
-                    self.fan_out(&event, &mut tally);
+                    self.fan_out(&event, &mut tally, due);
                 }
                 LoopMsg::Ping(probe) => probe.answer(self.index),
                 LoopMsg::Block(d) => std::thread::sleep(d),
@@ -141,6 +202,7 @@ impl Worker {
             }
         }
         self.inbox.taken_up_to(newest_taken);
+        self.pace.queued(drained, tally.for_pass);
         if drained > 0 {
             // Wake the publishers parked on a full channel (any loop's, and embedded ones).
             self.shared.hub.room_freed();
@@ -194,7 +256,7 @@ impl Worker {
     }
 
     /// Queues one event to every local subscriber of its topic.
-    fn fan_out(&mut self, event: &Arc<Event>, tally: &mut FanOut) {
+    fn fan_out(&mut self, event: &Arc<Event>, tally: &mut FanOut, due: Option<Instant>) {
         if self.overloaded && event.class == Class::Droppable {
             tally.shed += self.topics.subscribers(&event.topic).count() as u64;
             return;
@@ -206,10 +268,11 @@ impl Worker {
             }
             let outcome = conn.outbox.push_event(event.clone(), self.bounds);
             tally.add(&outcome, event.class, conn.outbox.queued_bytes());
+            tally.for_pass += u64::from(conn.writable && conn.kept_up && !outcome.rejected);
             tally.behind |=
                 conn.writable && conn.kept_up && conn.outbox.nearly_full(self.bounds, event.frame.len());
             conn.last_queued_ms = self.now_ms;
-            self.dirty.push_delivery(key, conn, event.accepted_at);
+            self.dirty.push_delivery(key, conn, event.accepted_at, due);
         }
     }
 
@@ -221,12 +284,18 @@ impl Worker {
             let Some(key) = self.dirty.answers.pop_front() else { break };
             self.flush(key);
         }
+        let draining = self.drain_deadline_ms.is_some();
+        self.dirty.release_due(Instant::now(), draining);
         let paused = self.write_behind > 0;
+        let written_before = self.frames_written;
         for _ in 0..FLUSH_BUDGET {
-            let Some((key, _)) = self.dirty.streams.pop_front() else { break };
+            let Some(Waiting { key, .. }) = self.dirty.streams.pop_front() else { break };
             self.flush(key);
             self.write_behind = self.write_behind.saturating_sub(1);
         }
+        let waiting = !self.dirty.streams.is_empty();
+        self.pace.wrote(Instant::now(), self.frames_written - written_before, waiting);
+        self.inbox.pace(self.pace.event_rate(), self.pace.queued_time());
         if self.dirty.streams.is_empty() {
             self.write_behind = 0;
         }
@@ -250,6 +319,7 @@ impl Worker {
                     let stats = &self.shared.stats[self.index];
                     LoopStats::add(&stats.bytes_written, flushed.bytes as u64);
                     LoopStats::add(&stats.frames_written, flushed.frames as u64);
+                    self.frames_written += flushed.frames as u64;
                     LoopStats::add(&stats.writes, flushed.writes as u64);
                     LoopStats::add(&stats.gaps_reported, flushed.gaps as u64);
                     if flushed.blocked {
@@ -295,6 +365,8 @@ pub(super) struct FanOut {
     peak: usize,
     /// A writable stream's outbox is without room for two more frames (invariant 6).
     behind: bool,
+    /// Frames queued to streams the write pass will write ([`super::pace`]).
+    for_pass: u64,
 }
 
 impl FanOut {

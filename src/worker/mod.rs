@@ -27,6 +27,7 @@ mod bus_publish;
 mod delivery;
 use delivery::FlushQueue;
 mod gate;
+mod pace;
 mod poll;
 mod poll_bus;
 mod requests;
@@ -169,6 +170,12 @@ pub(crate) struct Worker {
     /// Connections still to write before the loop takes hub events again; 0 when it is not
     /// behind (invariant 6 of [`delivery`]).
     write_behind: usize,
+    /// The writing queued for the pass and its rate (the intake's side of the lag budget).
+    pace: pace::Pace,
+    /// Frames this loop has written (the pace's measure).
+    frames_written: u64,
+    /// `--write-delay-ms` (invariant 10 of [`delivery`]).
+    write_delay: Duration,
     /// Loop clock (ms) at which a drain gives up on the remaining connections.
     drain_deadline_ms: Option<u64>,
     /// Overload mode as this loop last saw it (a change notifies every stream).
@@ -202,6 +209,7 @@ impl Worker {
             c.heartbeat_ms.min(c.stall_timeout_ms).min(c.request_timeout_ms).min(c.keepalive_timeout_ms);
         let tick_ms = (shortest / 4).clamp(5, 1_000);
         let bounds = Bounds { max_events: c.outbox_max_events, max_bytes: c.outbox_max_bytes };
+        let write_delay = Duration::from_millis(c.write_delay_ms);
         let prelude = crate::sse::prelude(c.retry_ms);
         let history = History::new(
             HistoryLimits {
@@ -245,6 +253,9 @@ impl Worker {
             at_capacity: accept::at_capacity(),
             drain_more: false,
             write_behind: 0,
+            pace: pace::Pace::new(Instant::now()),
+            frames_written: 0,
+            write_delay,
             drain_deadline_ms: None,
             overloaded: false,
             health_waiting: Vec::new(),
@@ -338,7 +349,7 @@ impl Worker {
         let room_freed = !self.parked.is_empty() && !self.shared.hub.room_awaited(self.index);
         let busy = (accepting && (self.accept_pending || self.admin_accept_pending))
             || !self.again.is_empty()
-            || !self.dirty.is_empty()
+            || (!self.dirty.is_empty() && self.dirty.only_delayed_until().is_none())
             || self.drain_more
             || room_freed;
         if busy {
@@ -358,6 +369,10 @@ impl Worker {
         }
         if !self.health_waiting.is_empty() {
             timeout = timeout.min(HEALTH_RETRY);
+        }
+        if let Some(due) = self.dirty.only_delayed_until() {
+            // Delayed writes (invariant 10 of [`delivery`]): sleep until the first is due.
+            timeout = timeout.min(due.saturating_duration_since(Instant::now()));
         }
         timeout
     }
