@@ -5,9 +5,12 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the buckets, in seconds (Prometheus `le`), 1 ms .. 30 s.
-pub const BOUNDS: [f64; 16] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+/// Upper bounds of the buckets, in seconds (Prometheus `le`), 0.5 ms .. 60 s; finer between
+/// 1 and 2.5 s, where the default delivery-lag budget (1 s) puts an overloaded node's p99.
+pub const BOUNDS: [f64; 18] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 1.5, 2.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
 
 const N: usize = BOUNDS.len() + 1; // the last bucket is +Inf
 

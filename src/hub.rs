@@ -294,6 +294,14 @@ impl Hub {
             .unwrap_or(0)
     }
 
+    /// How many more events every loop is expected to write within the lag budget
+    /// (invariant 6; `usize::MAX` without a budget). With `--bus` the bus orders events and
+    /// the channels fill from the bus reader, so publishers of this node check only this.
+    pub(crate) fn lag_room(&self) -> usize {
+        let now = Instant::now();
+        self.links.iter().map(|l| l.lag.room(now, self.lag_budget, l.tx.len())).min().unwrap_or(0)
+    }
+
     /// The id the next event will get (every issued id is below it).
     pub fn next_id(&self) -> u64 {
         self.issued_below.load(Ordering::Acquire)

@@ -442,8 +442,10 @@ impl Publisher {
             return Ok(None);
         }
         if let Some(bus) = &self.bus {
-            // The bus answers within its socket timeout; only a full window is `Full`.
-            let Some((ticket, _)) = bus.try_submit(&send, None) else {
+            // The bus answers within its socket timeout; only a full window, or a loop behind
+            // its lag budget, is `Full`.
+            let submitted = if self.hub.lag_room() == 0 { None } else { bus.try_submit(&send, None) };
+            let Some((ticket, _)) = submitted else {
                 self.hub.throttle.abandon(&send);
                 return Err(PublishError::Full);
             };
@@ -479,6 +481,9 @@ impl Publisher {
         let (send, held) = self.hub.admit(self.prepare(msgs)?);
         let mut ids = Vec::with_capacity(send.len());
         if let Some(bus) = &self.bus {
+            while self.hub.lag_room() == 0 && !self.hub.is_closed() {
+                self.hub.wait_for_room();
+            }
             if self.hub.is_closed() {
                 return Err(PublishError::Closed);
             }

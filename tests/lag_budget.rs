@@ -104,3 +104,62 @@ fn a_healthy_node_never_trips_the_budget() {
     let s = server.stats();
     assert_eq!(s.publish_waits, 0, "{s:?}");
 }
+
+/// With `--bus`, a node whose loop is past its budget slows its own publishers the same way:
+/// `try_publish` gets `Full` and HTTP publishers wait, then `503`; every event the bus took
+/// (answered with an id) still arrives, in order, once the loop wakes.
+#[test]
+fn with_a_bus_a_loop_past_its_budget_makes_this_nodes_publishers_wait() {
+    let redis = util::redis::RedisServer::start();
+    let mut config = Config {
+        threads: Some(1),
+        max_delivery_lag_ms: 100,
+        publish_wait_timeout_ms: 300,
+        ..Config::loopback()
+    };
+    config.bus.url = Some(redis.url());
+    let server = TestServer::start(config);
+    let mut sub = SseClient::connect(server.addr, "/events?topic=lag");
+    server.wait_stats("stream", |s| s.streams == 1);
+    let publisher = server.handle().publisher();
+    let mut accepted = Vec::new();
+
+    assert!(server.handle().debug_block_loop(0, Duration::from_secs(3)));
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        match publisher.try_publish(&Message::new("lag", format!("e{}", accepted.len()))) {
+            Ok(Some(id)) => accepted.push(id),
+            Ok(None) => panic!("a reliable event is never held"),
+            Err(PublishError::Full) => break,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "try_publish never returned Full");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(server.stats().hub_lags[0] > Duration::from_millis(100));
+
+    // The only loop is asleep: HTTP publishers are read only when it wakes; with the bus
+    // still behind they wait for lag room and the first ones may be refused after 300 ms.
+    let request = publish_request("topic=lag", Some("text/plain"), b"http");
+    let mut clients: Vec<Client> = (0..4).map(|_| Client::connect(server.addr)).collect();
+    for c in &mut clients {
+        c.send(&request);
+    }
+    for (n, c) in clients.iter_mut().enumerate() {
+        let r = c.read_response();
+        match r.status {
+            503 => assert_eq!(r.header("retry-after"), Some("1"), "publisher {n}"),
+            202 => accepted.push(r.json()["id"].as_u64().expect("id")),
+            other => panic!("publisher {n}: {other} {}", r.text()),
+        }
+    }
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while server.stats().hub_lags[0] > Duration::ZERO {
+        assert!(Instant::now() < deadline, "the loop never caught up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    accepted.push(util::publish(server.addr, "lag", "after"));
+    accepted.sort_unstable();
+    let got: Vec<u64> = accepted.iter().map(|_| sub.next_published().expect("event").id_u64()).collect();
+    assert_eq!(got, accepted, "every event the bus took arrives, in order");
+}

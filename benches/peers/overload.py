@@ -4,11 +4,13 @@
 
     python3 benches/peers/overload.py DIR/full [--md OUT.md] [--svg OUT.svg] [--results RESULTS.md]
 
-With --results, the section after report.py's OVERLOAD_MARK in RESULTS.md is replaced (or
-appended) with the table, the plot's link and `--intro` text; report.py keeps that section.
+With --results, the section from report.py's OVERLOAD_MARK to the next section mark in
+RESULTS.md is replaced (or appended) with the table, the plot's link and `--intro` text;
+report.py keeps that section.
 
 Per rate step and peer: events/s offered and accepted, publish answers by status, readers'
-p50/p99 (publish stamp to receipt), the highest sse_loop_saturation sampled during the step
+p50/p99 (publish stamp to receipt, so a publish parked by the server counts), the server's
+own delivery-lag p99 (accept to kernel, a histogram bucket bound), the highest sse_loop_saturation sampled during the step
 (sse-edge only), and server CPU per million deliveries. The plot draws readers' p99 and the
 accepted rate against the offered rate, one line per peer.
 """
@@ -20,7 +22,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from report import OVERLOAD_MARK, svg_doc  # noqa: E402  (the peer report's SVG frame)
+from report import OVERLOAD_MARK, svg_doc, write_section  # noqa: E402  (the peer report's SVG frame)
 
 PEERS = ["sse-edge", "axum"]
 COLORS = {"sse-edge": "#2b6cb0", "axum": "#c05621"}
@@ -47,13 +49,42 @@ def steps(run_dir, peer):
     return sorted(out, key=lambda s: s[0])
 
 
+def lag_buckets(path):
+    """{le: cumulative count} of sse_delivery_lag_seconds in a /metrics dump ({} if none)."""
+    out = {}
+    if not os.path.exists(path):
+        return out
+    for line in open(path):
+        if line.startswith("sse_delivery_lag_seconds_bucket{"):
+            le = line.split('le="', 1)[1].split('"', 1)[0]
+            out[math.inf if le == "+Inf" else float(le)] = float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def server_lag_p99(run_dir, peer):
+    """{rate: the bucket bound under which 99 % of the step's deliveries were written}, from the
+    server's own histogram (hub accept to bytes taken by the kernel; sse-edge only). The server
+    runs every step, so each step's counts are its dump minus the previous step's."""
+    d = os.path.join(run_dir, peer)
+    out, prev = {}, {}
+    for rate, _, _ in steps(run_dir, peer):
+        cur = lag_buckets(os.path.join(d, f"M5-{rate}.metrics"))
+        if cur:
+            delta = sorted((le, n - prev.get(le, 0.0)) for le, n in cur.items())
+            total = delta[-1][1]
+            if total > 0:
+                out[rate] = next(le for le, n in delta if n >= 0.99 * total)
+        prev = cur
+    return out
+
+
 def accepted_per_s(rep):
     """Events accepted (2xx) per second of the step's planned duration."""
     duration = rep["config"]["publish"]["duration"] or 1
     return rep["publisher"]["raw"]["accepted"] / duration
 
 
-def row(peer, rate, rep, sat):
+def row(peer, rate, rep, sat, lag):
     p, s, v = rep["publisher"], rep["subscribers"], rep["server"]
     statuses = ", ".join(f"{k}: {n:,}" for k, n in sorted(p["raw"]["statuses"].items())) or "none"
     skipped = p["raw"].get("not_sent_inflight", 0) + p["raw"].get("not_sent_backlog", 0)
@@ -61,7 +92,7 @@ def row(peer, rate, rep, sat):
     cpu = v.get("cpu_s_per_million_deliveries")
     return (
         f"| {rate:,} | {peer} | {accepted_per_s(rep):,.0f} | {statuses}; {skipped:,} not offered "
-        f"| {lat['p50']:,.0f} / {lat['p99']:,.0f} | "
+        f"| {lat['p50']:,.0f} / {lat['p99']:,.0f} | {'–' if lag is None else f'≤ {lag * 1000:,.0f}'} | "
         f"{'–' if sat is None else f'{sat:.2f}'} | {'–' if cpu is None else f'{cpu:.2f}'} |"
     )
 
@@ -69,13 +100,14 @@ def row(peer, rate, rep, sat):
 def table(run_dir):
     lines = [
         "| offered events/s | peer | accepted events/s | publish answers | readers' p50 / p99 ms "
-        "| max saturation | server CPU-s per 10⁶ deliveries |",
-        "|---|---|---|---|---|---|---|",
+        "| server's delivery lag p99 ms | max saturation | server CPU-s per 10⁶ deliveries |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     by_rate = {}
     for peer in PEERS:
+        lags = server_lag_p99(run_dir, peer)
         for rate, rep, sat in steps(run_dir, peer):
-            by_rate.setdefault(rate, []).append(row(peer, rate, rep, sat))
+            by_rate.setdefault(rate, []).append(row(peer, rate, rep, sat, lags.get(rate)))
     for rate in sorted(by_rate):
         lines.extend(by_rate[rate])
     return "\n".join(lines) + "\n"
@@ -151,18 +183,13 @@ def main():
     a = ap.parse_args()
     md = table(a.run_dir)
     if a.results:
-        with open(a.results) as f:
-            old = f.read()
-        at = old.find(OVERLOAD_MARK)
-        head = old if at < 0 else old[:at]
         plot_link = ""
         if a.svg:
             rel = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.results)))
             plot_link = f"\n![M5: readers' p99 and accepted events/s against the offered rate]({rel})\n"
         section = f"{OVERLOAD_MARK}\n\n## M5 — overload: 10,000 subscribers, publish rate ramped past the knee\n\n"
         section += (a.intro.strip() + "\n\n" if a.intro.strip() else "") + md + plot_link
-        with open(a.results, "w") as f:
-            f.write(head.rstrip("\n") + "\n\n" + section)
+        write_section(a.results, OVERLOAD_MARK, section)
     if a.md:
         with open(a.md, "w") as f:
             f.write(md)

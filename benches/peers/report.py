@@ -1151,15 +1151,36 @@ def write_results(outdir, results, plots_dir):
     if os.path.exists(results):
         with open(results) as f:
             old = f.read()
-        at = old.find(OVERLOAD_MARK)
-        if at >= 0:
-            kept = "\n" + old[at:]
+        marks = [at for at in (old.find(m) for m in SECTION_MARKS) if at >= 0]
+        if marks:
+            kept = "\n" + old[min(marks):]
     with open(results, "w") as f:
         f.write("\n".join(md) + "\n" + kept)
 
 
 # Where RESULTS.md's overload section (benches/peers/overload.py) starts.
 OVERLOAD_MARK = "<!-- overload.py: the section below is written by benches/peers/overload.py -->"
+# Where RESULTS.md's latency/CPU frontier section (benches/peers/frontier.py) starts.
+FRONTIER_MARK = "<!-- frontier.py: the section below is written by benches/peers/frontier.py -->"
+# Sections other scripts write after this report; each runs from its mark to the next one.
+SECTION_MARKS = [OVERLOAD_MARK, FRONTIER_MARK]
+
+
+def write_section(results, mark, section):
+    """Replaces the section from `mark` up to the next section mark (or the end) of
+    `results` with `section` (which starts with `mark`), or appends it."""
+    with open(results) as f:
+        old = f.read()
+    at = old.find(mark)
+    if at < 0:
+        new = old.rstrip("\n") + "\n\n" + section.rstrip("\n") + "\n"
+    else:
+        ends = [e for e in (old.find(m, at + len(mark)) for m in SECTION_MARKS) if e >= 0]
+        end = min(ends) if ends else len(old)
+        rest = old[end:]
+        new = old[:at] + section.rstrip("\n") + "\n" + ("\n" + rest if rest else "")
+    with open(results, "w") as f:
+        f.write(new)
 
 
 def compare(peers, order):

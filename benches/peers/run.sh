@@ -32,6 +32,9 @@
 #                   server that parks publishers is offered less instead of a growing queue.
 #                   sse-edge's /metrics is sampled every 0.5 s for sse_loop_saturation.
 #                   Not in the default list: `--scenarios M5`, then benches/peers/overload.py.
+#   F frontier:     M2 on a fresh sse-edge at each --write-delay-ms of 0 5 10 25 50 100, and
+#                   once on each other peer (issue 14: p99 against CPU per delivery). Not in
+#                   the default list: `--scenarios F`, then benches/peers/frontier.py.
 #
 # Output: DIR/<quick|full>/<peer>/<scenario>.{json,md,log,procs} plus meta.json; then
 # benches/peers/report.py writes benches/RESULTS.md and benches/plots/*.svg (a quick run, or a
@@ -97,12 +100,14 @@ if [[ $QUICK == 1 ]]; then
   M3_STREAMS=1000 M3_RATES="500 2000 5000" M3_SECONDS=2
   M4_STREAMS=2000 M4_RATE=200 M4_SECONDS=5 M4B_RATE=20
   M5_STREAMS=2000 M5_RATES="100 800" M5_SECONDS=3
+  F_DELAYS="0 25"
 else
   M1_STREAMS=10000
   M2_STREAMS=10000 M2_RATE=50 M2_SECONDS=20
   M3_STREAMS=1000 M3_RATES="500 1000 2000 5000 10000 20000" M3_SECONDS=5
   M4_STREAMS=10000 M4_RATE=200 M4_SECONDS=30 M4B_RATE=20
   M5_STREAMS=10000 M5_RATES="50 100 200 400 800 1600" M5_SECONDS=10
+  F_DELAYS="0 5 10 25 50 100"
 fi
 
 log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -181,8 +186,10 @@ ADDR= PUB_ADDR= PUB_VIA=
 
 start_sse_edge() {
   ADDR=127.0.0.1:$P_SSE_EDGE PUB_ADDR=$ADDR PUB_VIA="sse-edge itself"
+  # SSE_EDGE_ARGS: extra options for one scenario's runs (the frontier's --write-delay-ms).
+  # shellcheck disable=SC2086
   RUST_LOG=warn $ON_SERVER_CPU "$BIN/sse-edge" --listen "$ADDR" --threads 1 \
-    --pin-threads false >"$PEER_OUT/server.log" 2>&1 &
+    --pin-threads false ${SSE_EDGE_ARGS:-} >"$PEER_OUT/server.log" 2>&1 &
   local pid=$!
   STARTED+=("$pid") PEER_MAIN=("$pid") PEER_PIDS=("$pid") PEER_NAMES=("sse-edge")
 }
@@ -328,6 +335,21 @@ scenario_m1() {
 scenario_m2() {
   fresh_peer || return 1
   load "M2$REP" --streams "$M2_STREAMS" --rate "$M2_RATE" --duration "$M2_SECONDS" --payload-bytes 100
+}
+
+# The latency/CPU frontier (issue 14): M2 once per --write-delay-ms for sse-edge, once for any
+# other peer, each on a fresh server.
+scenario_frontier() {
+  if [[ $PEER != sse-edge ]]; then
+    fresh_peer || return 1
+    load "F-base" --streams "$M2_STREAMS" --rate "$M2_RATE" --duration "$M2_SECONDS" --payload-bytes 100
+    return
+  fi
+  local d
+  for d in $F_DELAYS; do
+    SSE_EDGE_ARGS="--write-delay-ms $d" fresh_peer || return 1
+    load "F-d$d" --streams "$M2_STREAMS" --rate "$M2_RATE" --duration "$M2_SECONDS" --payload-bytes 100
+  done
 }
 
 scenario_m3() {
@@ -532,6 +554,7 @@ for PEER in "${PEER_LIST[@]}"; do
       M4) scenario_m4 ;;
       M4b) repeat scenario_m4b ;;
       M5) scenario_m5 ;;
+      F) scenario_frontier ;;
       *) log "unknown scenario $S"; exit 2 ;;
     esac || { log "$PEER $S failed to run"; echo "$S: peer did not start" >>"$PEER_OUT/FAILED"; }
   done

@@ -11,6 +11,10 @@
 //!    is freed, and the publish is retried only then or after
 //!    [`crate::room::ROOM_WAIT_FALLBACK`]; `--publish-wait-timeout-ms` applies from the
 //!    first park.
+//! 4. While a loop of this node is behind its `--max-delivery-lag-ms` budget (no lag room,
+//!    [`crate::hub::Hub::lag_room`]), a publish waits as on a full window: every node slows
+//!    its own publishers when its own loops are late, and the bus reader keeps feeding the
+//!    loops what others published, bounded by the channels.
 //! 3. A bus error answers at once, with the ids the bus gave the events before (they are
 //!    delivered) and `null` for the rest, counted as `bus_unavailable`: `503` + `Retry-After:
 //!    1` with `"outcome":"not_appended"` when the bus never ran the append, `504` with
@@ -52,7 +56,12 @@ impl Worker {
         }
         let mut window_full = false;
         if pending.ticket.is_none() {
-            match bus.try_submit(&pending.events[pending.ids.len()..], Some(self.index)) {
+            // Invariant 4: a node behind its lag budget takes no more from its publishers.
+            let submitted = match self.shared.hub.lag_room() {
+                0 => None,
+                _ => bus.try_submit(&pending.events[pending.ids.len()..], Some(self.index)),
+            };
+            match submitted {
                 Some(submitted) => pending.ticket = Some(submitted),
                 None => window_full = true,
             }
