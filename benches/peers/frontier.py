@@ -41,6 +41,15 @@ def points(run_dir):
     return sorted(out, key=lambda p: (p[0] != "sse-edge", p[0], p[1] if p[1] is not None else -1))
 
 
+def scenario(rep):
+    """What the runs measured, from the first report's configuration."""
+    c = rep["config"]
+    return (
+        f"M2: {c['sub'].get('streams', 0):,} streams × {c['publish']['rate']:g} events/s × "
+        f"{c['publish']['payload_bytes']} B"
+    )
+
+
 def p99(rep):
     return rep["subscribers"]["latency_ms"]["p99"]
 
@@ -98,7 +107,7 @@ def plot(pts):
         "server CPU-s per 10⁶ deliveries (lower is better)</text>",
         f'<text x="18" y="{h / 2}" font-size="12" text-anchor="middle" '
         f'transform="rotate(-90 18 {h / 2})">readers\' p99 ms (log)</text>',
-        f'<text x="{pad}" y="{pad - 24}" font-size="13">M2: 10,000 streams × 50 events/s × 100 B</text>',
+        f'<text x="{pad}" y="{pad - 24}" font-size="13">{scenario(pts[0][2])}</text>',
     ]
     step = 0.25 if x1 <= 2.5 else 0.5
     v = 0.0
@@ -106,7 +115,7 @@ def plot(pts):
         body.append(f'<text x="{x(v):.1f}" y="{h - pad + 16}" font-size="10" text-anchor="middle">{v:g}</text>')
         v += step
     for k in range(int(math.floor(y0)), int(math.ceil(y1)) + 1):
-        for m in (1, 2, 5):
+        for m in (1, 1.5, 2, 3, 5, 7):
             val = m * 10**k
             if y0 <= math.log10(val) <= y1:
                 body.append(
