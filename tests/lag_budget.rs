@@ -8,12 +8,28 @@ mod util;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use sse_edge::{Config, Message, PublishError};
+use sse_edge::{Config, Message, PublishError, Publisher};
 use util::{http_get, publish_request, Client, SseClient, TestServer, IO_TIMEOUT};
 
 /// A gauge's value for loop `index` from `/metrics` at `admin`.
 fn per_loop(admin: SocketAddr, name: &str, index: usize) -> f64 {
     util::metric_value(&http_get(admin, "/metrics").text(), &format!("{name}{{loop=\"{index}\"}}"))
+}
+
+/// Embedded `try_publish` on topic `lag` every 5 ms until it returns `Full`; the ids it got.
+fn publish_until_full(publisher: &Publisher) -> Vec<u64> {
+    let mut accepted = Vec::new();
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        match publisher.try_publish(&Message::new("lag", format!("e{}", accepted.len()))) {
+            Ok(Some(id)) => accepted.push(id),
+            Ok(None) => panic!("a reliable event is never held"),
+            Err(PublishError::Full) => return accepted,
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < deadline, "try_publish never returned Full");
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 /// Loop 0 sleeps (a test hook) far past a 100 ms budget: embedded `try_publish` gets `Full`
@@ -33,21 +49,10 @@ fn a_loop_past_its_budget_makes_publishers_wait_and_loses_nothing() {
     let mut sub = SseClient::connect(server.addr, "/events?topic=lag");
     server.wait_stats("stream", |s| s.streams == 1);
     let publisher = server.handle().publisher();
-    let mut accepted = Vec::new();
 
     assert!(server.handle().debug_block_loop(0, Duration::from_secs(3)));
     // Events go in until loop 0's oldest untaken one is older than the budget.
-    let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
-        match publisher.try_publish(&Message::new("lag", format!("e{}", accepted.len()))) {
-            Ok(Some(id)) => accepted.push(id),
-            Ok(None) => panic!("a reliable event is never held"),
-            Err(PublishError::Full) => break,
-            Err(e) => panic!("{e}"),
-        }
-        assert!(Instant::now() < deadline, "try_publish never returned Full");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut accepted = publish_until_full(&publisher);
     assert!(accepted.len() < 10_000, "the count bound (16,384) was not what stopped it");
     let lag = server.stats().hub_lags[0];
     assert!(lag > Duration::from_millis(100), "loop 0's lag {lag:?} while publishers are refused");
@@ -122,20 +127,9 @@ fn with_a_bus_a_loop_past_its_budget_makes_this_nodes_publishers_wait() {
     let mut sub = SseClient::connect(server.addr, "/events?topic=lag");
     server.wait_stats("stream", |s| s.streams == 1);
     let publisher = server.handle().publisher();
-    let mut accepted = Vec::new();
 
     assert!(server.handle().debug_block_loop(0, Duration::from_secs(3)));
-    let deadline = Instant::now() + IO_TIMEOUT;
-    loop {
-        match publisher.try_publish(&Message::new("lag", format!("e{}", accepted.len()))) {
-            Ok(Some(id)) => accepted.push(id),
-            Ok(None) => panic!("a reliable event is never held"),
-            Err(PublishError::Full) => break,
-            Err(e) => panic!("{e}"),
-        }
-        assert!(Instant::now() < deadline, "try_publish never returned Full");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    let mut accepted = publish_until_full(&publisher);
     assert!(server.stats().hub_lags[0] > Duration::from_millis(100));
 
     // The only loop is asleep: HTTP publishers are read only when it wakes; with the bus
