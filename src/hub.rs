@@ -38,7 +38,9 @@ use crate::sse;
 use crate::throttle::Throttle;
 
 mod lag;
+mod resumed;
 use lag::Lag;
+pub use resumed::Resumed;
 
 /// One sequenced event, shared by every loop (one allocation per event, not per loop).
 #[derive(Debug)]
@@ -68,7 +70,7 @@ pub enum LoopMsg {
     /// Test hook: sleep this long (a stuck loop, for health tests).
     Block(Duration),
     /// The bus's answer to a resume this loop asked for ([`crate::bus::resume`]).
-    Resumed(Box<crate::bus::resume::Resumed>),
+    Resumed(Box<Resumed>),
     /// The bus reader found reliable events it can never deliver ([`Lost`]).
     Lost(Arc<Lost>),
 }
@@ -174,16 +176,6 @@ pub enum PublishError {
     /// appended (and delivered). Retrying may publish them twice. The text says why.
     #[error("{0}")]
     OutcomeUnknown(String),
-}
-
-impl From<crate::bus::BusError> for PublishError {
-    fn from(e: crate::bus::BusError) -> PublishError {
-        if e.outcome_unknown() {
-            PublishError::OutcomeUnknown(e.to_string())
-        } else {
-            PublishError::Unavailable(e.to_string())
-        }
-    }
 }
 
 /// What the hub's lock protects: the id counter and the per-class publish counters

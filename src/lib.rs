@@ -5,6 +5,23 @@
 //! connection's bounded outbox ([`outbox`]) → `writev` to the socket. Events are encoded
 //! once ([`sse`]) into a shared `Bytes` frame that every outbox holds by reference.
 //!
+//! Layering: a module uses only modules on lower lines of this list, never one above it or
+//! one that uses it back (`tests/layering.rs` fails on any import cycle and names its lines).
+//! A module's submodules (`worker::*`, `hub::*`, `bus::*`, ...) count as the module.
+//!
+//! 1. `monitor` (the watcher thread), [`check`] (the host's capacity report).
+//! 2. `worker`: the loops (accept, read, route, fan out, flush, timers, admin).
+//! 3. `conn`, [`polling`], [`exposition`], [`config`]: one connection, polling answers,
+//!    the metrics text, the options.
+//! 4. [`bus`], [`history`], [`outbox`]: the Redis sequencer and reader, a loop's history, a
+//!    connection's outbox.
+//! 5. [`hub`]: the in-process sequencer and the hub→loop channel messages (events, losses,
+//!    the bus's resume answers).
+//! 6. [`route`], [`cors`], [`throttle`], [`intern`].
+//! 7. [`publish`], [`admission`], [`auth`], [`metrics`].
+//! 8. Leaves: [`http`], [`sse`], [`topics`] (names, the reserved prefix, the index),
+//!    [`notices`], [`health`], [`histogram`], `rate`, `room`, [`client_js`], [`sys`].
+//!
 //! Embedding:
 //!
 //! ```no_run

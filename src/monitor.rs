@@ -26,10 +26,9 @@ use crate::hub::LoopMsg;
 use crate::publish::{self, Message};
 use crate::worker::Shared;
 
-/// The reserved topic of the status feed (publishers may not use the `sse-edge.` prefix).
+/// The reserved topic of the status feed (publishers may not use the
+/// [`crate::topics::RESERVED_PREFIX`] prefix).
 pub const STATUS_TOPIC: &str = "sse-edge.status";
-/// Topics with this prefix belong to the node.
-pub const RESERVED_PREFIX: &str = "sse-edge.";
 /// How long both overload signals must stay low before overload mode ends.
 pub const RECOVERY_HOLD: Duration = Duration::from_secs(2);
 /// Throttle window multiplier in overload mode.

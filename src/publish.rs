@@ -174,10 +174,10 @@ pub fn validate(msg: &Message) -> Result<(), Reject> {
 
 /// Refuses topics reserved for the node itself (its status feed).
 pub fn check_not_reserved(topic: &str) -> Result<(), Reject> {
-    if topic.starts_with(crate::monitor::RESERVED_PREFIX) {
+    if topic.starts_with(topics::RESERVED_PREFIX) {
         return Err(Reject::BadRequest(format!(
             "topic {topic:?} is reserved: the {} prefix belongs to the node",
-            crate::monitor::RESERVED_PREFIX
+            topics::RESERVED_PREFIX
         )));
     }
     Ok(())
@@ -373,5 +373,17 @@ mod tests {
         assert_eq!(prepare(&Message::new("t", "x".repeat(1000)), 1000).unwrap_err().status(), 413);
         assert!(prepare(&Message::new("t", "x").latest("a\nb"), 1000).is_err(), "a key is a frame field");
         assert!(prepare(&Message::new("t", "x").latest("a\rb"), 1000).is_err());
+    }
+
+    #[test]
+    fn the_node_s_topic_prefix_is_refused_to_publishers() {
+        for topic in ["sse-edge.status", "sse-edge.", "sse-edge.anything"] {
+            let err = check_not_reserved(topic).unwrap_err();
+            assert_eq!(err.status(), 400, "{topic}");
+            assert!(format!("{err:?}").contains("prefix belongs to the node"), "{err:?}");
+        }
+        for topic in ["jobs", "sse-edge", "my.sse-edge.status", "sse-edgeX"] {
+            assert!(check_not_reserved(topic).is_ok(), "{topic}");
+        }
     }
 }

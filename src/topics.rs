@@ -21,6 +21,9 @@ use slab::Slab;
 
 /// Longest topic name, in bytes.
 pub const MAX_TOPIC_BYTES: usize = 128;
+/// Topics with this prefix belong to the node (its status feed): publishers may not use them
+/// ([`crate::publish::check_not_reserved`]).
+pub const RESERVED_PREFIX: &str = "sse-edge.";
 
 /// Checks a topic name; the error says what is wrong.
 pub fn validate(name: &str) -> Result<(), String> {

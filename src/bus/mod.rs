@@ -47,7 +47,7 @@ use bytes::Bytes;
 use crossbeam_channel::Sender;
 
 use crate::histogram;
-use crate::hub::{Event, Hub};
+use crate::hub::{Event, Hub, PublishError};
 use crate::publish::{Class, Prepared};
 
 pub use config::BusConfig;
@@ -92,6 +92,18 @@ impl BusError {
     /// The events may have been appended: the connection is not to be trusted either.
     pub fn outcome_unknown(&self) -> bool {
         matches!(self, BusError::Unknown(_))
+    }
+}
+
+/// What a publisher is told when the bus failed it (here, not in the hub: the hub sits below
+/// the bus and knows nothing of it).
+impl From<BusError> for PublishError {
+    fn from(e: BusError) -> PublishError {
+        if e.outcome_unknown() {
+            PublishError::OutcomeUnknown(e.to_string())
+        } else {
+            PublishError::Unavailable(e.to_string())
+        }
     }
 }
 

@@ -18,15 +18,13 @@
 //!    ([`crate::hub::LoopMsg::Resumed`]), which replays it and registers the stream in one
 //!    step; live events up to `through` are skipped there, so nothing comes twice.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 
 use super::reader::{event, Topics};
 use super::{Bus, Connection};
-use crate::history::Gap;
-use crate::hub::{Event, Hub, LoopMsg};
+use crate::hub::{Hub, LoopMsg};
 
 /// Entries read from the bus per resume at most (a topic that is rare in a busy stream
 /// cannot make one resume read the whole stream).
@@ -56,35 +54,18 @@ pub struct Request {
     pub max_events: usize,
 }
 
-/// The bus's answer to a [`Request`].
-#[derive(Debug)]
-pub struct Resumed {
-    /// The connection, as in the request.
-    pub key: usize,
-    /// As in the request.
-    pub token: u64,
-    /// Ids the bus no longer holds at the start of the range.
-    pub gap: Option<Gap>,
-    /// The events of the requested topics, in id order.
-    pub events: Vec<Arc<Event>>,
-    /// The scan covered the ids up to here (the client's `after` when it failed).
-    pub through: u64,
-    /// The bus holds the client's own last event: its id is real even if this node has not
-    /// read it yet (another node handed it out).
-    pub holds_after: bool,
-}
+/// The bus's answer to a [`Request`] (defined with the hub channel that carries it).
+pub use crate::hub::Resumed;
 
-impl Resumed {
-    /// An answer that found nothing: the loop serves the resume from its history alone.
-    fn nothing(req: &Request) -> Resumed {
-        Resumed {
-            key: req.key,
-            token: req.token,
-            gap: None,
-            events: Vec::new(),
-            through: req.after,
-            holds_after: false,
-        }
+/// An answer that found nothing: the loop serves the resume from its history alone.
+fn nothing(req: &Request) -> Resumed {
+    Resumed {
+        key: req.key,
+        token: req.token,
+        gap: None,
+        events: Vec::new(),
+        through: req.after,
+        holds_after: false,
     }
 }
 
@@ -127,9 +108,9 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
                 log::warn!("bus: resume after {} failed ({e}); served from history", req.after);
                 conn = None;
                 failed_at = Some(Instant::now());
-                Resumed::nothing(&req)
+                nothing(&req)
             }),
-            None => Resumed::nothing(&req),
+            None => nothing(&req),
         };
         let mut msg = LoopMsg::Resumed(Box::new(answer));
         // The loop's channel may be full; wait for room as the reader does.
@@ -148,7 +129,7 @@ pub(super) fn run(bus: &Bus, hub: &Hub) {
 
 fn scan(conn: &mut dyn Connection, req: &Request, topics: &mut Topics) -> Result<Resumed, super::BusError> {
     let now = Instant::now();
-    let mut answer = Resumed::nothing(req);
+    let mut answer = nothing(req);
     let mut scanned = 0;
     // The position (`n`) of the entry read last: a jump or a step back is a hole, and the
     // scan stops before it (invariant 1).
