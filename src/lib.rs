@@ -20,7 +20,7 @@
 //! 6. [`route`], [`cors`], [`throttle`], [`intern`].
 //! 7. [`publish`], [`admission`], [`auth`], [`metrics`].
 //! 8. Leaves: [`http`], [`sse`], [`topics`] (names, the reserved prefix, the index),
-//!    [`notices`], [`health`], [`histogram`], `rate`, `room`, [`client_js`], [`sys`].
+//!    [`notices`], [`health`], [`histogram`], `rate`, `room`, `busy_rate`, [`client_js`], [`sys`].
 //!
 //! Embedding:
 //!
