@@ -40,7 +40,9 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         .expect("systemd-analyze is missing: run scripts/test (it installs the Debian `systemd` package)");
     let unit = kit_file("systemd/sse-edge.service");
     for line in [
-        "ExecStart=/usr/local/bin/sse-edge",
+        "ExecStart=/usr/bin/sse-edge --config /etc/sse-edge/sse-edge.toml",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+        "User=sse-edge",
         "LimitNOFILE=1048576",
         "KillSignal=SIGTERM",
         "Restart=on-failure",
@@ -58,7 +60,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
     // verify checks that ExecStart exists: point it at the binary under test.
     let tmp = TempDir::new("unit");
     let path = tmp.join("sse-edge.service");
-    std::fs::write(&path, unit.replace("/usr/local/bin/sse-edge", BIN)).expect("write unit");
+    std::fs::write(&path, unit.replace("/usr/bin/sse-edge", BIN)).expect("write unit");
     let out =
         Command::new(&tool).args(["verify", "--man=no"]).arg(&path).output().expect("run systemd-analyze");
     let stderr = String::from_utf8_lossy(&out.stderr);
