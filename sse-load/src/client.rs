@@ -22,6 +22,7 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
+use crate::accepted;
 use crate::chunked::{self, ChunkError, Decoded};
 use crate::http_client::{parse_head, HeadParse};
 use crate::net;
@@ -244,6 +245,9 @@ impl Client {
                     } else if let Some(st) = payload::decode(e.data) {
                         let latency = now_us.saturating_sub(st.ts_us);
                         stats.latency_us.record(latency);
+                        if let Some(l) = accepted::latency_us(st.lane, st.seq, now_us) {
+                            stats.accept_latency_us.record(l);
+                        }
                         interval.record(latency);
                         stats.deliveries += 1;
                         if stats.first_delivery_us == 0 {

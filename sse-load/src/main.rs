@@ -7,6 +7,7 @@
 //! (open-loop publishing), `multiproc` (worker processes), `procstat` (server sampling), `stats`
 //! and `report` (merge, JSON, Markdown), `progress` (live line), `scenario` (the runs).
 
+mod accepted;
 mod chunked;
 mod cli;
 mod client;

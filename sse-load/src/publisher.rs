@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token};
 
+use crate::accepted;
 use crate::http_client::{parse_head, publish_request, HeadParse};
 use crate::payload::{self, Stamp};
 use crate::stats::{count_error, io_kind, Hist, PubResult};
@@ -81,8 +82,10 @@ struct Conn {
     sock: Option<TcpStream>,
     out: Vec<u8>,
     out_off: usize,
-    /// Write time of each unanswered request, oldest first.
-    inflight: VecDeque<Instant>,
+    /// Write time and seq of each unanswered request, oldest first.
+    inflight: VecDeque<(Instant, u64)>,
+    /// This connection's lane (index in the connection list).
+    lane: u32,
     inbuf: Vec<u8>,
     next_seq: u64,
     retry_at: Instant,
@@ -109,6 +112,7 @@ pub fn run(plan: &PubPlan, live: &PubLive, stop: &AtomicBool) -> PubResult {
     let mut conns: Vec<Conn> = (0..targets * per_target)
         .map(|k| Conn {
             target: k / per_target,
+            lane: k as u32,
             sock: None,
             out: Vec::new(),
             out_off: 0,
@@ -121,6 +125,8 @@ pub fn run(plan: &PubPlan, live: &PubLive, stop: &AtomicBool) -> PubResult {
     for (i, c) in conns.iter_mut().enumerate() {
         reconnect(&poll, i, c, plan, &mut res, now);
     }
+    // Readers in this process measure latency from acceptance too (see `accepted`).
+    accepted::init(conns.len(), plan.count);
     let rate = if plan.rate > 0.0 && plan.rate.is_finite() { plan.rate } else { 1.0 };
     let (mut events, mut buf, mut body) = (Events::with_capacity(256), vec![0u8; READ_BUF], Vec::new());
     let t0 = Instant::now();
@@ -152,7 +158,7 @@ pub fn run(plan: &PubPlan, live: &PubLive, stop: &AtomicBool) -> PubResult {
                     let stamp = Stamp { lane: lane as u32, seq: c.next_seq, ts_us: payload::now_us() };
                     payload::encode(&mut body, stamp, plan.payload_bytes);
                     publish_request(&mut c.out, plan.addrs[target], topic, plan.event.as_deref(), &body);
-                    c.inflight.push_back(now);
+                    c.inflight.push_back((now, c.next_seq));
                     res.sent += 1;
                     last_send = now;
                 }
@@ -305,7 +311,7 @@ fn read_answers(
         }
         used += total;
         *res.statuses.entry(head.status.to_string()).or_default() += 1;
-        let Some(sent) = c.inflight.pop_front() else {
+        let Some((sent, seq)) = c.inflight.pop_front() else {
             closed = Some(format!("publish response {} without a request", head.status));
             break;
         };
@@ -314,6 +320,7 @@ fn read_answers(
         interval.record(us);
         *last_answer = now;
         if (200..300).contains(&head.status) {
+            accepted::mark(c.lane, seq, payload::now_us());
             res.accepted += 1;
             if let Some(n) = res.accepted_by_target.get_mut(c.target) {
                 *n += 1;

@@ -62,6 +62,8 @@ pub struct SubSection {
     pub ttfb_ms: Ms,
     /// Publish timestamp → receipt.
     pub latency_ms: Ms,
+    /// The publish's `2xx` answer → receipt (publisher in this process only).
+    pub accept_latency_ms: Ms,
     /// See the module doc.
     pub deliveries_per_s: f64,
     /// Accepted publishes × ready reading streams (per server address); `None` without a
@@ -147,6 +149,7 @@ pub fn sub_section(raw: SubResult) -> SubSection {
         connect_ms: Ms::of(&raw.connect_us),
         ttfb_ms: Ms::of(&raw.ttfb_us),
         latency_ms: Ms::of(&raw.latency_us),
+        accept_latency_ms: Ms::of(&raw.accept_latency_us),
         deliveries_per_s: per_second(raw.deliveries, window),
         expected_deliveries: raw.expected_deliveries,
         mean_missing_per_stream: if readers > 0 { raw.missing_total as f64 / readers as f64 } else { 0.0 },
@@ -251,6 +254,12 @@ impl Report {
             row("gap notices (ids covered)", format!("{} ({})", r.gap_notices, r.gap_notice_ids));
             row("other events / comments", format!("{} / {}", r.other_events, r.comments));
             row("latency p50 / p90 / p99 / p99.9 / max", ms3(&s.latency_ms, true));
+            if r.accept_latency_us.count() > 0 {
+                row(
+                    "latency from acceptance p50 / p90 / p99 / p99.9 / max (received before the answer)",
+                    format!("{} ({})", ms3(&s.accept_latency_ms, true), r.before_answer),
+                );
+            }
             row("subscriber errors", errors(&r.errors));
         }
         if let Some(p) = &self.publisher {

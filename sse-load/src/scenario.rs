@@ -79,6 +79,7 @@ impl Streams {
             total.merge(&g.finish(FINISH_TIMEOUT));
         }
         self.workers.wait_all(Duration::from_secs(5));
+        total.before_answer = crate::accepted::before_answer();
         total
     }
 }

@@ -190,6 +190,13 @@ pub struct SubResult {
     pub ttfb_us: Hist,
     /// Publisher timestamp → receipt, µs, per stamped event.
     pub latency_us: Hist,
+    /// The publish's `2xx` answer → receipt, µs, per stamped event whose publisher runs in the
+    /// same process (`crate::accepted`): what readers wait once the server took the event.
+    #[serde(default)]
+    pub accept_latency_us: Hist,
+    /// Of those, events received before their answer was read (counted as 0 µs).
+    #[serde(default)]
+    pub before_answer: u64,
     /// Stamped events received (every stream counted).
     pub deliveries: u64,
     /// Events without a publisher stamp (and not gap notices).
@@ -272,6 +279,8 @@ impl SubResult {
         self.connect_us.merge(&o.connect_us);
         self.ttfb_us.merge(&o.ttfb_us);
         self.latency_us.merge(&o.latency_us);
+        self.accept_latency_us.merge(&o.accept_latency_us);
+        self.before_answer += o.before_answer;
         merge_errors(&mut self.errors, &o.errors);
     }
 }
