@@ -611,6 +611,103 @@ def component_table(e, tag, ticks_per_s):
     return table(["process", "CPU-s during the run", "RSS at end"], rows)
 
 
+# What the fan-out table's columns mean (printed under M2's table; M2h's refers to it).
+FANOUT_NOTES = (
+    "\n'publishes accepted' = publishes answered 2xx within sse-load's 10 s answer timeout (a peer "
+    "that is too busy answers late: its publishers slow down). 'delivered of scheduled' = distinct "
+    "events received by the readers / (scheduled publishes × readers): the headline, since a peer "
+    "that accepted fewer publishes can deliver 'all it accepted' and still deliver less. "
+    "'server process busy' = the server processes' CPU-s / (first publish → last delivery); their "
+    "CPU-s include the kernel's loopback work done in their own context (tick accounting), not "
+    "the work deferred to ksoftirqd/0. 'CPU 0 busy' = (server processes + ksoftirqd/0) / wall "
+    "time over the whole sse-load run, connect and drain included ('–' where ksoftirqd was not "
+    "recorded); near 100% the core was saturated and latency is queueing. deliveries/s is over "
+    "first → last delivery.\n"
+)
+
+
+def fanout_section(md, tag, title, intro, notes, prm, peers, order, plots_dir, rel_plots):
+    """Appends to md the section of a fan-out scenario (M2, M2h): intro, its table, notes (under
+    the table), a latency chart (<tag>_latency.svg) and a CPU chart (<tag>_cpu_per_million.svg).
+    prm: the scenario's params from meta.json. Left out when no peer ran it and the run did not
+    plan it."""
+    if not any(run_of(peers[p], tag) for p in order) and not prm:
+        return
+    rate = f"{prm.get('rate', '?')} events/s"
+    md.append(
+        f"## {tag} — {title}: {fmt_int(prm.get('streams', 0))} subscribers × {rate} "
+        f"of {prm.get('payload', '?')} B for {prm.get('seconds', '?')} s\n"
+    )
+    if intro:
+        md.append(intro + "\n")
+    rows, lat_series, cpu_bars = [], [], []
+    qs = [0.5, 0.9, 0.99, 0.999, 1.0]
+    for p in order:
+        e = peers[p]
+        r = run_of(e, tag)
+        if not r:
+            rows.append((label(p), not_run(e)) + ("",) * 10)
+            continue
+        busy = r.cpu_run / r.run_window if r.cpu_run is not None and r.run_window else None
+        rows.append(
+            (
+                label(p),
+                f"{r.dps:,.0f}",
+                pct(r.accepted_share),
+                f"**{pct(r.of_scheduled)}** ({pct(r.delivered)} of accepted)",
+                fmt_int(r.streams_missing),
+                fmt_ms(r.lat.get("p50")),
+                "**" + spread(r, lambda x: x.lat.get("p99"), fmt_ms) + "**",
+                fmt_ms(r.lat.get("max")),
+                "**" + spread(r, lambda x: x.cpu_per_m, fmt_num) + "**",
+                f"{busy:.0%}" if busy is not None else "–",
+                f"{r.core_busy:.0%}" if getattr(r, "core_busy", None) is not None else "–",
+                f"{r.loadgen_busy:.0%}",
+            )
+        )
+        lat_series.append((p, hist_quantiles(r.lat_hist, qs)))
+        if r.cpu_per_m is not None:
+            cpu_bars.append((p, r.cpu_per_m, f"{r.cpu_per_m:.2f} s"))
+    md.append(
+        table(
+            [
+                "peer",
+                "deliveries/s",
+                "publishes accepted",
+                "delivered of scheduled",
+                "streams with gaps",
+                "p50 (ms)",
+                "p99 (ms)",
+                "max (ms)",
+                "server CPU-s per 10⁶ deliveries",
+                "server process busy",
+                "CPU 0 busy",
+                "sse-load core busy",
+            ],
+            rows,
+        )
+    )
+    md.append(notes)
+    name = tag.lower()
+    if line_chart(
+        os.path.join(plots_dir, f"{name}_latency.svg"),
+        f"{tag}: delivery latency percentiles ({fmt_int(prm.get('streams', 0))} subscribers × "
+        f"{prm.get('rate', '?')} ev/s)",
+        ["p50", "p90", "p99", "p99.9", "max"],
+        lat_series,
+        "latency (ms, log scale)",
+    ):
+        md.append(f"![{tag} latency]({rel_plots}/{name}_latency.svg)\n")
+    if bar_chart(
+        os.path.join(plots_dir, f"{name}_cpu_per_million.svg"),
+        f"{tag}: server CPU seconds per million deliveries",
+        cpu_bars,
+        lambda v: f"{v:g}",
+        "CPU-seconds per 10⁶ deliveries (lower is better)",
+    ):
+        md.append(f"![{tag} CPU]({rel_plots}/{name}_cpu_per_million.svg)\n")
+
+
 def write_results(outdir, results, plots_dir):
     meta, peers = collect(outdir)
     os.makedirs(plots_dir, exist_ok=True)
@@ -668,7 +765,7 @@ def write_results(outdir, results, plots_dir):
         "from `/proc` of every server process (`--server-pid`, summed): RSS per stream = (RSS when all "
         "streams are ready − RSS before connecting) / streams; CPU per million deliveries = server "
         "CPU-s from all-ready to end of drain / deliveries × 10⁶. "
-        f"M1, M2 and M4b ran {meta.get('repeat', 1)} time(s) per peer, each on a fresh server: their "
+        f"M1, M2, M2h and M4b ran {meta.get('repeat', 1)} time(s) per peer, each on a fresh server: their "
         "tables give the median of each figure, with the range over the repetitions in brackets "
         "where it matters (one run on this shared machine can be off by tens of percent).\n"
     )
@@ -742,87 +839,18 @@ def write_results(outdir, results, plots_dir):
     ):
         md.append(f"![RSS per stream]({rel_plots}/m1_rss_per_stream.svg)\n")
 
-    # ---- M2
-    p2 = params.get("M2", {})
-    md.append(
-        f"## M2 — fan-out: {fmt_int(p2.get('streams', 0))} subscribers × {p2.get('rate', '?')} events/s "
-        f"of {p2.get('payload', '?')} B for {p2.get('seconds', '?')} s\n"
-    )
-    rows, lat_series, cpu_bars = [], [], []
-    qs = [0.5, 0.9, 0.99, 0.999, 1.0]
-    for p in order:
-        e = peers[p]
-        r = run_of(e, "M2")
-        if not r:
-            rows.append((label(p), not_run(e)) + ("",) * 10)
-            continue
-        busy = r.cpu_run / r.run_window if r.cpu_run is not None and r.run_window else None
-        rows.append(
-            (
-                label(p),
-                f"{r.dps:,.0f}",
-                pct(r.accepted_share),
-                f"**{pct(r.of_scheduled)}** ({pct(r.delivered)} of accepted)",
-                fmt_int(r.streams_missing),
-                fmt_ms(r.lat.get("p50")),
-                "**" + spread(r, lambda x: x.lat.get("p99"), fmt_ms) + "**",
-                fmt_ms(r.lat.get("max")),
-                "**" + spread(r, lambda x: x.cpu_per_m, fmt_num) + "**",
-                f"{busy:.0%}" if busy is not None else "–",
-                f"{r.core_busy:.0%}" if getattr(r, "core_busy", None) is not None else "–",
-                f"{r.loadgen_busy:.0%}",
-            )
-        )
-        lat_series.append((p, hist_quantiles(r.lat_hist, qs)))
-        if r.cpu_per_m is not None:
-            cpu_bars.append((p, r.cpu_per_m, f"{r.cpu_per_m:.2f} s"))
-    md.append(
-        table(
-            [
-                "peer",
-                "deliveries/s",
-                "publishes accepted",
-                "delivered of scheduled",
-                "streams with gaps",
-                "p50 (ms)",
-                "p99 (ms)",
-                "max (ms)",
-                "server CPU-s per 10⁶ deliveries",
-                "server process busy",
-                "CPU 0 busy",
-                "sse-load core busy",
-            ],
-            rows,
-        )
-    )
-    md.append(
-        "\n'publishes accepted' = publishes answered 2xx within sse-load's 10 s answer timeout (a peer "
-        "that is too busy answers late: its publishers slow down). 'delivered of scheduled' = distinct "
-        "events received by the readers / (scheduled publishes × readers): the headline, since a peer "
-        "that accepted fewer publishes can deliver 'all it accepted' and still deliver less. "
-        "'server process busy' = the server processes' CPU-s / (first publish → last delivery); their "
-        "CPU-s include the kernel's loopback work done in their own context (tick accounting), not "
-        "the work deferred to ksoftirqd/0. 'CPU 0 busy' = (server processes + ksoftirqd/0) / wall "
-        "time over the whole sse-load run, connect and drain included ('–' where ksoftirqd was not "
-        "recorded); near 100% the core was saturated and latency is queueing. deliveries/s is over "
-        "first → last delivery.\n"
-    )
-    if line_chart(
-        os.path.join(plots_dir, "m2_latency.svg"),
-        f"M2: delivery latency percentiles ({fmt_int(p2.get('streams', 0))} subscribers × {p2.get('rate', '?')} ev/s)",
-        ["p50", "p90", "p99", "p99.9", "max"],
-        lat_series,
-        "latency (ms, log scale)",
+    # ---- M2 and M2h
+    for tag, title, intro, notes in (
+        ("M2", "fan-out", "", FANOUT_NOTES),
+        (
+            "M2h",
+            "fan-out at twice M2's rate",
+            "M2 at twice the publish rate (issue 14): a peer that keeps up at M2's rate may queue here. "
+            "Columns as in M2.",
+            "",
+        ),
     ):
-        md.append(f"![M2 latency]({rel_plots}/m2_latency.svg)\n")
-    if bar_chart(
-        os.path.join(plots_dir, "m2_cpu_per_million.svg"),
-        "M2: server CPU seconds per million deliveries",
-        cpu_bars,
-        lambda v: f"{v:g}",
-        "CPU-seconds per 10⁶ deliveries (lower is better)",
-    ):
-        md.append(f"![M2 CPU]({rel_plots}/m2_cpu_per_million.svg)\n")
+        fanout_section(md, tag, title, intro, notes, params.get(tag, {}), peers, order, plots_dir, rel_plots)
 
     # ---- M3
     p3 = params.get("M3", {})
@@ -1048,7 +1076,7 @@ def write_results(outdir, results, plots_dir):
             "`log_level=1` (no per-request log). Debian runs zurl (the proxy's HTTP client) as a system "
             "service; the runner starts a private one here."
         )
-        for tag in ("M2", "M4"):
+        for tag in ("M2", "M2h", "M4"):
             t = component_table(pp, tag, ticks_per_s)
             if t:
                 notes.append(f"Pushpin processes during {tag}:\n\n{t}")
@@ -1212,10 +1240,11 @@ def compare(peers, order):
     ms = lambda x: f"{fmt_ms(x)} ms"  # noqa: E731
     check("M1", "RSS per stream", lambda r: r.rss_per_stream, fmt=fmt_bytes, same_work=False)
     check("M1", "first-byte p99", lambda r: r.ttfb.get("p99"), fmt=ms, same_work=False)
-    check("M2", "p99 latency", lambda r: r.lat.get("p99"), fmt=ms)
-    check("M2", "p50 latency", lambda r: r.lat.get("p50"), fmt=ms)
-    check("M2", "CPU-s per 10⁶ deliveries", lambda r: r.cpu_per_m, fmt=lambda x: f"{x:.2f}")
-    check("M2", "delivered of scheduled", lambda r: r.of_scheduled, lower_better=False, fmt=pct, same_work=False)
+    for tag in ("M2", "M2h"):
+        check(tag, "p99 latency", lambda r: r.lat.get("p99"), fmt=ms)
+        check(tag, "p50 latency", lambda r: r.lat.get("p50"), fmt=ms)
+        check(tag, "CPU-s per 10⁶ deliveries", lambda r: r.cpu_per_m, fmt=lambda x: f"{x:.2f}")
+        check(tag, "delivered of scheduled", lambda r: r.of_scheduled, lower_better=False, fmt=pct, same_work=False)
     for tag in ("M4", "M4b"):
         check(tag, "readers' p99", lambda r: r.lat.get("p99"), fmt=ms)
         check(tag, "RSS growth", lambda r: r.rss_growth, fmt=fmt_bytes, same_work=False)

@@ -4,7 +4,7 @@
 # generator (target/release/sse-load).
 #
 #   benches/peers/run.sh [--quick] [--peers sse-edge,nchan,pushpin,axum,node]
-#                        [--scenarios M1,M2,M3,M4,M4b] [--repeat N] [--nice N] [--out DIR]
+#                        [--scenarios M1,M2,M2h,M3,M4,M4b] [--repeat N] [--nice N] [--out DIR]
 #                        [--no-build] [--no-report]
 #
 # One peer at a time. Every server process of a peer is pinned to CPU 0 (`taskset -c 0`: the
@@ -17,10 +17,11 @@
 # every server pid to sse-load with --server-pid (RSS and CPU sampling), and stops the server
 # by pid (TERM, bounded wait, then KILL). Nothing is stopped by name. Only 127.0.0.1 is used.
 #
-# Scenarios (issue 6); --quick shrinks them to a smoke run (2,000 streams, 5 s). M1, M2 and M4b
-# run --repeat times (default 3, 1 with --quick) and the report takes medians:
+# Scenarios (issue 6); --quick shrinks them to a smoke run (2,000 streams, 5 s). M1, M2, M2h and
+# M4b run --repeat times (default 3, 1 with --quick) and the report takes medians:
 #   M1 idle memory: 10,000 streams, one event; RSS per stream and connect time
 #   M2 fan-out:     10,000 streams, 50 events/s of 100 B for 20 s
+#   M2h fan-out x2: M2 at 100 events/s (issue 14: the peer table at two rates)
 #   M3 ceiling:     1,000 streams, 500 → 20,000 events/s, 5 s a step, until p99 > 1 s or
 #                   deliveries fall short twice at a step (the last sustained rate is the ceiling)
 #   M4 slow:        10,000 streams, 20% never read, 200 events/s of 1 KiB for 30 s
@@ -46,7 +47,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 PEERS_DIR="$ROOT/benches/peers"
 QUICK=0
 PEERS="sse-edge,nchan,pushpin,axum,node"
-SCENARIOS="M1,M2,M3,M4,M4b"
+SCENARIOS="M1,M2,M2h,M3,M4,M4b"
 OUT_BASE="$ROOT/benches/out"
 BUILD=1
 REPORT=1
@@ -57,7 +58,8 @@ LOAD_CPU=1
 # when something else (a compiler) wants it too; each run still records what others used.
 NICE=-15
 
-usage() { sed -n '2,30p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
+# usage: the comment block at the top of this file.
+usage() { sed -n '2,/^[^#]/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'; }
 
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -96,14 +98,14 @@ P_ORIGIN=18086 P_PUSHPIN_CONTROL=15561
 
 if [[ $QUICK == 1 ]]; then
   M1_STREAMS=2000
-  M2_STREAMS=2000 M2_RATE=50 M2_SECONDS=5
+  M2_STREAMS=2000 M2_RATE=50 M2_SECONDS=5 M2H_RATE=100
   M3_STREAMS=1000 M3_RATES="500 2000 5000" M3_SECONDS=2
   M4_STREAMS=2000 M4_RATE=200 M4_SECONDS=5 M4B_RATE=20
   M5_STREAMS=2000 M5_RATES="100 800" M5_SECONDS=3
   F_DELAYS="0 25"
 else
   M1_STREAMS=10000
-  M2_STREAMS=10000 M2_RATE=50 M2_SECONDS=20
+  M2_STREAMS=10000 M2_RATE=50 M2_SECONDS=20 M2H_RATE=100
   M3_STREAMS=1000 M3_RATES="500 1000 2000 5000 10000 20000" M3_SECONDS=5
   M4_STREAMS=10000 M4_RATE=200 M4_SECONDS=30 M4B_RATE=20
   M5_STREAMS=10000 M5_RATES="50 100 200 400 800 1600" M5_SECONDS=10
@@ -337,6 +339,12 @@ scenario_m2() {
   load "M2$REP" --streams "$M2_STREAMS" --rate "$M2_RATE" --duration "$M2_SECONDS" --payload-bytes 100
 }
 
+# M2 at twice the rate (issue 14): where a peer that keeps up at 50 events/s starts queueing.
+scenario_m2h() {
+  fresh_peer || return 1
+  load "M2h$REP" --streams "$M2_STREAMS" --rate "$M2H_RATE" --duration "$M2_SECONDS" --payload-bytes 100
+}
+
 # The latency/CPU frontier (issue 14): M2 once per --write-delay-ms for sse-edge, once for any
 # other peer, each on a fresh server.
 scenario_frontier() {
@@ -512,6 +520,7 @@ meta = {
     "params": {
         "M1": {"streams": $M1_STREAMS},
         "M2": {"streams": $M2_STREAMS, "rate": $M2_RATE, "seconds": $M2_SECONDS, "payload": 100},
+        "M2h": {"streams": $M2_STREAMS, "rate": $M2H_RATE, "seconds": $M2_SECONDS, "payload": 100},
         "M3": {"streams": $M3_STREAMS, "rates": [int(x) for x in "$M3_RATES".split()], "seconds": $M3_SECONDS, "payload": 100},
         "M4": {"streams": $M4_STREAMS, "rate": $M4_RATE, "seconds": $M4_SECONDS, "payload": 1024, "slow": 0.2},
         "M4b": {"streams": $M4_STREAMS, "rate": $M4B_RATE, "seconds": $M4_SECONDS, "payload": 1024, "slow": 0.2},
@@ -523,11 +532,14 @@ try:
     old = json.load(open(sys.argv[1]))
 except (OSError, ValueError):
     old = None
-if old and (set(meta["scenarios"]) != {"M1", "M2", "M3", "M4", "M4b"}
+if old and (set(meta["scenarios"]) != {"M1", "M2", "M2h", "M3", "M4", "M4b"}
             or set(meta["peers"]) != {"sse-edge", "nchan", "pushpin", "axum", "node"}):
     old.setdefault("later", []).append(
         {k: meta[k] for k in ("started", "command", "peers", "scenarios", "loadavg_start", "sse_edge_rev")}
     )
+    # A scenario the last full run did not have yet (M2h on an older run) brings its params.
+    for k, v in meta["params"].items():
+        old.setdefault("params", {}).setdefault(k, v)
     meta = old
 json.dump(meta, open(sys.argv[1], "w"), indent=2)
 EOF
@@ -550,6 +562,7 @@ for PEER in "${PEER_LIST[@]}"; do
     case "$S" in
       M1) repeat scenario_m1 ;;
       M2) repeat scenario_m2 ;;
+      M2h) repeat scenario_m2h ;;
       M3) scenario_m3 ;;
       M4) scenario_m4 ;;
       M4b) repeat scenario_m4b ;;
