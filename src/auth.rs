@@ -7,9 +7,11 @@
 //! Invariants:
 //! 1. Secrets are compared with [`constant_time_eq`]: the time taken depends only on the
 //!    lengths, never on where the first differing byte is.
-//! 2. With a publish token configured every peer, loopback included, must present it; with
-//!    none configured only loopback peers (127.0.0.0/8, `::1`, `::ffff:127.0.0.0/104`) publish.
-//! 3. A subscribe token is accepted only if its HS256 signature verifies (no other algorithm,
+//! 2. With publish tokens configured every peer, loopback included, must present one of them
+//!    (several are listed during a rotation); with none configured only loopback peers
+//!    (127.0.0.0/8, `::1`, `::ffff:127.0.0.0/104`) publish.
+//! 3. A subscribe token is accepted only if its HS256 signature verifies with one of the
+//!    configured keys (several are listed during a rotation; no other algorithm,
 //!    never `none`), it carries `sub`, `topics` and `exp`, `now < exp` with zero leeway, and
 //!    every requested topic matches one of its patterns.
 //! 4. Error texts name the reason, never the secret or the token.
@@ -69,18 +71,21 @@ impl AuthError {
 /// Who may publish.
 #[derive(Clone, PartialEq, Eq)]
 pub enum PublishAuth {
-    /// Every publisher must send `Authorization: Bearer <token>`.
-    Token(String),
+    /// Every publisher must send `Authorization: Bearer <token>` with one of these tokens
+    /// (several during a rotation: old and new are both accepted while both are listed).
+    Token(Vec<String>),
     /// No token configured: only loopback peers may publish.
     LoopbackOnly,
 }
 
 impl PublishAuth {
-    /// From the configured publish token; `None` or an empty string means loopback only.
-    pub fn new(token: Option<String>) -> Self {
-        match token {
-            Some(t) if !t.is_empty() => PublishAuth::Token(t),
-            _ => PublishAuth::LoopbackOnly,
+    /// From the configured publish tokens (empty strings ignored); none means loopback only.
+    pub fn new(tokens: impl IntoIterator<Item = String>) -> Self {
+        let tokens: Vec<String> = tokens.into_iter().filter(|t| !t.is_empty()).collect();
+        if tokens.is_empty() {
+            PublishAuth::LoopbackOnly
+        } else {
+            PublishAuth::Token(tokens)
         }
     }
 }
@@ -97,9 +102,17 @@ impl std::fmt::Debug for PublishAuth {
 /// Whether this request from `peer` may publish.
 pub fn check_publish(auth: &PublishAuth, req: &Request, peer: SocketAddr) -> Result<(), AuthError> {
     match auth {
-        PublishAuth::Token(expected) => match bearer(req) {
+        PublishAuth::Token(accepted) => match bearer(req) {
             None => Err(AuthError::Unauthorized("missing bearer token".into())),
-            Some(got) if constant_time_eq(got.as_bytes(), expected.as_bytes()) => Ok(()),
+            // Every listed token is compared (no early exit), so the time taken does not say
+            // which one matched.
+            Some(got)
+                if accepted
+                    .iter()
+                    .fold(false, |ok, t| constant_time_eq(got.as_bytes(), t.as_bytes()) | ok) =>
+            {
+                Ok(())
+            }
             Some(_) => Err(AuthError::Unauthorized("invalid bearer token".into())),
         },
         PublishAuth::LoopbackOnly if is_loopback(peer.ip()) => Ok(()),
@@ -158,10 +171,10 @@ struct Claims {
     exp: u64,
 }
 
-/// Verifies HS256 subscribe tokens (`--subscribe-key`), optionally read from a cookie
-/// (`--subscribe-cookie`).
+/// Verifies HS256 subscribe tokens (`--subscribe-key`, several accepted during a key
+/// rotation), optionally read from a cookie (`--subscribe-cookie`).
 pub struct SubscribeVerifier {
-    key: DecodingKey,
+    keys: Vec<DecodingKey>,
     validation: Validation,
     cookie: Option<String>,
 }
@@ -176,7 +189,13 @@ impl SubscribeVerifier {
     /// A verifier for tokens signed with `secret`. Refuses an empty secret (anyone could
     /// sign with it) and a cookie name that is not an RFC 6265 token.
     pub fn new(secret: &[u8], cookie: Option<String>) -> Result<Self, String> {
-        if secret.is_empty() {
+        Self::with_keys(&[secret], cookie)
+    }
+
+    /// A verifier that accepts tokens signed with any of `secrets` (a key rotation lists old
+    /// and new). Refuses an empty list or secret, and a bad cookie name as [`Self::new`].
+    pub fn with_keys(secrets: &[&[u8]], cookie: Option<String>) -> Result<Self, String> {
+        if secrets.is_empty() || secrets.iter().any(|s| s.is_empty()) {
             return Err("--subscribe-key must not be empty".into());
         }
         if let Some(name) = &cookie {
@@ -193,7 +212,8 @@ impl SubscribeVerifier {
         validation.validate_aud = false;
         validation.leeway = 0;
         validation.required_spec_claims.clear();
-        Ok(Self { key: DecodingKey::from_secret(secret), validation, cookie })
+        let keys = secrets.iter().map(|s| DecodingKey::from_secret(s)).collect();
+        Ok(Self { keys, validation, cookie })
     }
 
     /// Verifies the request's token and that it allows every topic in `topics`.
@@ -203,8 +223,11 @@ impl SubscribeVerifier {
     pub fn verify(&self, req: &Request, topics: &[String], now_unix: u64) -> Result<Subject, AuthError> {
         let token = self.token(req).ok_or_else(|| AuthError::Unauthorized("missing token".into()))?;
         let invalid = || AuthError::Unauthorized("invalid token".into());
-        let claims = jsonwebtoken::decode::<Claims>(&token, &self.key, &self.validation)
-            .map_err(|_| invalid())?
+        let claims = self
+            .keys
+            .iter()
+            .find_map(|key| jsonwebtoken::decode::<Claims>(&token, key, &self.validation).ok())
+            .ok_or_else(invalid)?
             .claims;
         if claims.sub.is_empty() {
             return Err(invalid());
@@ -328,6 +351,34 @@ mod tests {
             }
         }
         assert_eq!(format!("{auth:?}"), "Token(<redacted>)");
+    }
+
+    #[test]
+    fn every_listed_publish_token_is_accepted() {
+        let auth = PublishAuth::new(["old".to_string(), String::new(), "new".to_string()]);
+        assert_eq!(auth, PublishAuth::Token(vec!["old".into(), "new".into()]));
+        for (token, ok) in [("old", true), ("new", true), ("ol", false), ("newer", false)] {
+            let h = format!("Bearer {token}");
+            let got = check_publish(&auth, &req(&[("authorization", &h)], ""), peer("203.0.113.9"));
+            assert_eq!(got.is_ok(), ok, "{token}");
+        }
+    }
+
+    #[test]
+    fn tokens_signed_with_any_listed_key_verify() {
+        let v = SubscribeVerifier::with_keys(&[b"new-key", KEY], None).unwrap();
+        let topics = vec!["a".to_string()];
+        let claims = serde_json::json!({"sub": "u", "topics": ["a"], "exp": NOW + 60});
+        for key in [&b"new-key"[..], KEY] {
+            let t = mint(Algorithm::HS256, key, claims.clone());
+            let r = req(&[("authorization", &format!("Bearer {t}"))], "");
+            assert_eq!(v.verify(&r, &topics, NOW).map(|s| s.user), Ok("u".into()));
+        }
+        let t = mint(Algorithm::HS256, b"other", claims);
+        let r = req(&[("authorization", &format!("Bearer {t}"))], "");
+        assert_eq!(v.verify(&r, &topics, NOW), unauthorized("invalid token"));
+        assert!(SubscribeVerifier::with_keys(&[], None).is_err());
+        assert!(SubscribeVerifier::with_keys(&[KEY, b""], None).is_err());
     }
 
     #[test]

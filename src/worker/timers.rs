@@ -33,11 +33,12 @@ impl Worker {
     /// Heartbeats, stall, request, idle and linger deadlines, gauges: one walk per tick.
     pub(super) fn tick(&mut self) {
         let c = &self.shared.config;
-        let (heartbeat_ms, stall_ms, now) = (c.heartbeat_ms, c.stall_timeout_ms, self.now_ms);
+        let (heartbeat_ms, stall_ms, now) = (self.live.config.heartbeat_ms, c.stall_timeout_ms, self.now_ms);
         let (request_ms, idle_ms) = (c.request_timeout_ms, c.keepalive_timeout_ms);
         let mut to_close = Vec::new();
         let mut expired = Vec::new();
-        let now_unix = if self.shared.verifier.is_some() { super::unix_now() } else { 0 };
+        // Always read: a reload may have removed the keys that verified open streams' tokens.
+        let now_unix = super::unix_now();
         let (mut queued, mut blocked, mut heartbeats) = (0usize, 0usize, 0u64);
         for (key, conn) in self.conns.iter_mut() {
             match &conn.phase {
@@ -105,8 +106,7 @@ impl Worker {
             self.topics.unsubscribe(*m);
         }
         // Tokens minted together expire together: spread their reconnects like a drain's.
-        let (retry_ms, spread_ms) =
-            (self.shared.config.retry_ms, self.shared.config.shutdown_retry_spread_ms);
+        let (retry_ms, spread_ms) = (self.live.config.retry_ms, self.shared.config.shutdown_retry_spread_ms);
         let jitter = if spread_ms == 0 { 0 } else { mix(exp ^ (key as u64) << 20) % spread_ms };
         conn.outbox.push_unbounded(crate::notices::token_expired(exp, retry_ms + jitter));
         conn.close_after_flush = true;
@@ -144,7 +144,7 @@ impl Worker {
     fn begin_drain(&mut self) -> u64 {
         let c = &self.shared.config;
         let deadline = self.now_ms + c.drain_timeout_ms;
-        let (retry_ms, spread_ms) = (c.retry_ms, c.shutdown_retry_spread_ms);
+        let (retry_ms, spread_ms) = (self.live.config.retry_ms, c.shutdown_retry_spread_ms);
         self.drain_deadline_ms = Some(deadline);
         for listener in [self.listener.take(), self.admin_listener.take()].into_iter().flatten() {
             let mut listener = listener;
