@@ -70,6 +70,10 @@ fn main() -> ExitCode {
     if cli.file.print_config {
         let file = resolved.file.as_deref();
         print!("{}", config_file::render(&command(), &cli.config, &resolved.sources, file));
+        if let Err(e) = cli.config.validate() {
+            eprintln!("sse-edge: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
         return ExitCode::SUCCESS;
     }
     if let Some(Cmd::Check { json }) = cli.cmd {

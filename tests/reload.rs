@@ -227,28 +227,34 @@ fn a_broken_file_changes_nothing_and_says_where() {
     published_id(&publish_with(addr, "tok-new", "t", "fixed"));
 }
 
-/// The `retry:` of a new stream's prelude.
-fn prelude_retry(addr: SocketAddr) -> u64 {
+/// A new stream on topic `r` with extra header lines, and the `retry:` of its prelude.
+fn open_with_retry(addr: SocketAddr, headers: &str) -> (SseClient, u64) {
     let mut c = Client::connect(addr);
-    SseClient::send_open(&mut c, "/events?topic=r", "");
-    assert_eq!(c.read_response().status, 200);
-    let mut s = SseClient { reader: c.reader, head: Response { status: 200, headers: vec![], body: vec![] } };
+    SseClient::send_open(&mut c, "/events?topic=r", headers);
+    let head = c.read_response();
+    assert_eq!(head.status, 200, "{}", head.text());
+    let mut s = SseClient { reader: c.reader, head };
     let prelude = s.next_raw_frame().expect("prelude");
-    prelude.lines().find_map(|l| l.strip_prefix("retry: ")).expect("retry line").parse().expect("retry ms")
+    let retry = prelude.lines().find_map(|l| l.strip_prefix("retry: ")).expect("retry line");
+    (s, retry.parse().expect("retry ms"))
 }
 
 #[test]
 fn restart_settings_are_logged_and_kept_while_live_ones_apply() {
     let dir = TempDir::new("reload-restart");
     let path = dir.join("sse-edge.toml");
-    write_config(&path, &format!("{BASE}backlog = 128\nretry_ms = 1500\nlog_level = \"info\"\n"));
+    let first = "backlog = 128\nretry_ms = 1500\nheartbeat_ms = 60000\nlog_level = \"info\"\n";
+    write_config(&path, &format!("{BASE}{first}"));
     let (child, addr) = spawn(&path, &[]);
-    assert_eq!(prelude_retry(addr), 1500);
-    let mut old_stream = SseClient::connect(addr, "/events?topic=r");
+    let origin = "Origin: https://app.example\r\n";
+    let (mut old_stream, retry) = open_with_retry(addr, origin);
+    assert_eq!(retry, 1500);
+    assert_eq!(old_stream.head.header("access-control-allow-origin"), None, "no CORS origin yet");
     write_config(
         &path,
         "threads = 3\npin_threads = false\nbacklog = 256\nlisten = \"127.0.0.1:1\"\nretry_ms = 2500\n\
-         log_level = \"debug\"\n",
+         heartbeat_ms = 50\nlog_level = \"debug\"\ncors_origin = [\"https://app.example\"]\n\
+         max_streams_per_ip = 2\n",
     );
     hup(&child);
     wait_reloads(addr, &child, "ok", 1.0);
@@ -259,10 +265,21 @@ fn restart_settings_are_logged_and_kept_while_live_ones_apply() {
     // `listen` is set on the command line (by the test helper), so the file's value is not
     // even a change: the flag wins over the file.
     assert!(!log.contains("listen changed"), "{log}");
-    // Kept: still 2 loops on the same address. Applied: new streams get the new retry.
+    // Kept: still 2 loops on the same address.
     let m = metrics(addr);
     assert_eq!(m.lines().filter(|l| l.starts_with("sse_loop_up{")).count(), 2, "{m}");
-    assert_eq!(prelude_retry(addr), 2500);
+    // Applied to the open stream: the new heartbeat.
+    old_stream.set_timeout(IO_TIMEOUT);
+    while old_stream.next_raw_frame().expect("a heartbeat on the old stream") != ":\n\n" {}
+    // Applied to new streams: retry, CORS, and the per-IP limit (streams opened before the
+    // reload were not counted, so two more fit, the third is refused).
+    let (a, retry) = open_with_retry(addr, origin);
+    assert_eq!(retry, 2500);
+    assert_eq!(a.head.header("access-control-allow-origin"), Some("https://app.example"));
+    let _b = open_with_retry(addr, "");
+    let refused =
+        SseClient::try_open(Client::connect(addr), "/events?topic=r", "").unwrap().expect_err("limit");
+    assert_eq!(refused.status, 429, "{}", refused.text());
     // The old stream is untouched and still delivered to.
     let id = publish(addr, "r", "after reload");
     assert_eq!(old_stream.next_published().expect("old stream").id_u64(), id);

@@ -199,7 +199,7 @@ impl Worker {
         // The generation first: a reload in between is then taken on the first iteration.
         let live_generation = shared.live.generation();
         let live = shared.live.get();
-        let tick_ms = tick_ms(c, &live);
+        let tick_ms = timers::tick_ms(c, &live);
         let bounds = Bounds { max_events: c.outbox_max_events, max_bytes: c.outbox_max_bytes };
         let history = History::new(
             HistoryLimits {
@@ -332,14 +332,6 @@ impl Worker {
             self.close(key, CloseReason::Shutdown);
         }
         log::debug!("loop {} stopped", self.index);
-    }
-
-    /// Takes the settings of the newest reload (module contract of [`crate::live`]).
-    fn take_live(&mut self) {
-        self.live_generation = self.shared.live.generation();
-        self.live = self.shared.live.get();
-        self.tick_ms = tick_ms(&self.shared.config, &self.live);
-        self.next_tick_ms = self.next_tick_ms.min(self.now_ms + self.tick_ms);
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -496,17 +488,6 @@ impl Worker {
         LoopStats::set(&stats.memberships, self.topics.membership_count());
         LoopStats::set(&stats.parked_publishers, self.parked.len() + self.bus_waiting.len());
     }
-}
-
-/// The timer walk's period: a quarter of the shortest timer, within 5 ms..1 s.
-fn tick_ms(c: &Config, live: &Live) -> u64 {
-    let shortest = live
-        .config
-        .heartbeat_ms
-        .min(c.stall_timeout_ms)
-        .min(c.request_timeout_ms)
-        .min(c.keepalive_timeout_ms);
-    (shortest / 4).clamp(5, 1_000)
 }
 
 /// Seconds since the Unix epoch (subscribe tokens expire against it).

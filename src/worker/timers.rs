@@ -15,6 +15,9 @@
 //!    works: a stream never outlives its token by more than a tick);
 //! 6. outbox and history gauges are refreshed.
 //!
+//! A config reload ([`crate::live`]) that changes `--heartbeat-ms` recomputes the tick; the
+//! next walk uses the new heartbeat for every stream.
+//!
 //! Drain (SIGTERM, `Handle::shutdown`): stop accepting; every stream gets
 //! `event: server-shutdown` with `data: {"reconnect":true}` and a `retry:` spread over
 //! `--shutdown-retry-spread-ms` so clients do not return in the same second; idle
@@ -24,12 +27,22 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::config::Config;
 use crate::conn::Phase;
+use crate::live::Live;
 use crate::metrics::{CloseReason, LoopStats};
 
 use super::Worker;
 
 impl Worker {
+    /// Takes the settings of the newest reload (module contract of [`crate::live`]).
+    pub(super) fn take_live(&mut self) {
+        self.live_generation = self.shared.live.generation();
+        self.live = self.shared.live.get();
+        self.tick_ms = tick_ms(&self.shared.config, &self.live);
+        self.next_tick_ms = self.next_tick_ms.min(self.now_ms + self.tick_ms);
+    }
+
     /// Heartbeats, stall, request, idle and linger deadlines, gauges: one walk per tick.
     pub(super) fn tick(&mut self) {
         let c = &self.shared.config;
@@ -187,6 +200,17 @@ impl Worker {
     pub(super) fn draining(&self) -> bool {
         self.shared.draining.load(Ordering::Acquire)
     }
+}
+
+/// The timer walk's period: a quarter of the shortest timer, within 5 ms..1 s.
+pub(super) fn tick_ms(c: &Config, live: &Live) -> u64 {
+    let shortest = live
+        .config
+        .heartbeat_ms
+        .min(c.stall_timeout_ms)
+        .min(c.request_timeout_ms)
+        .min(c.keepalive_timeout_ms);
+    (shortest / 4).clamp(5, 1_000)
 }
 
 /// A token expiring at `expires_at` (0: no token) has expired at `now_unix`.
