@@ -333,3 +333,50 @@ fn print_config_shows_sources_and_masks_secrets_and_check_takes_the_file() {
     assert_eq!(bad.status.code(), Some(2), "{err}");
     assert!(err.contains(&format!("{}:2: key `max_connections`", path.display())), "{err}");
 }
+
+/// Polls `path` until it answers `status`.
+fn wait_status(addr: SocketAddr, child: &ChildGuard, path: &str, status: u16) -> Response {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    loop {
+        let r = http_get(addr, path);
+        if r.status == status {
+            return r;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{path} stayed {}: {}; log:\n{}",
+            r.status,
+            r.text(),
+            child.log().text()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn overload_thresholds_and_readiness_reload() {
+    let dir = TempDir::new("reload-overload");
+    let path = dir.join("sse-edge.toml");
+    write_config(&path, &format!("{BASE}status_interval_ms = 50\n"));
+    let (child, addr) = spawn(&path, &[]);
+    let mut stream = SseClient::connect(addr, "/events?topic=o");
+    wait_status(addr, &child, "/readyz", 200);
+    // A zero queued-bytes threshold is always crossed: overload mode, and not ready.
+    write_config(
+        &path,
+        &format!(
+            "{BASE}status_interval_ms = 50\noverload_queued_bytes = 0\nunready_when_overloaded = true\n"
+        ),
+    );
+    hup(&child);
+    wait_reloads(addr, &child, "ok", 1.0);
+    wait_status(addr, &child, "/readyz", 503);
+    assert_eq!(metric_value(&metrics(addr), "sse_overload_mode"), 1.0);
+    assert_eq!(stream.next_event().expect("overload notice").event.as_deref(), Some("system.overloaded"));
+    // Back to the defaults: the node recovers (after its hold) and is ready again.
+    write_config(&path, &format!("{BASE}status_interval_ms = 50\n"));
+    hup(&child);
+    wait_reloads(addr, &child, "ok", 2.0);
+    wait_status(addr, &child, "/readyz", 200);
+    assert_eq!(stream.next_event().expect("recovery notice").event.as_deref(), Some("system.recovered"));
+}
