@@ -14,6 +14,10 @@
 //! println!("listening on {}", handle.local_addr());
 //! let publisher = handle.publisher();
 //! publisher.publish(&Message::new("jobs", "hello").event("greeting")).expect("publish");
+//! // Rotate the publish token live (both accepted while listed); see `live` for what reloads.
+//! let mut config = handle.reloader().config();
+//! config.publish_token = vec!["new".into(), "old".into()];
+//! handle.reloader().reload(config).expect("valid");
 //! handle.shutdown();
 //! ```
 #![deny(missing_docs)]

@@ -179,6 +179,9 @@ pub(crate) struct LiveCell {
     base_level: log::LevelFilter,
     /// Reload counters.
     pub stats: ReloadStats,
+    /// Held for a whole reload, so two at once (SIGHUP and an embedder) apply one after the
+    /// other, never interleaved.
+    reloading: Mutex<()>,
 }
 
 impl LiveCell {
@@ -191,7 +194,13 @@ impl LiveCell {
         let stats = ReloadStats::default();
         *stats.hash.lock().unwrap_or_else(PoisonError::into_inner) = config_hash(&live.config);
         stats.last_success.store(crate::worker::unix_now(), Ordering::Relaxed);
-        LiveCell { current: RwLock::new(Arc::new(live)), generation: AtomicU64::new(0), base_level, stats }
+        LiveCell {
+            current: RwLock::new(Arc::new(live)),
+            generation: AtomicU64::new(0),
+            base_level,
+            stats,
+            reloading: Mutex::new(()),
+        }
     }
 
     /// The current settings.
@@ -237,6 +246,7 @@ impl Reloader {
     /// (invariant 1).
     pub fn reload(&self, config: Config) -> Result<Vec<String>, ConfigError> {
         let shared = &self.shared;
+        let _one_at_a_time = shared.live.reloading.lock().unwrap_or_else(PoisonError::into_inner);
         let built = config.validate().and_then(|()| {
             let (merged, restart) = merge(&shared.live.get().config, &config);
             Ok((Live::new(merged)?, restart))
