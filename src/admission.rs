@@ -188,7 +188,8 @@ struct StreamCounts {
 /// The shared admission state. `Send + Sync`; put it in an `Arc`.
 #[derive(Debug)]
 pub struct Admission {
-    limits: AdmissionLimits,
+    /// Replaced by [`Admission::set_limits`] on a config reload.
+    limits: std::sync::RwLock<AdmissionLimits>,
     streams: Mutex<StreamCounts>,
     connects: Mutex<Buckets<IpAddr>>,
     publishes: Mutex<Buckets<String>>,
@@ -208,7 +209,7 @@ impl Admission {
     pub fn new(limits: AdmissionLimits) -> Self {
         let l = limits;
         Self {
-            limits,
+            limits: std::sync::RwLock::new(limits),
             streams: Mutex::default(),
             connects: Mutex::new(Buckets::new(
                 l.connect_rate_per_ip,
@@ -224,23 +225,46 @@ impl Admission {
     }
 
     /// The limits in force.
-    pub fn limits(&self) -> &AdmissionLimits {
-        &self.limits
+    pub fn limits(&self) -> AdmissionLimits {
+        *self.limits.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies new limits (a config reload). Stream counts carry over: a lowered limit
+    /// refuses new streams until enough old ones end, and a limit turned on from 0 counts
+    /// only streams opened after this call (invariant 4: untracked before). A rate or burst
+    /// that changed starts its token buckets afresh.
+    pub fn set_limits(&self, new: AdmissionLimits) {
+        let mut limits = self.limits.write().unwrap_or_else(PoisonError::into_inner);
+        let old = *limits;
+        if (old.connect_rate_per_ip, old.connect_burst_per_ip)
+            != (new.connect_rate_per_ip, new.connect_burst_per_ip)
+        {
+            *lock(&self.connects) =
+                Buckets::new(new.connect_rate_per_ip, new.connect_burst_per_ip, new.max_tracked_keys);
+        }
+        if (old.publish_rate_per_topic, old.publish_burst_per_topic)
+            != (new.publish_rate_per_topic, new.publish_burst_per_topic)
+        {
+            *lock(&self.publishes) =
+                Buckets::new(new.publish_rate_per_topic, new.publish_burst_per_topic, new.max_tracked_keys);
+        }
+        *limits = new;
     }
 
     /// Admits a new connection from `ip` under the per-IP connect rate.
     pub fn admit_connect(&self, ip: IpAddr, now: Instant) -> Result<(), Refusal> {
-        if !is_on(self.limits.connect_rate_per_ip) {
+        let limits = self.limits();
+        if !is_on(limits.connect_rate_per_ip) {
             return Ok(());
         }
         lock(&self.connects)
-            .take(&client_key(ip, self.limits.ipv6_prefix), now)
+            .take(&client_key(ip, limits.ipv6_prefix), now)
             .map_err(|retry_after| Refusal { reason: RefusalReason::IpRate, retry_after })
     }
 
     /// Admits a publish to `topic` under the per-topic publish rate.
     pub fn admit_publish(&self, topic: &str, now: Instant) -> Result<(), Refusal> {
-        if !is_on(self.limits.publish_rate_per_topic) {
+        if !is_on(self.limits().publish_rate_per_topic) {
             return Ok(());
         }
         lock(&self.publishes)
@@ -251,9 +275,10 @@ impl Admission {
     /// Counts a new stream from `ip` (of `user`, when its token named one). Both limits are
     /// checked before either count moves, so a refusal changes nothing.
     pub fn acquire_stream(&self, ip: IpAddr, user: Option<&str>) -> Result<StreamPermit, Refusal> {
-        let (max_ip, max_user) = (self.limits.max_streams_per_ip, self.limits.max_streams_per_user);
+        let limits = self.limits();
+        let (max_ip, max_user) = (limits.max_streams_per_ip, limits.max_streams_per_user);
         let user = user.filter(|_| max_user > 0);
-        let ip = client_key(ip, self.limits.ipv6_prefix);
+        let ip = client_key(ip, limits.ipv6_prefix);
         let refuse = |reason| Refusal { reason, retry_after: STREAMS_RETRY_AFTER };
         let mut counts = lock(&self.streams);
         if max_ip > 0 && counts.ips.get(&ip).copied().unwrap_or(0) >= max_ip {
@@ -413,7 +438,7 @@ mod tests {
         assert_eq!(a.tracked(), (1, 1));
         a.release(p);
         // A permit from another Admission names keys this one no longer tracks.
-        a.release(Admission::new(*a.limits()).acquire_stream(ip(1), Some("alice")).unwrap());
+        a.release(Admission::new(a.limits()).acquire_stream(ip(1), Some("alice")).unwrap());
         assert_eq!(a.tracked(), (0, 0));
         let p = a.acquire_stream(ip(2), Some("bob")).unwrap();
         assert_eq!(a.tracked(), (1, 1));

@@ -8,9 +8,13 @@
 use std::net::SocketAddr;
 
 use clap::Args;
+use serde::Serialize;
 
 /// Server configuration. Every field is a named bound with a sane default.
-#[derive(Debug, Clone, Args)]
+///
+/// Serialized (for `--print-config` and reload), every key is the option's long flag name
+/// with `-` turned into `_`, the same keys as the config file ([`crate::config_file`]).
+#[derive(Debug, Clone, Args, Serialize)]
 pub struct Config {
     /// Address every event loop listens on (each loop binds its own `SO_REUSEPORT` socket).
     #[arg(long, env = "SSE_EDGE_LISTEN", default_value = "127.0.0.1:8080")]
@@ -208,14 +212,17 @@ pub struct Config {
     pub keepalive_timeout_ms: u64,
 
     /// Bearer token publishers must send (`Authorization: Bearer <token>`); without one,
-    /// only loopback peers may publish.
+    /// only loopback peers may publish. Repeat it (a list in the config file) to accept
+    /// several, so old and new overlap during a rotation; the environment holds one.
     #[arg(long, env = "SSE_EDGE_PUBLISH_TOKEN", hide_env_values = true)]
-    pub publish_token: Option<String>,
+    pub publish_token: Vec<String>,
 
     /// HS256 secret that signs subscribe tokens (claims `sub`, `topics`, `exp`); when set,
-    /// every stream needs a valid token (header, cookie or `?token=`).
+    /// every stream needs a valid token (header, cookie or `?token=`). Repeat it (a list in
+    /// the config file) to accept tokens signed with any of several keys during a rotation;
+    /// the node only verifies, so sign new tokens with the first. The environment holds one.
     #[arg(long, env = "SSE_EDGE_SUBSCRIBE_KEY", hide_env_values = true)]
-    pub subscribe_key: Option<String>,
+    pub subscribe_key: Vec<String>,
 
     /// Cookie that carries the subscribe token (browser EventSource cannot set headers).
     #[arg(long, env = "SSE_EDGE_SUBSCRIBE_COOKIE")]
@@ -288,8 +295,15 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub shutdown_retry_spread_ms: u64,
 
+    /// Log level, changed live on reload: `off`, `error`, `warn`, `info`, `debug` or `trace`
+    /// [default: `RUST_LOG` if set, else `info`]. A level, not a filter: `RUST_LOG` (read at
+    /// start only) still filters per module below it.
+    #[arg(long, env = "SSE_EDGE_LOG_LEVEL", value_parser = parse_log_level)]
+    pub log_level: Option<String>,
+
     /// Scale-out over a bus (`--bus`, `--bus-*`); see [`crate::bus`].
     #[command(flatten)]
+    #[serde(flatten)]
     pub bus: crate::bus::BusConfig,
 }
 
@@ -385,6 +399,12 @@ fn parse_poll_bytes(s: &str) -> Result<usize, String> {
         return Err(format!("must be at least {MIN_POLL_BYTES}"));
     }
     Ok(n)
+}
+
+fn parse_log_level(s: &str) -> Result<String, String> {
+    let level: log::LevelFilter =
+        s.parse().map_err(|_| "must be one of off, error, warn, info, debug, trace".to_string())?;
+    Ok(level.as_str().to_ascii_lowercase())
 }
 
 fn parse_positive_usize(s: &str) -> Result<usize, String> {

@@ -58,6 +58,19 @@ pub struct ProcessScrape {
     pub start_time_seconds: f64,
 }
 
+/// Config reloads (see [`crate::live`]).
+#[derive(Debug, Clone, Default)]
+pub struct ConfigScrape {
+    /// Reloads applied.
+    pub reloads_ok: u64,
+    /// Reloads refused (nothing changed).
+    pub reloads_error: u64,
+    /// Unix seconds of the last applied reload, or of the start.
+    pub last_success_seconds: u64,
+    /// Short hash of the effective configuration.
+    pub hash: String,
+}
+
 /// Everything one scrape shows.
 #[derive(Debug, Clone, Default)]
 pub struct Scrape {
@@ -100,6 +113,8 @@ pub struct Scrape {
     /// The bus's gauges; `None` without `--bus`, and then no bus family is rendered (a
     /// single node's metrics are exactly what they were before the bus existed).
     pub bus: Option<crate::bus::BusScrape>,
+    /// Config reloads.
+    pub config: ConfigScrape,
     /// Process numbers.
     pub process: ProcessScrape,
 }
@@ -323,6 +338,18 @@ pub fn render(s: &Scrape) -> String {
     );
     o.single("sse_history_events", "gauge", "Events retained for resume and polling.", s.history_events);
     o.single("sse_history_bytes", "gauge", "Memory history holds (frames, shared events, ring slots), as counted against --history-max-total-bytes.", s.history_bytes);
+    let c = &s.config;
+    o.family("sse_config_reloads_total", "counter", "Config reloads (SIGHUP), applied or refused.");
+    o.sample("sse_config_reloads_total", "result=\"ok\"", c.reloads_ok);
+    o.sample("sse_config_reloads_total", "result=\"error\"", c.reloads_error);
+    o.family("sse_config_info", "gauge", "1, labelled with a short hash of the effective configuration.");
+    o.sample("sse_config_info", &format!("hash=\"{}\"", c.hash), 1);
+    o.single(
+        "sse_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the configuration was last applied (reload or start), seconds since the epoch.",
+        c.last_success_seconds,
+    );
     let p = &s.process;
     o.single("process_open_fds", "gauge", "Open file descriptors.", p.open_fds);
     o.single("process_max_fds", "gauge", "Maximum number of open file descriptors.", p.max_fds);

@@ -213,8 +213,8 @@ pub struct Hub {
     /// With `--bus` the bus assigns every id: [`Hub::try_publish`] refuses, so no id is
     /// ever sequenced here that the bus also hands out.
     bus_sequenced: bool,
-    /// `--max-delivery-lag-ms` (zero: none).
-    lag_budget: Duration,
+    /// `--max-delivery-lag-ms` in microseconds (zero: none); a reload may change it.
+    lag_budget_us: std::sync::atomic::AtomicU64,
 }
 
 impl Hub {
@@ -248,15 +248,16 @@ impl Hub {
             room: crate::room::Room::new(inboxes.len()),
             log_sample_every,
             bus_sequenced: false,
-            lag_budget: Duration::ZERO,
+            lag_budget_us: Default::default(),
         };
         (hub, inboxes)
     }
 
-    /// Sets the delivery-lag budget (`--max-delivery-lag-ms`; zero: none). Called once,
-    /// before the loops start.
-    pub(crate) fn set_lag_budget(&mut self, budget: Duration) {
-        self.lag_budget = budget;
+    /// Sets the delivery-lag budget (`--max-delivery-lag-ms`; zero: none): at start, and
+    /// on a config reload (publishers read it on their next attempt).
+    pub(crate) fn set_lag_budget(&self, budget: Duration) {
+        let us = u64::try_from(budget.as_micros()).unwrap_or(u64::MAX);
+        self.lag_budget_us.store(us, Ordering::Relaxed);
     }
 
     /// How long the oldest event each loop has not taken yet has waited (invariant 6).
@@ -267,7 +268,7 @@ impl Hub {
 
     /// The budget, for the saturation gauge (zero: none).
     pub fn lag_budget(&self) -> Duration {
-        self.lag_budget
+        Duration::from_micros(self.lag_budget_us.load(Ordering::Relaxed))
     }
 
     /// Room in every channel for the next events: the fullest channel's room, and no more
@@ -275,7 +276,7 @@ impl Hub {
     /// over it: invariants 2 and 6).
     fn room(&self) -> usize {
         let now = Instant::now();
-        let budget = self.lag_budget;
+        let budget = self.lag_budget();
         self.links
             .iter()
             .map(|l| {
@@ -291,7 +292,8 @@ impl Hub {
     /// the channels fill from the bus reader, so publishers of this node check only this.
     pub(crate) fn lag_room(&self) -> usize {
         let now = Instant::now();
-        self.links.iter().map(|l| l.lag.room(now, self.lag_budget, l.tx.len())).min().unwrap_or(0)
+        let budget = self.lag_budget();
+        self.links.iter().map(|l| l.lag.room(now, budget, l.tx.len())).min().unwrap_or(0)
     }
 
     /// The id the next event will get (every issued id is below it).

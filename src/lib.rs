@@ -31,6 +31,10 @@
 //! println!("listening on {}", handle.local_addr());
 //! let publisher = handle.publisher();
 //! publisher.publish(&Message::new("jobs", "hello").event("greeting")).expect("publish");
+//! // Rotate the publish token live (both accepted while listed); see `live` for what reloads.
+//! let mut config = handle.reloader().config();
+//! config.publish_token = vec!["new".into(), "old".into()];
+//! handle.reloader().reload(config).expect("valid");
 //! handle.shutdown();
 //! ```
 #![deny(missing_docs)]
@@ -43,6 +47,7 @@ mod busy_rate;
 pub mod check;
 pub mod client_js;
 pub mod config;
+pub mod config_file;
 mod conn;
 pub mod cors;
 pub mod exposition;
@@ -52,6 +57,7 @@ pub mod history;
 pub mod http;
 pub mod hub;
 pub mod intern;
+pub mod live;
 pub mod metrics;
 mod monitor;
 pub mod notices;
@@ -79,6 +85,7 @@ use mio::{Interest, Poll, Waker};
 
 pub use config::{Config, ConfigError};
 pub use hub::{Event, PublishError};
+pub use live::Reloader;
 pub use metrics::{CloseReason, Stats};
 pub use publish::{Class, Message};
 
@@ -199,17 +206,11 @@ impl Server {
             parts.push((poll, (listener, admin)));
         }
         let latest_interval = Duration::from_millis(config.latest_min_interval_ms);
-        let verifier = match &config.subscribe_key {
-            Some(key) => {
-                Some(auth::SubscribeVerifier::new(key.as_bytes(), config.subscribe_cookie.clone()).map_err(
-                    |e| StartError::Config(ConfigError(format!("--subscribe-key/--subscribe-cookie: {e}"))),
-                )?)
-            }
-            None => None,
-        };
-        let (mut hub, inboxes) =
+        let live = live::Live::new(config.clone())?;
+        let (hub, inboxes) =
             Hub::new(wakers, config.hub_queue_events, latest_interval, config.log_sample_every);
         hub.set_lag_budget(Duration::from_millis(config.max_delivery_lag_ms));
+        let mut hub = hub;
         let bus = match &config.bus.url {
             Some(_) => {
                 let bus = bus::Bus::open(&config.bus, bus_io_timeout(&config)).map_err(StartError::Bus)?;
@@ -228,19 +229,8 @@ impl Server {
             streams: Default::default(),
             admin_connections: Default::default(),
             open_fds: sys::rlimits::open_fds().unwrap_or(0).into(),
-            admission: admission::Admission::new(admission::AdmissionLimits {
-                max_streams_per_ip: config.max_streams_per_ip,
-                connect_rate_per_ip: config.connect_rate_per_ip,
-                connect_burst_per_ip: config.connect_burst_per_ip,
-                max_streams_per_user: config.max_streams_per_user,
-                publish_rate_per_topic: config.publish_rate_per_topic,
-                publish_burst_per_topic: config.publish_burst_per_topic,
-                max_tracked_keys: admission::DEFAULT_MAX_TRACKED_KEYS,
-                ipv6_prefix: config.ipv6_prefix,
-            }),
-            publish_auth: auth::PublishAuth::new(config.publish_token.clone()),
-            verifier,
-            cors: cors::Cors::new(&config.cors_origin),
+            admission: admission::Admission::new(live.admission_limits()),
+            live: live::LiveCell::new(live),
             draining: Default::default(),
             overload: Default::default(),
             loop_up: (0..loops).map(|_| std::sync::atomic::AtomicBool::new(true)).collect(),
@@ -358,9 +348,14 @@ impl Handle {
         stats
     }
 
-    /// The configuration the server runs with.
+    /// The configuration the server started with (a reload changes [`Reloader::config`]).
     pub fn config(&self) -> &Config {
         &self.shared.config
+    }
+
+    /// A `Send + Clone` handle that applies a new configuration live ([`Reloader`]).
+    pub fn reloader(&self) -> Reloader {
+        Reloader { shared: self.shared.clone() }
     }
 
     /// A `Send + Clone` trigger for a graceful shutdown from another thread (a signal

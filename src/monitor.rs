@@ -95,7 +95,8 @@ fn loop_signals(shared: &Shared) -> (Duration, u64) {
 }
 
 fn update_overload(shared: &Shared, calm_since: &mut Option<Instant>) {
-    let c = &shared.config;
+    let live = shared.live.get();
+    let c = &live.config;
     let (lag, queued) = loop_signals(shared);
     let lag_limit = Duration::from_millis(c.overload_lag_ms);
     let hot = lag >= lag_limit || queued >= c.overload_queued_bytes;

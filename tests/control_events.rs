@@ -69,7 +69,7 @@ fn stream_with(addr: std::net::SocketAddr, token: &str) -> SseClient {
 fn a_stream_is_told_and_closed_when_its_token_expires() {
     let server = TestServer::start(Config {
         threads: Some(2),
-        subscribe_key: Some("k".into()),
+        subscribe_key: vec!["k".into()],
         heartbeat_ms: 400, // the timer walk runs every 100 ms
         ..Config::loopback()
     });

@@ -31,7 +31,7 @@ fn ids(r: &Response) -> Vec<u64> {
 #[test]
 fn polling_takes_the_subscribe_token_and_topic_check_of_streams() {
     let server = TestServer::start(Config {
-        subscribe_key: Some("k".into()),
+        subscribe_key: vec!["k".into()],
         subscribe_cookie: Some("sse_token".into()),
         ..Config::loopback()
     });
@@ -93,7 +93,7 @@ fn polling_takes_the_subscribe_token_and_topic_check_of_streams() {
 fn polling_stays_on_the_public_listener_with_admin_listen_and_both_check_tokens() {
     let server = TestServer::start(Config {
         admin_listen: Some("127.0.0.1:0".parse().unwrap()),
-        subscribe_key: Some("k".into()),
+        subscribe_key: vec!["k".into()],
         ..Config::loopback()
     });
     let (public, admin) = (server.addr, server.handle().admin_addr().expect("admin address"));
@@ -216,7 +216,7 @@ fn cors_star_does_not_extend_loopback_trust_but_a_publish_token_works_from_any_o
     // With a token the token decides: any origin may publish with it under `*`.
     let guarded = TestServer::start(Config {
         cors_origin: vec!["*".into()],
-        publish_token: Some("s3cret".into()),
+        publish_token: vec!["s3cret".into()],
         ..Config::loopback()
     });
     let r = Client::connect(guarded.addr).request(&browser_publish(
@@ -235,7 +235,7 @@ fn cors_star_does_not_extend_loopback_trust_but_a_publish_token_works_from_any_o
 
 #[test]
 fn publish_auth_is_decided_on_the_head_before_100_continue_and_the_body() {
-    let server = TestServer::start(Config { publish_token: Some("s3cret".into()), ..Config::loopback() });
+    let server = TestServer::start(Config { publish_token: vec!["s3cret".into()], ..Config::loopback() });
     let addr = server.addr;
     let mut sub = SseClient::connect(addr, "/events?topic=b");
     for (extra, what) in [

@@ -225,7 +225,7 @@ fn bearer(token: &str) -> String {
 fn max_streams_per_user_counts_the_token_subject() {
     let server = TestServer::start(Config {
         threads: Some(2),
-        subscribe_key: Some("k".into()),
+        subscribe_key: vec!["k".into()],
         max_streams_per_user: 3,
         ..Config::loopback()
     });
@@ -372,7 +372,7 @@ fn cors_headers_only_for_the_allowed_origin() {
 
 #[test]
 fn publish_token_matrix() {
-    let server = TestServer::start(Config { publish_token: Some("s3cret".into()), ..Config::loopback() });
+    let server = TestServer::start(Config { publish_token: vec!["s3cret".into()], ..Config::loopback() });
     let addr = server.addr;
     let mut sub = SseClient::connect(addr, "/events?topic=p");
     let attempt = |auth: &str, data: &str| {
@@ -416,7 +416,7 @@ fn publish_token_matrix() {
 fn subscribe_token_matrix() {
     let server = TestServer::start(Config {
         threads: Some(2),
-        subscribe_key: Some("k".into()),
+        subscribe_key: vec!["k".into()],
         subscribe_cookie: Some("sse_token".into()),
         ..Config::loopback()
     });

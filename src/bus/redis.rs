@@ -116,7 +116,7 @@ impl RedisConnector {
 }
 
 /// `url` without its password (in the authority, or a unix URL's `pass=` parameter).
-fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     let url = match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => format!("{}://***@{}", &url[..scheme], &url[at + 1..]),
         _ => url.to_string(),

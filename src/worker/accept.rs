@@ -99,7 +99,7 @@ impl Worker {
 
     /// Invariant 1: counts the connection against capacity, registers it, or refuses it.
     fn admit(&mut self, mut sock: TcpStream, peer: std::net::SocketAddr, admin: bool) {
-        if self.shared.config.connect_rate_per_ip > 0.0 {
+        if self.live.config.connect_rate_per_ip > 0.0 {
             if let Err(refusal) = self.shared.admission.admit_connect(peer.ip(), std::time::Instant::now()) {
                 log::debug!("loop {}: refused {peer}: {refusal}", self.index);
                 return self.refuse_raw(sock, &refusal.response(false), RejectReason::IpRate);

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::exposition::{self, LoopScrape, ProcessScrape, Scrape};
+use crate::exposition::{self, ConfigScrape, LoopScrape, ProcessScrape, Scrape};
 use crate::health::{Probe, HEALTH_DEADLINE};
 use crate::histogram::Snapshot;
 use crate::http;
@@ -110,7 +110,8 @@ impl Worker {
 
 fn readyz(shared: &Shared, keep_alive: bool) -> Bytes {
     let draining = shared.draining.load(Ordering::Acquire);
-    let overloaded = shared.overload.load(Ordering::Acquire) && shared.config.unready_when_overloaded;
+    let overloaded =
+        shared.overload.load(Ordering::Acquire) && shared.live.get().config.unready_when_overloaded;
     let bus_down = shared.bus.as_ref().is_some_and(|b| b.unready());
     let (status, state) = match (draining, overloaded) {
         (true, _) => (503, "draining"),
@@ -165,6 +166,15 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
             resident_bytes: rlimits::resident_bytes().unwrap_or(0),
             cpu_seconds: rlimits::cpu_seconds().unwrap_or(0.0),
             start_time_seconds: shared.start_time_seconds,
+        },
+        config: {
+            let r = &shared.live.stats;
+            ConfigScrape {
+                reloads_ok: r.ok.load(Ordering::Relaxed),
+                reloads_error: r.error.load(Ordering::Relaxed),
+                last_success_seconds: r.last_success.load(Ordering::Relaxed),
+                hash: r.hash.lock().map(|h| h.clone()).unwrap_or_default(),
+            }
         },
         ..Scrape::default()
     };

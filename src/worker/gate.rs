@@ -23,14 +23,14 @@ use crate::metrics::RejectReason;
 
 use super::requests::auth_reason;
 use super::unix_now;
-use super::Shared;
+use crate::live::Live;
 
 /// A refusal: what to count and the full response.
 pub(super) type Refused = (RejectReason, Bytes);
 
 /// Whether this request, if it is `POST /publish`, may publish. Other requests pass.
 pub(super) fn publish(
-    shared: &Shared,
+    live: &Live,
     head: &Request,
     peer: SocketAddr,
     keep_alive: bool,
@@ -38,17 +38,16 @@ pub(super) fn publish(
     if head.method != "POST" || head.path != "/publish" {
         return Ok(());
     }
-    let token_required = matches!(shared.publish_auth, PublishAuth::Token(_));
-    if let Err(e) = shared.cors.check_publish(head, token_required) {
+    let token_required = matches!(live.publish_auth, PublishAuth::Token(_));
+    if let Err(e) = live.cors.check_publish(head, token_required) {
         return Err((RejectReason::Origin, e.response(keep_alive)));
     }
-    auth::check_publish(&shared.publish_auth, head, peer)
-        .map_err(|e| (auth_reason(&e), e.response(keep_alive)))
+    auth::check_publish(&live.publish_auth, head, peer).map_err(|e| (auth_reason(&e), e.response(keep_alive)))
 }
 
 /// Whether this polling request may read `topic` (always, without `--subscribe-key`).
-pub(super) fn poll(shared: &Shared, request: &Request, topic: &str) -> Result<(), Refused> {
-    let Some(verifier) = &shared.verifier else { return Ok(()) };
+pub(super) fn poll(live: &Live, request: &Request, topic: &str) -> Result<(), Refused> {
+    let Some(verifier) = &live.verifier else { return Ok(()) };
     let topics = [topic.to_string()];
     match verifier.verify(request, &topics, unix_now()) {
         Ok(_) => Ok(()),

@@ -47,14 +47,13 @@ use mio::{Events, Poll, Token};
 use slab::Slab;
 
 use crate::admission::Admission;
-use crate::auth::{PublishAuth, SubscribeVerifier};
 use crate::config::Config;
 use crate::conn::{read_once, Conn, Phase, ReadResult};
-use crate::cors::Cors;
 use crate::health::Probe;
 use crate::histogram;
 use crate::history::{History, HistoryLimits};
 use crate::hub::{Hub, Inbox};
+use crate::live::{Live, LiveCell};
 use crate::metrics::{CloseReason, LoopStats};
 use crate::outbox::Bounds;
 use crate::topics::TopicIndex;
@@ -107,12 +106,9 @@ pub(crate) struct Shared {
     pub open_fds: std::sync::atomic::AtomicU64,
     /// Per-IP, per-user and per-topic limits.
     pub admission: Admission,
-    /// Who may publish.
-    pub publish_auth: PublishAuth,
-    /// Subscribe token verification, when `--subscribe-key` is set.
-    pub verifier: Option<SubscribeVerifier>,
-    /// Allowed browser origins.
-    pub cors: Cors,
+    /// The settings a reload changes (tokens, keys, CORS, heartbeat, retry, thresholds):
+    /// loops cache the `Arc` and refresh it when the generation moves ([`crate::live`]).
+    pub live: LiveCell,
     /// Draining for shutdown: stop accepting, tell streams, flush, exit.
     pub draining: AtomicBool,
     /// Overload mode (set by the monitor with hysteresis; loops shed and notify).
@@ -191,7 +187,9 @@ pub(crate) struct Worker {
     next_tick_ms: u64,
     tick_ms: u64,
     bounds: Bounds,
-    prelude: Bytes,
+    /// The reloadable settings as this loop last took them, and their generation.
+    live: Arc<Live>,
+    live_generation: u64,
     /// Tokens of resumes asked of the bus (see [`resume`]).
     resume_tokens: u64,
 }
@@ -205,12 +203,12 @@ impl Worker {
         inbox: Inbox,
     ) -> Worker {
         let c = &shared.config;
-        let shortest =
-            c.heartbeat_ms.min(c.stall_timeout_ms).min(c.request_timeout_ms).min(c.keepalive_timeout_ms);
-        let tick_ms = (shortest / 4).clamp(5, 1_000);
+        // The generation first: a reload in between is then taken on the first iteration.
+        let live_generation = shared.live.generation();
+        let live = shared.live.get();
+        let tick_ms = timers::tick_ms(c, &live);
         let bounds = Bounds { max_events: c.outbox_max_events, max_bytes: c.outbox_max_bytes };
         let write_delay = Duration::from_millis(c.write_delay_ms);
-        let prelude = crate::sse::prelude(c.retry_ms);
         let history = History::new(
             HistoryLimits {
                 max_events: c.history_max_events,
@@ -267,7 +265,8 @@ impl Worker {
             next_tick_ms: tick_ms,
             tick_ms,
             bounds,
-            prelude,
+            live,
+            live_generation,
             resume_tokens: 0,
         }
     }
@@ -289,6 +288,9 @@ impl Worker {
             }
             let started = Instant::now();
             self.now_ms = started.saturating_duration_since(self.epoch).as_millis() as u64;
+            if self.shared.live.generation() != self.live_generation {
+                self.take_live();
+            }
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_pending = true,
@@ -504,6 +506,6 @@ impl Worker {
 }
 
 /// Seconds since the Unix epoch (subscribe tokens expire against it).
-pub(super) fn unix_now() -> u64 {
+pub(crate) fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }

@@ -16,7 +16,7 @@ impl Worker {
     /// not polling and get nothing here.
     pub(super) fn serve_poll(&mut self, key: usize, request: &Request, action: Action, keep_alive: bool) {
         let (Action::Latest { topic } | Action::EventsAfter { topic, .. }) = &action else { return };
-        if let Err((reason, response)) = gate::poll(&self.shared, request, topic) {
+        if let Err((reason, response)) = gate::poll(&self.live, request, topic) {
             return self.refuse_for(key, reason, response, keep_alive);
         }
         if let Action::EventsAfter { topic, after, limit } = &action {

@@ -110,8 +110,8 @@ impl Worker {
                             self.refuse(key, &reject, false);
                             break;
                         }
-                        if let Err(refusal) = gate::publish(&self.shared, &head, conn.peer.addr(), false) {
-                            req.cors = self.shared.cors.headers_for(&head);
+                        if let Err(refusal) = gate::publish(&self.live, &head, conn.peer.addr(), false) {
+                            req.cors = self.live.cors.headers_for(&head);
                             req.buf = Vec::new();
                             refused = Some(refusal);
                             break;
@@ -157,7 +157,7 @@ impl Worker {
         let Some(conn) = self.conns.get_mut(key) else { return };
         conn.head_only = request.method == "HEAD";
         let (peer, admin) = (conn.peer.addr(), conn.admin);
-        let cors = self.shared.cors.headers_for(request);
+        let cors = self.live.cors.headers_for(request);
         if let Phase::Request(req) = &mut conn.phase {
             req.cors = cors.clone();
         }
@@ -167,12 +167,12 @@ impl Worker {
             if let Some(req) = self.conns.get_mut(key).and_then(Conn::requesting) {
                 req.cors = None;
             }
-            let response = self.shared.cors.preflight(request, keep_alive);
+            let response = self.live.cors.preflight(request, keep_alive);
             return self.respond(key, response, keep_alive);
         }
         // Authorize publishers before their body is parsed and encoded (a publish whose
         // body came with its head; others were judged on the head alone).
-        if let Err((reason, response)) = gate::publish(&self.shared, request, peer, keep_alive) {
+        if let Err((reason, response)) = gate::publish(&self.live, request, peer, keep_alive) {
             return self.refuse_for(key, reason, response, keep_alive);
         }
         let c = &self.shared.config;
@@ -205,7 +205,7 @@ impl Worker {
                 self.start_stream(key, &topics, last_event_id, (extra, holds_slot), cors.as_deref(), None);
             }
             Ok(Action::Publish { events, shape }) => {
-                if self.shared.config.publish_rate_per_topic > 0.0 {
+                if self.live.config.publish_rate_per_topic > 0.0 {
                     for event in &events {
                         if let Err(refusal) = self.shared.admission.admit_publish(&event.topic, now) {
                             let reason = refusal_reason(&refusal);
@@ -252,7 +252,7 @@ impl Worker {
         topics: &[String],
         peer: std::net::SocketAddr,
     ) -> Result<Option<Box<StreamExtra>>, (RejectReason, bytes::Bytes)> {
-        let subject = match &self.shared.verifier {
+        let subject = match &self.live.verifier {
             Some(verifier) => match verifier.verify(request, topics, super::unix_now()) {
                 Ok(subject) => Some(subject),
                 Err(e) => return Err((auth_reason(&e), e.response(request.keep_alive))),
@@ -343,7 +343,7 @@ impl Worker {
             None => http::stream_head(),
         };
         conn.outbox.push_unbounded(head);
-        conn.outbox.push_unbounded(self.prelude.clone());
+        conn.outbox.push_unbounded(self.live.prelude.clone());
         // Invariant 6 of `delivery`: a new stream's backlog (its head, a replay) is its own,
         // not a sign that the loop is behind; it counts as keeping up once a write empties it.
         conn.kept_up = false;

@@ -15,6 +15,9 @@
 //!    works: a stream never outlives its token by more than a tick);
 //! 6. outbox and history gauges are refreshed.
 //!
+//! A config reload ([`crate::live`]) that changes `--heartbeat-ms` recomputes the tick; the
+//! next walk uses the new heartbeat for every stream.
+//!
 //! Drain (SIGTERM, `Handle::shutdown`): stop accepting; every stream gets
 //! `event: server-shutdown` with `data: {"reconnect":true}` and a `retry:` spread over
 //! `--shutdown-retry-spread-ms` so clients do not return in the same second; idle
@@ -24,20 +27,31 @@
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
+use crate::config::Config;
 use crate::conn::Phase;
+use crate::live::Live;
 use crate::metrics::{CloseReason, LoopStats};
 
 use super::Worker;
 
 impl Worker {
+    /// Takes the settings of the newest reload (module contract of [`crate::live`]).
+    pub(super) fn take_live(&mut self) {
+        self.live_generation = self.shared.live.generation();
+        self.live = self.shared.live.get();
+        self.tick_ms = tick_ms(&self.shared.config, &self.live);
+        self.next_tick_ms = self.next_tick_ms.min(self.now_ms + self.tick_ms);
+    }
+
     /// Heartbeats, stall, request, idle and linger deadlines, gauges: one walk per tick.
     pub(super) fn tick(&mut self) {
         let c = &self.shared.config;
-        let (heartbeat_ms, stall_ms, now) = (c.heartbeat_ms, c.stall_timeout_ms, self.now_ms);
+        let (heartbeat_ms, stall_ms, now) = (self.live.config.heartbeat_ms, c.stall_timeout_ms, self.now_ms);
         let (request_ms, idle_ms) = (c.request_timeout_ms, c.keepalive_timeout_ms);
         let mut to_close = Vec::new();
         let mut expired = Vec::new();
-        let now_unix = if self.shared.verifier.is_some() { super::unix_now() } else { 0 };
+        // Always read: a reload may have removed the keys that verified open streams' tokens.
+        let now_unix = super::unix_now();
         let (mut queued, mut blocked, mut heartbeats) = (0usize, 0usize, 0u64);
         for (key, conn) in self.conns.iter_mut() {
             match &conn.phase {
@@ -105,8 +119,7 @@ impl Worker {
             self.topics.unsubscribe(*m);
         }
         // Tokens minted together expire together: spread their reconnects like a drain's.
-        let (retry_ms, spread_ms) =
-            (self.shared.config.retry_ms, self.shared.config.shutdown_retry_spread_ms);
+        let (retry_ms, spread_ms) = (self.live.config.retry_ms, self.shared.config.shutdown_retry_spread_ms);
         let jitter = if spread_ms == 0 { 0 } else { mix(exp ^ (key as u64) << 20) % spread_ms };
         conn.outbox.push_unbounded(crate::notices::token_expired(exp, retry_ms + jitter));
         conn.close_after_flush = true;
@@ -144,7 +157,7 @@ impl Worker {
     fn begin_drain(&mut self) -> u64 {
         let c = &self.shared.config;
         let deadline = self.now_ms + c.drain_timeout_ms;
-        let (retry_ms, spread_ms) = (c.retry_ms, c.shutdown_retry_spread_ms);
+        let (retry_ms, spread_ms) = (self.live.config.retry_ms, c.shutdown_retry_spread_ms);
         self.drain_deadline_ms = Some(deadline);
         for listener in [self.listener.take(), self.admin_listener.take()].into_iter().flatten() {
             let mut listener = listener;
@@ -187,6 +200,17 @@ impl Worker {
     pub(super) fn draining(&self) -> bool {
         self.shared.draining.load(Ordering::Acquire)
     }
+}
+
+/// The timer walk's period: a quarter of the shortest timer, within 5 ms..1 s.
+pub(super) fn tick_ms(c: &Config, live: &Live) -> u64 {
+    let shortest = live
+        .config
+        .heartbeat_ms
+        .min(c.stall_timeout_ms)
+        .min(c.request_timeout_ms)
+        .min(c.keepalive_timeout_ms);
+    (shortest / 4).clamp(5, 1_000)
 }
 
 /// A token expiring at `expires_at` (0: no token) has expired at `now_unix`.
