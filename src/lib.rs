@@ -9,17 +9,20 @@
 //! one that uses it back (`tests/layering.rs` fails on any import cycle and names its lines).
 //! A module's submodules (`worker::*`, `hub::*`, `bus::*`, ...) count as the module.
 //!
-//! 1. `monitor` (the watcher thread), [`check`] (the host's capacity report).
-//! 2. `worker`: the loops (accept, read, route, fan out, flush, timers, admin).
-//! 3. `conn`, [`polling`], [`exposition`], [`config`]: one connection, polling answers,
+//! 1. `monitor` (the watcher thread), [`check`] (the host's capacity report), `config_file`
+//!    (the TOML file and `--print-config`).
+//! 2. `worker`: the loops (accept, read, route, fan out, flush, timers, admin) and the
+//!    [`Reloader`] that swaps their live settings.
+//! 3. `live`: the settings a reload changes (tokens, keys, CORS, limits, timers).
+//! 4. `conn`, [`polling`], [`exposition`], [`config`]: one connection, polling answers,
 //!    the metrics text, the options.
-//! 4. [`bus`], [`history`], [`outbox`]: the Redis sequencer and reader, a loop's history, a
+//! 5. [`bus`], [`history`], [`outbox`]: the Redis sequencer and reader, a loop's history, a
 //!    connection's outbox.
-//! 5. [`hub`]: the in-process sequencer and the hub→loop channel messages (events, losses,
+//! 6. [`hub`]: the in-process sequencer and the hub→loop channel messages (events, losses,
 //!    the bus's resume answers).
-//! 6. [`route`], [`cors`], [`throttle`], [`intern`].
-//! 7. [`publish`], [`admission`], [`auth`], [`metrics`].
-//! 8. Leaves: [`http`], [`sse`], [`topics`] (names, the reserved prefix, the index),
+//! 7. [`route`], [`cors`], [`throttle`], [`intern`].
+//! 8. [`publish`], [`admission`], [`auth`], [`metrics`].
+//! 9. Leaves: [`http`], [`sse`], [`topics`] (names, the reserved prefix, the index),
 //!    [`notices`], [`health`], [`histogram`], `rate`, `room`, `busy_rate`, [`client_js`], [`sys`].
 //!
 //! Embedding:
@@ -85,9 +88,9 @@ use mio::{Interest, Poll, Waker};
 
 pub use config::{Config, ConfigError};
 pub use hub::{Event, PublishError};
-pub use live::Reloader;
 pub use metrics::{CloseReason, Stats};
 pub use publish::{Class, Message};
+pub use worker::Reloader;
 
 use hub::Hub;
 use worker::{Shared, Worker, ADMIN_LISTENER, LISTENER, WAKER};

@@ -30,6 +30,7 @@ mod gate;
 mod pace;
 mod poll;
 mod poll_bus;
+mod reload;
 mod requests;
 mod resume;
 mod timers;
@@ -57,6 +58,7 @@ use crate::live::{Live, LiveCell};
 use crate::metrics::{CloseReason, LoopStats};
 use crate::outbox::Bounds;
 use crate::topics::TopicIndex;
+pub use reload::Reloader;
 
 /// The listener's token (slab keys never reach it).
 pub(crate) const LISTENER: Token = Token(usize::MAX - 1);
@@ -506,6 +508,4 @@ impl Worker {
 }
 
 /// Seconds since the Unix epoch (subscribe tokens expire against it).
-pub(crate) fn unix_now() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
-}
+pub(crate) use crate::sys::unix_now;
