@@ -33,7 +33,7 @@
 #                   server that parks publishers is offered less instead of a growing queue.
 #                   sse-edge's /metrics is sampled every 0.5 s for sse_loop_saturation.
 #                   Not in the default list: `--scenarios M5`, then benches/peers/overload.py.
-#   F frontier:     M2 on a fresh sse-edge at each --write-delay-ms of 0 5 10 25 50 100, and
+#   F frontier:     M2 on a fresh sse-edge at each --write-delay-ms of 0 5 10 25 50 100 250 500,
 #                   once on each other peer (issue 14: p99 against CPU per delivery). Not in
 #                   the default list: `--scenarios F`, then benches/peers/frontier.py.
 #
@@ -109,7 +109,7 @@ else
   M3_STREAMS=1000 M3_RATES="500 1000 2000 5000 10000 20000" M3_SECONDS=5
   M4_STREAMS=10000 M4_RATE=200 M4_SECONDS=30 M4B_RATE=20
   M5_STREAMS=10000 M5_RATES="50 100 200 400 800 1600" M5_SECONDS=10
-  F_DELAYS="0 5 10 25 50 100"
+  F_DELAYS="0 5 10 25 50 100 250 500"
 fi
 
 log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
