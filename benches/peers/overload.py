@@ -9,7 +9,8 @@ RESULTS.md is replaced (or appended) with the table, the plot's link and `--intr
 report.py keeps that section.
 
 Per rate step and peer: events/s offered and accepted, publish answers by status, readers'
-p50/p99 (publish stamp to receipt, so a publish parked by the server counts), the server's
+p50/p99 (publish stamp to receipt, so a publish parked by the server counts), readers' p99
+from acceptance (the publish's 2xx answer to receipt, sse-load's `accept_latency_ms`), the server's
 own delivery-lag p99 (accept to kernel, a histogram bucket bound), the highest sse_loop_saturation sampled during the step
 (sse-edge only), and server CPU per million deliveries. The plot draws readers' p99 and the
 accepted rate against the offered rate, one line per peer.
@@ -89,10 +90,12 @@ def row(peer, rate, rep, sat, lag):
     statuses = ", ".join(f"{k}: {n:,}" for k, n in sorted(p["raw"]["statuses"].items())) or "none"
     skipped = p["raw"].get("not_sent_inflight", 0) + p["raw"].get("not_sent_backlog", 0)
     lat = s["latency_ms"]
+    acc = s.get("accept_latency_ms", {}).get("p99")
     cpu = v.get("cpu_s_per_million_deliveries")
     return (
         f"| {rate:,} | {peer} | {accepted_per_s(rep):,.0f} | {statuses}; {skipped:,} not offered "
-        f"| {lat['p50']:,.0f} / {lat['p99']:,.0f} | {'–' if lag is None else f'≤ {lag * 1000:,.0f}'} | "
+        f"| {lat['p50']:,.0f} / {lat['p99']:,.0f} | {'–' if not acc else f'{acc:,.0f}'} "
+        f"| {'–' if lag is None else f'≤ {lag * 1000:,.0f}'} | "
         f"{'–' if sat is None else f'{sat:.2f}'} | {'–' if cpu is None else f'{cpu:.2f}'} |"
     )
 
@@ -100,8 +103,9 @@ def row(peer, rate, rep, sat, lag):
 def table(run_dir):
     lines = [
         "| offered events/s | peer | accepted events/s | publish answers | readers' p50 / p99 ms "
-        "| server's delivery lag p99 ms | max saturation | server CPU-s per 10⁶ deliveries |",
-        "|---|---|---|---|---|---|---|---|",
+        "| readers' p99 from acceptance ms | server's delivery lag p99 ms | max saturation "
+        "| server CPU-s per 10⁶ deliveries |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     by_rate = {}
     for peer in PEERS:
@@ -149,11 +153,13 @@ def plot(run_dir):
                 f'<text x="{x(r, left):.1f}" y="{h - pad + 16}" font-size="10" '
                 f'text-anchor="middle">{r}</text>'
             )
-        for k in range(int(math.ceil(vlo)), int(math.floor(vhi)) + 1):
-            body.append(
-                f'<text x="{left - 6}" y="{y(10 ** k) + 3:.1f}" font-size="10" '
-                f'text-anchor="end">{10 ** k:g}</text>'
-            )
+        for k in range(int(math.floor(vlo)), int(math.ceil(vhi)) + 1):
+            for m in (1, 2, 5):
+                if vlo <= math.log10(m * 10**k) <= vhi:
+                    body.append(
+                        f'<text x="{left - 6}" y="{y(m * 10 ** k) + 3:.1f}" font-size="10" '
+                        f'text-anchor="end">{m * 10 ** k:g}</text>'
+                    )
         for peer, s in series.items():
             if not s:
                 continue

@@ -533,6 +533,10 @@ def bar_chart(path, title, bars, unit_fmt, xlabel, refs=(), note="", log=False, 
     return True
 
 
+# The latency quantiles the fan-out and slow-consumer charts draw.
+LATENCY_QS = [0.5, 0.9, 0.99, 0.999, 1.0]
+
+
 def hist_quantiles(buckets, qs):
     """Quantiles (ms) of sse-load's [value_us, count] buckets."""
     total = sum(c for _, c in buckets)
@@ -641,7 +645,6 @@ def fanout_section(md, tag, title, intro, notes, prm, peers, order, plots_dir, r
     if intro:
         md.append(intro + "\n")
     rows, lat_series, cpu_bars = [], [], []
-    qs = [0.5, 0.9, 0.99, 0.999, 1.0]
     for p in order:
         e = peers[p]
         r = run_of(e, tag)
@@ -665,7 +668,7 @@ def fanout_section(md, tag, title, intro, notes, prm, peers, order, plots_dir, r
                 f"{r.loadgen_busy:.0%}",
             )
         )
-        lat_series.append((p, hist_quantiles(r.lat_hist, qs)))
+        lat_series.append((p, hist_quantiles(r.lat_hist, LATENCY_QS)))
         if r.cpu_per_m is not None:
             cpu_bars.append((p, r.cpu_per_m, f"{r.cpu_per_m:.2f} s"))
     md.append(
@@ -1005,7 +1008,7 @@ def write_results(outdir, results, plots_dir):
                     f"{r.core_busy:.0%}" if getattr(r, "core_busy", None) is not None else "–",
                 )
             )
-            lat_series.append((p, hist_quantiles(r.lat_hist, qs)))
+            lat_series.append((p, hist_quantiles(r.lat_hist, LATENCY_QS)))
         md.append(
             table(
                 [
