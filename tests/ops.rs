@@ -57,25 +57,7 @@ fn systemd_unit_passes_systemd_analyze_verify() {
         .expect("TimeoutStopSec=<seconds>");
     assert!(stop_secs * 1000 > Config::default().drain_timeout_ms + 5_000, "TimeoutStopSec={stop_secs}");
 
-    // verify checks that ExecStart exists: point it at the binary under test.
-    let tmp = TempDir::new("unit");
-    let path = tmp.join("sse-edge.service");
-    std::fs::write(&path, unit.replace("/usr/bin/sse-edge", BIN)).expect("write unit");
-    let out =
-        Command::new(&tool).args(["verify", "--man=no"]).arg(&path).output().expect("run systemd-analyze");
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let about_unit: Vec<&str> = stderr.lines().filter(|l| l.contains("sse-edge.service")).collect();
-    assert!(
-        out.status.success() || !about_unit.is_empty(),
-        "systemd-analyze verify could not run in this environment (its errors are not about the unit); \
-         status {}:\n{stderr}",
-        out.status
-    );
-    assert!(
-        out.status.success() && about_unit.is_empty(),
-        "systemd-analyze verify: {}\n{stderr}",
-        out.status
-    );
+    systemd_verify(&tool, &unit, "sse-edge.service", BIN);
 }
 
 #[test]

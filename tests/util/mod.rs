@@ -421,6 +421,33 @@ pub fn require_binary(path: &str, debian_package: &str) -> std::path::PathBuf {
     p
 }
 
+/// Runs `systemd-analyze verify` (found at `tool`) on `unit` written as `file_name` in a temp
+/// dir, with `/usr/bin/sse-edge` pointed at `binary` (verify checks that `ExecStart` exists);
+/// panics with its output unless it passes with nothing said about the unit.
+pub fn systemd_verify(tool: &std::path::Path, unit: &str, file_name: &str, binary: &str) {
+    let tmp = TempDir::new("unit");
+    let path = tmp.join(file_name);
+    std::fs::write(&path, unit.replace("/usr/bin/sse-edge", binary)).expect("write unit");
+    let out = std::process::Command::new(tool)
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("run systemd-analyze");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let about_unit: Vec<&str> = stderr.lines().filter(|l| l.contains(file_name)).collect();
+    assert!(
+        out.status.success() || !about_unit.is_empty(),
+        "systemd-analyze verify could not run in this environment (its errors are not about the unit); \
+         status {}:\n{stderr}",
+        out.status
+    );
+    assert!(
+        out.status.success() && about_unit.is_empty(),
+        "systemd-analyze verify: {}\n{stderr}",
+        out.status
+    );
+}
+
 /// `GET path` on a new connection with `Connection: close`; reads a `Content-Length`, chunked
 /// or until-EOF body. Errors (refused, timeout) are returned, not panicked on.
 pub fn try_http_get(addr: SocketAddr, path: &str) -> io::Result<Response> {
