@@ -175,8 +175,11 @@ impl Worker {
         if self.write_behind > 0 {
             return;
         }
+        let was_closed = self.pace.is_closed();
         if self.pace.full(self.shared.hub.lag_budget(), Instant::now()) {
             // Invariant 9: come back next iteration (the flush queue keeps the loop busy).
+            // Each closing counts as an intake pause, as invariant 6's do.
+            LoopStats::add(&self.stats().intake_pauses, u64::from(!was_closed));
             self.drain_more = true;
             return;
         }

@@ -75,6 +75,11 @@ impl Pace {
         }
     }
 
+    /// Whether the gate is closed (the intake waiting since the last [`Pace::full`]).
+    pub(super) fn is_closed(&self) -> bool {
+        self.closed_since.is_some()
+    }
+
     /// Whether the intake must wait at `now` (invariant 3) under this lag budget (zero:
     /// never); a gate closed for a whole budget opens (invariant 1).
     pub(super) fn full(&mut self, budget: Duration, now: Instant) -> bool {
