@@ -118,8 +118,13 @@ impl FlushQueue {
         }
     }
 
-    /// Moves the delayed streams due by `now` (all of them with `all`) behind the others.
-    fn release_due(&mut self, now: Instant, all: bool) {
+    /// Moves the delayed streams due by now (all of them with `all`) behind the others; reads
+    /// the clock only when some stream is delayed.
+    fn release_due(&mut self, all: bool) {
+        if self.delayed.is_empty() {
+            return;
+        }
+        let now = Instant::now();
         while let Some((_, due)) = self.delayed.front() {
             if !all && *due > now {
                 break;
@@ -288,7 +293,7 @@ impl Worker {
             self.flush(key);
         }
         let draining = self.drain_deadline_ms.is_some();
-        self.dirty.release_due(Instant::now(), draining);
+        self.dirty.release_due(draining);
         let paused = self.write_behind > 0;
         let written_before = self.frames_written;
         for _ in 0..FLUSH_BUDGET {

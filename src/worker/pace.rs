@@ -9,13 +9,13 @@
 //!    forgets the count and opens: the gate can delay the intake, never stop it.
 //! 2. The loop measures how many frames per second it writes while streams wait for their
 //!    write ([`BusyRate`]); `frames / rate` is then how long the queued work takes to write.
-//! 4. Frames per event is a moving average over drains that queued any (the recent fan-out);
-//!    the write rate divided by it is the loop's event rate, which with the queued time it
-//!    hands to the hub's admission ([`crate::hub::Inbox::pace`]).
 //! 3. While that exceeds `--max-delivery-lag-ms / PASS_SHARE_OF_BUDGET`, the loop takes no
 //!    event from the hub ([`super::delivery`] invariant 9). Fan-out queues a delivery in tens
 //!    of nanoseconds and a write takes a microsecond or more, so without this gate one
 //!    iteration's intake can queue seconds of writing that the hub's admission never sees.
+//! 4. Frames per event is a moving average over drains that queued any (the recent fan-out);
+//!    the write rate divided by it is the loop's event rate, which with the queued time it
+//!    hands to the hub's admission ([`crate::hub::Inbox::pace`]).
 
 use std::time::{Duration, Instant};
 
@@ -24,6 +24,10 @@ use crate::busy_rate::BusyRate;
 /// The queued writing may take this fraction of `--max-delivery-lag-ms` before the intake
 /// waits; the rest of the budget is for events waiting in the hub channel behind it.
 pub(super) const PASS_SHARE_OF_BUDGET: u32 = 4;
+
+/// How far one drain moves the frames-per-event average toward what it saw (invariant 4):
+/// a quarter, so a single drain of an unusual topic does not swing the event rate.
+const FAN_OUT_SMOOTHING: f64 = 0.25;
 
 /// A loop's queued writing (invariant 1) and its write rate (invariant 2).
 #[derive(Debug)]
@@ -47,7 +51,7 @@ impl Pace {
         if events > 0 && frames > 0 {
             let per_event = frames as f64 / events as f64;
             self.frames_per_event = match self.frames_per_event {
-                f if f > 0.0 => 0.75 * f + 0.25 * per_event,
+                f if f > 0.0 => f + FAN_OUT_SMOOTHING * (per_event - f),
                 _ => per_event,
             };
         }
