@@ -152,14 +152,10 @@ def main():
         with open(a.svg, "w") as f:
             f.write(plot(pts))
     if a.results:
-        link = ""
-        if a.svg:
-            rel = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.results)))
-            link = f"\n![Frontier: readers' p99 against server CPU per delivery]({rel})\n"
-        section = f"{FRONTIER_MARK}\n\n## The latency/CPU frontier: `--write-delay-ms` on M2\n\n"
-        section += (a.intro.strip() + "\n\n" if a.intro.strip() else "") + md + link
-        write_section(a.results, FRONTIER_MARK, section)
-
+        write_section(
+            a.results, FRONTIER_MARK, "The latency/CPU frontier: `--write-delay-ms` on M2", a.intro, md,
+            a.svg, "Frontier: readers' p99 against server CPU per delivery",
+        )
 
 if __name__ == "__main__":
     main()

@@ -189,13 +189,10 @@ def main():
     a = ap.parse_args()
     md = table(a.run_dir)
     if a.results:
-        plot_link = ""
-        if a.svg:
-            rel = os.path.relpath(a.svg, os.path.dirname(os.path.abspath(a.results)))
-            plot_link = f"\n![M5: readers' p99 and accepted events/s against the offered rate]({rel})\n"
-        section = f"{OVERLOAD_MARK}\n\n## M5 — overload: 10,000 subscribers, publish rate ramped past the knee\n\n"
-        section += (a.intro.strip() + "\n\n" if a.intro.strip() else "") + md + plot_link
-        write_section(a.results, OVERLOAD_MARK, section)
+        write_section(
+            a.results, OVERLOAD_MARK, "M5 — overload: 10,000 subscribers, publish rate ramped past the knee",
+            a.intro, md, a.svg, "M5: readers' p99 and accepted events/s against the offered rate",
+        )
     if a.md:
         with open(a.md, "w") as f:
             f.write(md)

@@ -1197,9 +1197,14 @@ FRONTIER_MARK = "<!-- frontier.py: the section below is written by benches/peers
 SECTION_MARKS = [OVERLOAD_MARK, FRONTIER_MARK]
 
 
-def write_section(results, mark, section):
+def write_section(results, mark, title, intro, md, svg=None, alt=""):
     """Replaces the section from `mark` up to the next section mark (or the end) of
-    `results` with `section` (which starts with `mark`), or appends it."""
+    `results` (or appends one): `mark`, the `## title` heading, `intro`, the table `md` and,
+    with `svg`, the plot's link (alt text `alt`) relative to `results`."""
+    section = f"{mark}\n\n## {title}\n\n" + (intro.strip() + "\n\n" if intro.strip() else "") + md
+    if svg:
+        rel = os.path.relpath(svg, os.path.dirname(os.path.abspath(results)))
+        section += f"\n![{alt}]({rel})\n"
     with open(results) as f:
         old = f.read()
     at = old.find(mark)
