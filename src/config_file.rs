@@ -44,10 +44,6 @@ pub struct FileArgs {
 
 /// Argument ids that are not server options (never file keys, never printed).
 const NOT_OPTIONS: [&str; 4] = ["config", "print_config", "help", "version"];
-/// Keys whose values are secrets (invariant 3).
-const SECRET_KEYS: [&str; 2] = ["publish_token", "subscribe_key"];
-/// What a masked secret prints as.
-const MASK: &str = "********";
 
 /// Where an option's effective value came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -254,25 +250,12 @@ pub fn render(
     out.push_str(&format!("# hash: {}\n", crate::live::config_hash(config)));
     for (_, _, key) in options(cmd) {
         let source = sources.get(&key).copied().unwrap_or(Source::Default).label();
-        match json.get(&key).map(|v| masked(&key, v)) {
+        match json.get(&key).map(|v| crate::live::masked(&key, v)) {
             None | Some(serde_json::Value::Null) => out.push_str(&format!("# {key} = (unset)  # {source}\n")),
             Some(v) => out.push_str(&format!("{key} = {}  # {source}\n", toml_text(&v))),
         }
     }
     out
-}
-
-/// `value` with secrets replaced (invariant 3).
-fn masked(key: &str, value: &serde_json::Value) -> serde_json::Value {
-    use serde_json::Value;
-    match value {
-        Value::Array(items) if SECRET_KEYS.contains(&key) => {
-            Value::Array(items.iter().map(|_| Value::String(MASK.into())).collect())
-        }
-        Value::String(_) if SECRET_KEYS.contains(&key) => Value::String(MASK.into()),
-        Value::String(url) if key == "bus" => Value::String(crate::bus::redis::redact(url)),
-        other => other.clone(),
-    }
 }
 
 /// A JSON scalar or array as a TOML value (JSON string escapes are valid TOML).

@@ -143,14 +143,36 @@ fn json(c: &Config) -> serde_json::Map<String, serde_json::Value> {
     }
 }
 
-/// A short, stable hash of the effective configuration (FNV-1a over its JSON form, 12 hex
-/// digits; not a cryptographic digest): equal on nodes that run the same settings, changed
+/// A short, stable hash of the effective configuration (FNV-1a over its JSON form with
+/// secrets masked, 12 hex digits; not a cryptographic digest): equal on nodes that run the same settings, changed
 /// by every applied reload that changes one.
 pub fn config_hash(c: &Config) -> String {
-    let text = serde_json::to_string(c).unwrap_or_default();
+    // Over the masked form: the hash is published (`sse_config_info`, logs), and a hash of
+    // the secrets would let anyone who reads it guess a short token offline.
+    let masked: serde_json::Map<String, serde_json::Value> =
+        json(c).iter().map(|(key, value)| (key.clone(), masked(key, value))).collect();
+    let text = serde_json::Value::Object(masked).to_string();
     let hash =
         text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3));
     format!("{:012x}", hash >> 16)
+}
+
+/// Keys whose values are secrets: masked wherever the configuration is printed or hashed.
+const SECRET_KEYS: [&str; 2] = ["publish_token", "subscribe_key"];
+/// What a masked secret prints as.
+const MASK: &str = "********";
+
+/// `value` with secrets replaced (`--print-config`, [`config_hash`]).
+pub(crate) fn masked(key: &str, value: &serde_json::Value) -> serde_json::Value {
+    use serde_json::Value;
+    match value {
+        Value::Array(items) if SECRET_KEYS.contains(&key) => {
+            Value::Array(items.iter().map(|_| Value::String(MASK.into())).collect())
+        }
+        Value::String(_) if SECRET_KEYS.contains(&key) => Value::String(MASK.into()),
+        Value::String(url) if key == "bus" => Value::String(crate::bus::redis::redact(url)),
+        other => other.clone(),
+    }
 }
 
 /// The log level `config` asks for; `None` keeps the level the process started with.
@@ -276,6 +298,19 @@ mod tests {
         assert_eq!(restart, vec!["backlog".to_string(), "threads".to_string()]);
         assert_ne!(config_hash(&merged), config_hash(&running));
         assert_eq!(config_hash(&running), config_hash(&Config::loopback()));
+    }
+
+    #[test]
+    fn the_published_hash_does_not_depend_on_secret_values() {
+        let mut a = Config::loopback();
+        a.publish_token = vec!["short".into()];
+        a.subscribe_key = vec!["k1".into()];
+        let mut b = a.clone();
+        b.publish_token = vec!["other".into()];
+        b.subscribe_key = vec!["k2".into()];
+        assert_eq!(config_hash(&a), config_hash(&b), "the hash must not leak the tokens");
+        b.publish_token.push("second".into());
+        assert_ne!(config_hash(&a), config_hash(&b), "adding a token still changes it");
     }
 
     #[test]

@@ -100,11 +100,16 @@ fn main() -> ExitCode {
         signals,
         move || {
             log::info!("SIGHUP: reloading the configuration");
-            match load(&argv) {
+            // The signal thread is the only one that receives SIGTERM: a reload that panics
+            // must not take it down, or the node could then only be stopped with SIGKILL.
+            let reload = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match load(&argv) {
                 Ok((cli, _)) => {
                     let _ = reloader.reload(cli.config); // logged and counted either way
                 }
                 Err(e) => reloader.failed(&e),
+            }));
+            if reload.is_err() {
+                reloader.failed(&"the reload panicked; the running configuration is unchanged");
             }
         },
         move |sig| {

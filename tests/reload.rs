@@ -325,8 +325,16 @@ fn print_config_shows_sources_and_masks_secrets_and_check_takes_the_file() {
     assert!(!text.contains("very-secret"), "{text}");
 
     // `check` reads the same file; a bad one fails naming the file, line and key.
-    let check = Command::new(BIN).args(["check", "--json", "--config"]).arg(&path).output().expect("check");
+    write_config(&path, "max_connections = 1234\n");
+    let check = Command::new(BIN)
+        .args(["check", "--json", "--config"])
+        .arg(&path)
+        .env_remove("SSE_EDGE_MAX_CONNECTIONS")
+        .output()
+        .expect("check");
     assert!(matches!(check.status.code(), Some(0 | 2)), "{}", String::from_utf8_lossy(&check.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&check.stdout).expect("check --json prints JSON");
+    assert_eq!(report["max_connections"], 1234, "check used the file's max_connections: {report}");
     write_config(&path, "max_streams_per_ip = 10\nmax_connections = \"many\"\n");
     let bad = Command::new(BIN).args(["check", "--config"]).arg(&path).output().expect("check");
     let err = String::from_utf8_lossy(&bad.stderr);

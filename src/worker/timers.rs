@@ -50,7 +50,8 @@ impl Worker {
         let (request_ms, idle_ms) = (c.request_timeout_ms, c.keepalive_timeout_ms);
         let mut to_close = Vec::new();
         let mut expired = Vec::new();
-        // Always read: a reload may have removed the keys that verified open streams' tokens.
+        // Only expiry ends an open stream: removing its subscribe key on a reload refuses new
+        // streams signed with it, never the ones already open (README "Reload").
         let now_unix = super::unix_now();
         let (mut queued, mut blocked, mut heartbeats) = (0usize, 0usize, 0u64);
         for (key, conn) in self.conns.iter_mut() {
