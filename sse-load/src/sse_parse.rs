@@ -103,7 +103,9 @@ impl Parser {
                     continue;
                 }
             }
-            let Some(i) = input.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            // memchr2 scans with SIMD: a byte-at-a-time scan was two thirds of the load
+            // generator's time at 1.6 GB/s of 1 KiB events.
+            let Some(i) = memchr::memchr2(b'\n', b'\r', input) else {
                 if self.line.len() + input.len() > self.limits.max_line {
                     return self.fail(ParseError::LineTooLong);
                 }
@@ -153,7 +155,7 @@ impl Parser {
             on(Item::Comment(comment));
             return Ok(());
         }
-        let (name, value) = match line.iter().position(|&b| b == b':') {
+        let (name, value) = match memchr::memchr(b':', line) {
             Some(c) => {
                 let v = &line[c + 1..];
                 (&line[..c], v.strip_prefix(b" ").unwrap_or(v))
