@@ -70,12 +70,16 @@ pub struct Config {
           value_parser = clap::value_parser!(u64).range(0..=86_400_000))]
     pub retry_ms: u64,
 
-    /// Most frames queued for one connection; past it the oldest unsent frame is dropped.
+    /// Most frames kept for a connection whose client has fallen behind (its socket blocked);
+    /// past it the oldest unsent frame is dropped. A client that keeps up may have more
+    /// queued while the loop's write pass reaches it (up to the default, if this is less).
     #[arg(long, env = "SSE_EDGE_OUTBOX_MAX_EVENTS", default_value_t = 1024,
           value_parser = parse_positive_usize)]
     pub outbox_max_events: usize,
 
-    /// Most bytes queued for one connection; past it the oldest unsent frames are dropped.
+    /// Most bytes kept for a connection whose client has fallen behind (its socket blocked);
+    /// past it the oldest unsent frames are dropped. A client that keeps up may have more
+    /// queued while the loop's write pass reaches it (up to the default, if this is less).
     /// Also the largest single event frame the node accepts (larger publishes get 413).
     #[arg(long, env = "SSE_EDGE_OUTBOX_MAX_BYTES", default_value_t = 1 << 20,
           value_parser = parse_positive_usize)]

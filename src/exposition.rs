@@ -23,6 +23,10 @@ pub struct LoopScrape {
     pub deliveries: u64,
     /// Bytes the kernel accepted.
     pub bytes_written: u64,
+    /// Frames the kernel accepted (whole or in part).
+    pub frames_written: u64,
+    /// Vectored write calls that moved bytes (`frames_written / writes` is the batching).
+    pub writes: u64,
     /// Unwritten outbox bytes.
     pub outbox_queued_bytes: u64,
     /// Connections waiting for writability.
@@ -241,6 +245,16 @@ pub fn render(s: &Scrape) -> String {
     o.per_loop("sse_bytes_written_total", "counter", "Bytes accepted by the kernel.", l, |l| {
         l.bytes_written.to_string()
     });
+    o.per_loop("sse_frames_written_total", "counter", "Frames the kernel accepted.", l, |l| {
+        l.frames_written.to_string()
+    });
+    o.per_loop(
+        "sse_writes_total",
+        "counter",
+        "Vectored write calls that moved bytes (frames per write is the batching).",
+        l,
+        |l| l.writes.to_string(),
+    );
     o.family("sse_events_dropped_total", "counter", "Events not delivered, by class and reason.");
     for c in Class::ALL {
         o.sample(

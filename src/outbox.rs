@@ -73,6 +73,8 @@ pub struct Flushed {
     pub writes: usize,
     /// Gap notices placed in front of the queue by this flush.
     pub gaps: usize,
+    /// Frames evicted to make room for that notice, by [`Class::index`].
+    pub evicted: [u32; 3],
     /// `true` when the socket said `WouldBlock` with frames still queued: wait for the
     /// WRITABLE edge before writing again.
     pub blocked: bool,
@@ -221,6 +223,20 @@ impl Outbox {
         outcome
     }
 
+    /// Evicts by class (invariant 4) until both `bounds` hold, keeping the partly written
+    /// head and pinned frames; reliable losses join the pending gap range. For a queue that
+    /// grew under a larger bound while its client kept up, once the client falls behind.
+    pub fn trim(&mut self, bounds: Bounds) -> PushOutcome {
+        let mut outcome = PushOutcome::default();
+        while self.entries.len() > bounds.max_events || self.queued > bounds.max_bytes {
+            match self.evict_one(u8::MAX) {
+                Some(class) => outcome.evicted[class.index()] += 1,
+                None => break,
+            }
+        }
+        outcome
+    }
+
     /// Queues an evictable raw frame (a heartbeat), bounded like a droppable event.
     pub fn push(&mut self, frame: Bytes, bounds: Bounds) -> PushOutcome {
         let mut outcome = PushOutcome::default();
@@ -329,7 +345,7 @@ impl Outbox {
     /// Puts the pending gap notice before the first unsent evictable frame (invariant 5):
     /// merged into an unsent notice already there, or as a new one after evicting what it
     /// needs to keep both bounds (which may widen the range it reports).
-    fn place_gap(&mut self, bounds: Bounds) -> bool {
+    fn place_gap(&mut self, bounds: Bounds, evicted: &mut [u32; 3]) -> bool {
         if self.gap.get().is_none() {
             return false;
         }
@@ -350,8 +366,9 @@ impl Outbox {
             while self.entries.len() >= bounds.max_events
                 || self.queued + GAP_FRAME_MAX_BYTES > bounds.max_bytes
             {
-                if self.evict_one(u8::MAX).is_none() {
-                    break;
+                match self.evict_one(u8::MAX) {
+                    Some(class) => evicted[class.index()] += 1,
+                    None => break,
                 }
             }
             existing = leading_notice(self);
@@ -436,8 +453,9 @@ impl Outbox {
         bounds: Bounds,
         mut delivered: impl FnMut(&Event),
     ) -> io::Result<Flushed> {
-        let mut flushed = Flushed { bytes: 0, frames: 0, writes: 0, gaps: 0, blocked: false };
-        flushed.gaps = usize::from(self.place_gap(bounds));
+        let mut flushed =
+            Flushed { bytes: 0, frames: 0, writes: 0, gaps: 0, evicted: [0; 3], blocked: false };
+        flushed.gaps = usize::from(self.place_gap(bounds, &mut flushed.evicted));
         while !self.entries.is_empty() {
             let mut slices = [IoSlice::new(&[]); MAX_IOV];
             let count = self.io_slices(&mut slices);

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use sse_edge::metrics::RejectReason;
-use sse_edge::{CloseReason, Config, Message};
+use sse_edge::{Class, CloseReason, Config, Message};
 use util::*;
 
 #[test]
@@ -241,12 +241,23 @@ fn pipelining_client_that_never_reads_responses_is_no_longer_read() {
     }
 }
 
-/// A loop that falls behind on writing (here: held while a burst four times its readers'
-/// outbox bound piles up in the hub) stops taking events until it has written them out,
-/// instead of evicting them from readers that are keeping up.
+/// Reads `n` events on its own thread (readers keep up concurrently, as real ones do).
+/// Reads `n` published events (the node's own notices skipped) on its own thread, so readers
+/// keep up concurrently, as real ones do; stops early at a read error (a timeout): the
+/// caller's assertion then shows what arrived. Gives the reader back, still open.
+fn read_on_thread(mut reader: SseClient, n: usize) -> thread::JoinHandle<(SseClient, Vec<SseEvent>)> {
+    thread::spawn(move || {
+        let got = (0..n).map_while(|_| reader.next_published().ok()).collect();
+        (reader, got)
+    })
+}
+
+/// `--outbox-max-events` bounds what a client that falls behind keeps, not how far the loop's
+/// pass runs ahead of readers that keep up: a burst sixteen times the outbox, piled up while
+/// the loop was held, reaches every reader whole, in order, without pausing the intake.
 #[test]
-fn a_loop_behind_on_writing_pauses_its_intake_and_readers_lose_nothing() {
-    const EVENTS: usize = 64;
+fn a_small_outbox_does_not_cut_a_burst_for_readers_that_keep_up() {
+    const EVENTS: usize = 256;
     const OUTBOX: usize = 16;
     let server = TestServer::start(Config {
         outbox_max_events: OUTBOX,
@@ -254,14 +265,48 @@ fn a_loop_behind_on_writing_pauses_its_intake_and_readers_lose_nothing() {
         threads: Some(1),
         ..Config::loopback()
     });
-    let mut readers: Vec<SseClient> =
+    let readers: Vec<SseClient> =
         (0..4).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
     server.wait_stats("streams", |s| s.streams == 4);
     let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("burst", n.to_string())).collect();
     assert!(server.handle().debug_block_loop(0, Duration::from_millis(300)));
     server.handle().publisher().publish_batch(&msgs).unwrap();
-    for reader in &mut readers {
-        let got: Vec<String> = reader.events(EVENTS).into_iter().map(|e| e.data).collect();
+    let threads: Vec<_> = readers.into_iter().map(|r| read_on_thread(r, EVENTS)).collect();
+    for t in threads {
+        let got: Vec<String> = t.join().unwrap().1.into_iter().map(|e| e.data).collect();
+        assert_eq!(got, (0..EVENTS).map(|n| n.to_string()).collect::<Vec<_>>(), "no gap, no loss");
+    }
+    let s = server.stats();
+    assert_eq!((s.frames_evicted, s.gaps_reported, s.intake_pauses), (0, 0, 0), "{s:?}");
+}
+
+/// A loop that falls behind on writing (here: held while a burst larger than what a pass may
+/// queue for one stream piles up in the hub) stops taking events until it has written them
+/// out, instead of evicting them from readers that are keeping up.
+#[test]
+fn a_loop_behind_on_writing_pauses_its_intake_and_readers_lose_nothing() {
+    // Past the pass's bound (the default outbox's 1,024 frames), and small enough (~32 KB of
+    // frames) for the readers' socket buffers: readers that keep up, even on a busy machine.
+    const EVENTS: usize = 1_500;
+    let server = TestServer::start(Config {
+        outbox_max_events: 16,
+        hub_queue_events: 2 * EVENTS,
+        threads: Some(1),
+        ..Config::loopback()
+    });
+    let readers: Vec<SseClient> =
+        (0..2).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
+    server.wait_stats("streams", |s| s.streams == 2);
+    let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("burst", n.to_string())).collect();
+    assert!(server.handle().debug_block_loop(0, Duration::from_millis(300)));
+    server.handle().publisher().publish_batch(&msgs).unwrap();
+    let threads: Vec<_> = readers.into_iter().map(|r| read_on_thread(r, EVENTS)).collect();
+    let mut open = Vec::new();
+    for t in threads {
+        let (reader, got) = t.join().unwrap();
+        open.push(reader);
+        let got: Vec<String> = got.into_iter().map(|e| e.data).collect();
+        assert_eq!(got.len(), EVENTS, "{:?}", server.stats());
         assert_eq!(got, (0..EVENTS).map(|n| n.to_string()).collect::<Vec<_>>(), "no gap, no loss");
     }
     let s = server.stats();
@@ -269,10 +314,76 @@ fn a_loop_behind_on_writing_pauses_its_intake_and_readers_lose_nothing() {
     assert!(s.intake_pauses > 0, "the burst was taken in steps: {s:?}");
     // The node goes on serving: a new stream gets a new event.
     let mut late = SseClient::connect(server.addr, "/events?topic=burst");
-    server.wait_stats("late stream", |s| s.streams == 5);
+    server.wait_stats("late stream", |s| s.streams == 3);
     let id = publish(server.addr, "burst", "after");
     let e = late.next_event().unwrap();
     assert_eq!((e.data.as_str(), e.id_u64()), ("after", id));
+}
+
+/// A stream whose client stops reading while the loop's pass had queued it more than its own
+/// bound keeps no more than that bound once its socket blocks: the oldest frames go, it is
+/// told which with one gap notice before anything newer, and a reader beside it loses nothing.
+#[test]
+fn a_client_that_falls_behind_is_trimmed_to_its_own_bound() {
+    const EVENTS: usize = 400;
+    const OUTBOX: usize = 16;
+    let server = TestServer::start(Config {
+        outbox_max_events: OUTBOX,
+        hub_queue_events: 2 * EVENTS,
+        threads: Some(1),
+        ..Config::loopback()
+    });
+    // The stalled client's kernel buffers take a few KiB; the reader's default ones take the
+    // whole burst (~45 KB) even before it reads, so only the stalled one can fall behind.
+    let mut stalled =
+        match SseClient::try_open(client_with_receive_buffer(server.addr, 2048), "/events?topic=t", "") {
+            Ok(Ok(s)) => s,
+            other => panic!("subscribe: {:?}", other.map(|r| r.map(|_| ()).map_err(|h| h.status))),
+        };
+    let reader = SseClient::connect(server.addr, "/events?topic=t");
+    server.wait_stats("streams", |s| s.streams == 2);
+    // 400 events of ~110 bytes, taken in one drain while the pass may queue 1,024 frames a
+    // stream: the stalled stream holds 25 times its bound until its socket blocks.
+    let payload = "x".repeat(80);
+    let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("t", format!("{n} {payload}"))).collect();
+    assert!(server.handle().debug_block_loop(0, Duration::from_millis(300)));
+    let ids: Vec<u64> =
+        server.handle().publisher().publish_batch(&msgs).unwrap().into_iter().flatten().collect();
+    assert_eq!(ids.len(), EVENTS, "every event sequenced (none held)");
+    let got: Vec<u64> =
+        read_on_thread(reader, EVENTS).join().unwrap().1.iter().map(SseEvent::id_u64).collect();
+    assert_eq!(got, ids, "the reader lost nothing");
+    let s = server.wait_stats("the stalled stream blocked and trimmed", |s| {
+        s.write_blocked == 1 && s.frames_evicted > 0
+    });
+    assert_eq!(s.evicted_by_class[Class::Reliable.index()], s.frames_evicted, "{s:?}");
+    assert!(s.outbox_queued_bytes as usize <= OUTBOX * 200, "trimmed at once, not at the next push: {s:?}");
+
+    // The stalled client reads now: a contiguous prefix (what its socket took), one gap notice
+    // naming exactly the evicted ids, then at most its bound of the newest, ending at the last.
+    let (mut before, mut gap, mut after) = (Vec::new(), None, Vec::new());
+    while after.last() != ids.last() && before.last() != ids.last() {
+        let e = stalled.next_event().unwrap();
+        match (e.event.as_deref(), gap) {
+            (Some("gap"), None) => {
+                let v: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+                gap = Some((v["from"].as_u64().unwrap(), v["to"].as_u64().unwrap()));
+            }
+            (Some("gap"), Some(_)) => panic!("a second gap notice: {e:?}"),
+            // The node's own notices (overload mode) carry no id.
+            _ if e.id.is_none() => {}
+            (_, None) => before.push(e.id_u64()),
+            (_, Some(_)) => after.push(e.id_u64()),
+        }
+    }
+    let (from, to) = gap.expect("a gap notice");
+    assert_eq!(before, ids[..before.len()].to_vec(), "a contiguous prefix");
+    assert_eq!(from, ids[before.len()], "the notice starts after the prefix");
+    assert_eq!(after, ((to + 1)..=ids[EVENTS - 1]).collect::<Vec<_>>(), "then the rest after the notice");
+    assert!(after.len() < OUTBOX, "kept at most its bound (one place for the notice): {}", after.len());
+    let s = server.stats();
+    assert_eq!(s.frames_evicted, to - from + 1, "every eviction counted once: {s:?}");
+    assert_eq!(s.gaps_reported, 1, "{s:?}");
 }
 
 /// A publish parked on a full hub waits at most `--publish-wait-timeout-ms`: then it gets 503

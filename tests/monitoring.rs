@@ -25,6 +25,8 @@ const METRICS: &[&str] = &[
     "sse_events_published_total",
     "sse_deliveries_total",
     "sse_bytes_written_total",
+    "sse_frames_written_total",
+    "sse_writes_total",
     "sse_events_dropped_total",
     "sse_gaps_reported_total",
     "sse_streams_token_expired_total",

@@ -148,6 +148,35 @@ fn eviction_goes_droppable_then_latest_then_reliable_and_reports_reliable_gaps()
 }
 
 #[test]
+fn trim_brings_a_queue_grown_under_a_larger_bound_back_within_bounds() {
+    let large = Bounds { max_events: 100, max_bytes: 10_000 };
+    let mut o = Outbox::new();
+    for id in 1..=8 {
+        assert_eq!(o.push_event(ev(id, Class::Reliable, None, 1), large).evicted_total(), 0);
+    }
+    o.push(f("hb"), large);
+    // The client reads a few bytes of frame 1, then stops.
+    let mut sock = FakeSock { out: vec![], per_call: 3, capacity: 3 };
+    assert!(o.flush_to(&mut sock, large).unwrap().blocked);
+    let t = o.trim(B);
+    assert_eq!(
+        t.evicted,
+        [4, 0, 1],
+        "the heartbeat (droppable) first, then the oldest unstarted reliable ones"
+    );
+    assert!(o.len() <= B.max_events && o.queued_bytes() <= B.max_bytes);
+    assert_eq!(o.pending_gap(), Some((2, 5)));
+    assert_eq!(o.trim(B).evicted_total(), 0, "nothing more once within bounds");
+    let mut rest = FakeSock::open();
+    let flushed = o.flush_to(&mut rest, B).unwrap();
+    assert_eq!((flushed.gaps, flushed.evicted), (1, [1, 0, 0]), "room for the notice, counted");
+    sock.out.extend_from_slice(&rest.out);
+    // Frame 1 finishes (never cut), then the gap notice (placing it within the four frames
+    // takes frame 6 too), then the kept frames, in id order.
+    assert_eq!(seen(&sock.out), vec![Seen::Id(1), Seen::Gap(2, 6), Seen::Id(7), Seen::Id(8)]);
+}
+
+#[test]
 fn a_cheaper_frame_never_evicts_a_more_valuable_one() {
     let mut o = Outbox::new();
     for id in 1..=4 {

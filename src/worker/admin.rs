@@ -206,6 +206,8 @@ pub(crate) fn scrape(shared: &Shared) -> Scrape {
             accepted: get(&l.accepted),
             deliveries: get(&l.deliveries),
             bytes_written: get(&l.bytes_written),
+            frames_written: get(&l.frames_written),
+            writes: get(&l.writes),
             outbox_queued_bytes: get(&l.outbox_queued_bytes),
             write_blocked: get(&l.write_blocked),
             hub_queue: hub_queues.get(i).copied().unwrap_or(0) as u64,

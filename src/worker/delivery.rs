@@ -15,9 +15,8 @@
 //!    Answers to requests go to the front: a publisher's `202` never waits behind a pass.
 //! 6. Falling behind on writing pauses the intake, not the readers: when a push leaves the
 //!    outbox of a stream that is writable *and* was emptied by its last write
-//!    (`Conn::kept_up`) without room for two more frames like it (`Outbox::nearly_full`:
-//!    each write then carries as many frames as the outbox holds, so small outboxes do not
-//!    cut the loop's batches short), the loop cannot write as fast as events arrive. A
+//!    (`Conn::kept_up`) without room for two more frames like it under the pass's bounds
+//!    (`Outbox::nearly_full`, invariant 11), the loop cannot write as fast as events arrive. A
 //!    client that is slow is not counted: its socket blocked with frames left, so it stays
 //!    out of this rule until a write empties its outbox again. A new stream starts outside
 //!    it too, until its first write empties its outbox: a `Last-Event-ID` replay that fills
@@ -49,6 +48,14 @@
 //!     delayed: answers, heartbeats, notices and a socket turning writable are written in
 //!     the next pass, a stream already queued by one of them takes its new events along,
 //!     and a draining loop releases every delayed stream at once.
+//! 11. `--outbox-max-bytes`/`--outbox-max-events` bound what a stream keeps for a client that
+//!     has fallen behind, not how far the loop's pass may run ahead of a stream whose client
+//!     keeps up. A stream that is writable and emptied by its last write queues under the
+//!     larger [`PASS_BOUNDS`] (what it waits for is the loop, whose backlog the lag budget
+//!     bounds in time: invariants 6 and 9), so each `writev` carries everything that arrived
+//!     during a pass at any outbox size. When its write blocks with frames left, the outbox
+//!     is trimmed to the client's bounds at once, by class with a gap notice (as a push would
+//!     evict), so a client that stops reading keeps no more than it did before.
 //! 4. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
 //!    WRITABLE edge, and the drop-oldest outbox bounds what waits.
 
@@ -59,10 +66,21 @@ use std::time::Instant;
 
 use crate::hub::{Event, LoopMsg, Lost};
 use crate::metrics::{CloseReason, LoopStats};
-use crate::outbox::PushOutcome;
+use crate::outbox::{Bounds, PushOutcome};
 use crate::publish::Class;
 
 use super::{Worker, DRAIN_BUDGET};
+
+/// The bounds a kept-up stream's outbox queues under (invariant 11): the default outbox's.
+pub(super) const PASS_BOUNDS: Bounds = Bounds { max_events: 1024, max_bytes: 1 << 20 };
+
+/// The bounds for streams whose clients keep up: the larger of `client`'s and [`PASS_BOUNDS`].
+pub(super) fn pass_bounds(client: Bounds) -> Bounds {
+    Bounds {
+        max_events: client.max_events.max(PASS_BOUNDS.max_events),
+        max_bytes: client.max_bytes.max(PASS_BOUNDS.max_bytes),
+    }
+}
 
 /// Connections written per iteration (≈ 2 ms of loopback `writev`s at 100 B a frame).
 pub(super) const FLUSH_BUDGET: usize = 256;
@@ -274,11 +292,13 @@ impl Worker {
             if event.id <= conn.resume_after {
                 continue;
             }
-            let outcome = conn.outbox.push_event(event.clone(), self.bounds);
+            // Invariant 11: a stream whose client keeps up queues under the pass's bounds.
+            let kept_up = conn.writable && conn.kept_up;
+            let bounds = if kept_up { self.pass_bounds } else { self.bounds };
+            let outcome = conn.outbox.push_event(event.clone(), bounds);
             tally.add(&outcome, event.class, conn.outbox.queued_bytes());
-            tally.for_pass += u64::from(conn.writable && conn.kept_up && !outcome.rejected);
-            tally.behind |=
-                conn.writable && conn.kept_up && conn.outbox.nearly_full(self.bounds, event.frame.len());
+            tally.for_pass += u64::from(kept_up && !outcome.rejected);
+            tally.behind |= kept_up && conn.outbox.nearly_full(self.pass_bounds, event.frame.len());
             conn.last_queued_ms = self.now_ms;
             self.dirty.push_delivery(key, conn, event.accepted_at, due);
         }
@@ -322,7 +342,8 @@ impl Worker {
             let at = Instant::now();
             let lag = &mut self.delivery_lag;
             let delivered = |e: &Event| lag.record(at.saturating_duration_since(e.accepted_at));
-            match conn.outbox.flush_with(&mut conn.sock, self.bounds, delivered) {
+            let bounds = if conn.kept_up { self.pass_bounds } else { self.bounds };
+            match conn.outbox.flush_with(&mut conn.sock, bounds, delivered) {
                 Ok(flushed) => {
                     let stats = &self.shared.stats[self.index];
                     LoopStats::add(&stats.bytes_written, flushed.bytes as u64);
@@ -330,8 +351,18 @@ impl Worker {
                     self.frames_written += flushed.frames as u64;
                     LoopStats::add(&stats.writes, flushed.writes as u64);
                     LoopStats::add(&stats.gaps_reported, flushed.gaps as u64);
+                    let mut evicted = flushed.evicted;
                     if flushed.blocked {
                         conn.writable = false;
+                        // Invariant 11: the client fell behind; it keeps what its own
+                        // bounds allow (the pending gap is told at its next write).
+                        let trimmed = conn.outbox.trim(self.bounds);
+                        for (sum, n) in evicted.iter_mut().zip(trimmed.evicted) {
+                            *sum += n;
+                        }
+                    }
+                    for (counter, n) in stats.evicted.iter().zip(evicted) {
+                        LoopStats::add(counter, u64::from(n));
                     }
                     conn.kept_up = conn.outbox.is_empty();
                     if conn.outbox.is_empty() {

@@ -188,7 +188,10 @@ pub(crate) struct Worker {
     now_ms: u64,
     next_tick_ms: u64,
     tick_ms: u64,
+    /// A stream's outbox bounds once its client has fallen behind (the configured ones).
     bounds: Bounds,
+    /// A stream's outbox bounds while its client keeps up ([`delivery::pass_bounds`]).
+    pass_bounds: Bounds,
     /// The reloadable settings as this loop last took them, and their generation.
     live: Arc<Live>,
     live_generation: u64,
@@ -267,6 +270,7 @@ impl Worker {
             next_tick_ms: tick_ms,
             tick_ms,
             bounds,
+            pass_bounds: delivery::pass_bounds(bounds),
             live,
             live_generation,
             resume_tokens: 0,

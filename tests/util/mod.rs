@@ -678,6 +678,18 @@ pub fn connect_from(local: std::net::IpAddr, addr: SocketAddr) -> io::Result<Tcp
     Ok(s)
 }
 
+/// A [`Client`] whose socket's receive buffer is `bytes` (set before connecting, so the window
+/// it advertises stays that small): a client whose kernel buffers fill after a few KiB.
+pub fn client_with_receive_buffer(addr: SocketAddr, bytes: usize) -> Client {
+    use socket2::{Domain, Socket, Type};
+    let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None).expect("socket");
+    sock.set_recv_buffer_size(bytes).expect("SO_RCVBUF");
+    sock.connect(&addr.into()).expect("connect");
+    let s: TcpStream = sock.into();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    Client { reader: BufReader::new(s) }
+}
+
 /// A [`Client`] over a connection from `local` (see [`connect_from`]).
 pub fn client_from(local: std::net::IpAddr, addr: SocketAddr) -> Client {
     Client { reader: BufReader::new(connect_from(local, addr).expect("connect")) }
