@@ -1193,8 +1193,10 @@ def write_results(outdir, results, plots_dir):
 OVERLOAD_MARK = "<!-- overload.py: the section below is written by benches/peers/overload.py -->"
 # Where RESULTS.md's latency/CPU frontier section (benches/peers/frontier.py) starts.
 FRONTIER_MARK = "<!-- frontier.py: the section below is written by benches/peers/frontier.py -->"
+# Where RESULTS.md's small-outbox section (benches/peers/outbox.py) starts.
+OUTBOX_MARK = "<!-- outbox.py: the section below is written by benches/peers/outbox.py -->"
 # Sections other scripts write after this report; each runs from its mark to the next one.
-SECTION_MARKS = [OVERLOAD_MARK, FRONTIER_MARK]
+SECTION_MARKS = [OVERLOAD_MARK, FRONTIER_MARK, OUTBOX_MARK]
 
 
 def write_section(results, mark, title, intro, md, svg=None, alt=""):

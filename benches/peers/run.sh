@@ -33,6 +33,10 @@
 #                   server that parks publishers is offered less instead of a growing queue.
 #                   sse-edge's /metrics is sampled every 0.5 s for sse_loop_saturation.
 #                   Not in the default list: `--scenarios M5`, then benches/peers/overload.py.
+#   O outbox size:  M4 for 12 s on a fresh sse-edge with the default outbox, then with
+#                   --outbox-max-bytes 16384, alternating, --repeat times (default 3) each
+#                   (issue 15: small outboxes keep the node's throughput). sse-edge only. Not
+#                   in the default list: `--scenarios O`, then benches/peers/outbox.py.
 #   F frontier:     M2 on a fresh sse-edge at each --write-delay-ms of 0 5 10 25 50 100 250 500,
 #                   once on each other peer (issue 14: p99 against CPU per delivery). Not in
 #                   the default list: `--scenarios F`, then benches/peers/frontier.py.
@@ -103,6 +107,7 @@ if [[ $QUICK == 1 ]]; then
   M4_STREAMS=2000 M4_RATE=200 M4_SECONDS=5 M4B_RATE=20
   M5_STREAMS=2000 M5_RATES="100 800" M5_SECONDS=3
   F_DELAYS="0 25"
+  O_SECONDS=5
 else
   M1_STREAMS=10000
   M2_STREAMS=10000 M2_RATE=50 M2_SECONDS=20 M2H_RATE=100
@@ -110,6 +115,7 @@ else
   M4_STREAMS=10000 M4_RATE=200 M4_SECONDS=30 M4B_RATE=20
   M5_STREAMS=10000 M5_RATES="50 100 200 400 800 1600" M5_SECONDS=10
   F_DELAYS="0 5 10 25 50 100 250 500"
+  O_SECONDS=12
 fi
 
 log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
@@ -360,6 +366,21 @@ scenario_frontier() {
   done
 }
 
+# Small outboxes against the default (issue 15 item 2): M4 on a fresh sse-edge per run, the two
+# sizes alternating so drift on a shared machine hits both alike.
+scenario_outbox() {
+  [[ $PEER == sse-edge ]] || { log "$PEER: scenario O is for sse-edge only"; return 0; }
+  local n size
+  for ((n = 1; n <= REPEAT; n++)); do
+    for size in default 16384; do
+      if [[ $size == default ]]; then SSE_EDGE_ARGS= fresh_peer || return 1
+      else SSE_EDGE_ARGS="--outbox-max-bytes $size" fresh_peer || return 1; fi
+      load "O-$size-r$n" --streams "$M4_STREAMS" --slow 0.2 --rate "$M4_RATE" --duration "$O_SECONDS" \
+        --payload-bytes 1024
+    done
+  done
+}
+
 scenario_m3() {
   fresh_peer || return 1
   local r verdict try
@@ -568,6 +589,7 @@ for PEER in "${PEER_LIST[@]}"; do
       M4b) repeat scenario_m4b ;;
       M5) scenario_m5 ;;
       F) scenario_frontier ;;
+      O) scenario_outbox ;;
       *) log "unknown scenario $S"; exit 2 ;;
     esac || { log "$PEER $S failed to run"; echo "$S: peer did not start" >>"$PEER_OUT/FAILED"; }
   done
