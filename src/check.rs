@@ -287,9 +287,11 @@ pub fn assess(r: &Readings, config: &Config) -> Report {
         ));
     }
     notes.push(format!(
-        "per-stream memory assumes idle streams; queued events come on top, at most --outbox-max-bytes \
-         ({}) per stream",
-        human_bytes(config.outbox_max_bytes as u64)
+        "per-stream memory assumes idle streams; queued events come on top: at most --outbox-max-bytes \
+         ({}) for a client that has fallen behind, and for one that keeps up what the write pass queues \
+         for it, up to {} (bounded in time by --max-delivery-lag-ms; with it 0, --outbox-max-bytes)",
+        human_bytes(config.outbox_max_bytes as u64),
+        human_bytes(config.outbox_max_bytes.max(crate::config::DEFAULT_OUTBOX_MAX_BYTES) as u64)
     ));
     notes.push(history_note(config));
     Report {

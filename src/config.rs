@@ -73,7 +73,7 @@ pub struct Config {
     /// Most frames kept for a connection whose client has fallen behind (its socket blocked);
     /// past it the oldest unsent frame is dropped. A client that keeps up may have more
     /// queued while the loop's write pass reaches it (up to the default, if this is less).
-    #[arg(long, env = "SSE_EDGE_OUTBOX_MAX_EVENTS", default_value_t = 1024,
+    #[arg(long, env = "SSE_EDGE_OUTBOX_MAX_EVENTS", default_value_t = DEFAULT_OUTBOX_MAX_EVENTS,
           value_parser = parse_positive_usize)]
     pub outbox_max_events: usize,
 
@@ -81,7 +81,7 @@ pub struct Config {
     /// past it the oldest unsent frames are dropped. A client that keeps up may have more
     /// queued while the loop's write pass reaches it (up to the default, if this is less).
     /// Also the largest single event frame the node accepts (larger publishes get 413).
-    #[arg(long, env = "SSE_EDGE_OUTBOX_MAX_BYTES", default_value_t = 1 << 20,
+    #[arg(long, env = "SSE_EDGE_OUTBOX_MAX_BYTES", default_value_t = DEFAULT_OUTBOX_MAX_BYTES,
           value_parser = parse_positive_usize)]
     pub outbox_max_bytes: usize,
 
@@ -390,6 +390,12 @@ impl Config {
         Ok(())
     }
 }
+
+/// `--outbox-max-events`'s default; also what a stream whose client keeps up may queue.
+pub const DEFAULT_OUTBOX_MAX_EVENTS: usize = 1024;
+
+/// `--outbox-max-bytes`'s default; also what a stream whose client keeps up may queue.
+pub const DEFAULT_OUTBOX_MAX_BYTES: usize = 1 << 20;
 
 /// Smallest useful request head: a request line and a few short headers.
 pub const MIN_REQUEST_BYTES: usize = 256;

@@ -23,7 +23,7 @@ pub struct LoopScrape {
     pub deliveries: u64,
     /// Bytes the kernel accepted.
     pub bytes_written: u64,
-    /// Frames the kernel accepted (whole or in part).
+    /// Frames the kernel accepted whole (answers and stream heads included).
     pub frames_written: u64,
     /// Vectored write calls that moved bytes (`frames_written / writes` is the batching).
     pub writes: u64,

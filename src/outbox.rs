@@ -2,8 +2,10 @@
 //! vectored writes.
 //!
 //! Invariants:
-//! 1. `queued_bytes() <= max_bytes` and `len() <= max_events` after every bounded push
-//!    (pinned frames — responses, stream head, gap notices — are bounded by what caused them).
+//! 1. `queued_bytes() <= max_bytes` and `len() <= max_events` of the bounds given, after every
+//!    bounded push and every [`Outbox::trim`] (pinned frames — responses, stream head, gap
+//!    notices — are bounded by what caused them). A caller may push under larger bounds and
+//!    trim to smaller ones later (a stream whose client stopped keeping up).
 //! 2. The head frame, once partly written (`head_offset > 0`), is never evicted: dropping it
 //!    would cut a frame in half on the wire and corrupt the stream. Pinned frames are never
 //!    evicted either.

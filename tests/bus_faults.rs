@@ -57,8 +57,14 @@ fn kill_9_a_node_and_its_clients_resume_on_another_with_every_event_once() {
     });
     // Stopped first, so a publish on A is in flight when it dies: that attempt gets no
     // answer (whether it reached the bus or not) and must be retried on B.
+    // An attempt on A that started before the stop may have been answered already (the answer
+    // waiting in the socket): wait for one that started after it.
     a.signal(Signal::SIGSTOP);
-    wait_for("a publish waiting on A", || *publisher.in_flight.lock().expect("lock") == Some(a.addr));
+    let before_stop = publisher.attempts.load(Ordering::Acquire);
+    wait_for(
+        "a publish waiting on A",
+        || matches!(*publisher.in_flight.lock().expect("lock"), Some((addr, n)) if addr == a.addr && n > before_stop),
+    );
     a.signal(Signal::SIGKILL);
     live.remove(a.addr);
     let status = a.guard.wait_exit(IO_TIMEOUT).expect("A died");

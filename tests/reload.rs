@@ -199,12 +199,22 @@ fn a_broken_file_changes_nothing_and_says_where() {
         write_config(&path, &format!("{BASE}{text}"));
         hup(&child);
         wait_reloads(addr, &child, "error", (n + 1) as f64);
-        let log = child.log().text();
-        let line = log
-            .lines()
-            .filter(|l| l.contains("config reload failed, nothing changed"))
-            .nth(n)
-            .unwrap_or_else(|| panic!("{what}: no failure logged:\n{log}"));
+        // The counter can move before the log line has come through the pipe: wait for it.
+        let failure = |log: &str| {
+            log.lines()
+                .filter(|l| l.contains("config reload failed, nothing changed"))
+                .nth(n)
+                .map(str::to_string)
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let line = loop {
+            let log = child.log().text();
+            match failure(&log) {
+                Some(line) => break line,
+                None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+                None => panic!("{what}: no failure logged:\n{log}"),
+            }
+        };
         if !at.is_empty() {
             assert!(line.contains(&format!("{path_text}{at}")), "{what}: {line}");
         }

@@ -251,14 +251,23 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 proptest! {
+    /// As the loop drives an outbox: pushes under the pass's larger bounds while the client
+    /// keeps up (its last write emptied the outbox), under its own bounds otherwise, and a trim
+    /// to its own bounds when a write blocks with frames left.
     #[test]
     fn order_bounds_partial_heads_and_gap_reports_hold(ops in proptest::collection::vec(op(), 1..300)) {
         let bounds = Bounds { max_events: 6, max_bytes: 200 };
+        let pass = Bounds { max_events: 24, max_bytes: 800 };
         let mut o = Outbox::new();
         let mut sock = FakeSock { out: vec![], per_call: 0, capacity: 0 };
         let mut next = 1u64;
         let mut reliable = BTreeSet::new();
+        let mut kept_up = true;
+        // Reliable frames dropped (evicted, refused, trimmed), as the loop counts them.
+        let mut dropped = 0u64;
+        let rel = Class::Reliable.index();
         for op in ops {
+            let now = if kept_up { pass } else { bounds };
             match op {
                 Op::Push(c, pad) => {
                     let (class, key) = match c {
@@ -269,29 +278,34 @@ proptest! {
                     if class == Class::Reliable {
                         reliable.insert(next);
                     }
-                    o.push_event(ev(next, class, key, pad), bounds);
+                    let out = o.push_event(ev(next, class, key, pad), now);
+                    dropped += u64::from(out.evicted[rel]) + u64::from(out.rejected && class == Class::Reliable);
                     next += 1;
-                    prop_assert!(o.len() <= bounds.max_events);
-                    prop_assert!(o.queued_bytes() <= bounds.max_bytes);
                 }
                 Op::Heartbeat => {
-                    o.push(Bytes::from_static(b":\n\n"), bounds);
+                    dropped += u64::from(o.push(Bytes::from_static(b":\n\n"), now).evicted[rel]);
                 }
                 Op::Flush(n) => {
                     // The socket takes at most n more bytes, in calls of at most n / 2 + 1.
                     sock.capacity = sock.out.len() + n;
                     sock.per_call = n / 2 + 1;
                     let before = sock.out.len();
-                    let r = o.flush_to(&mut sock, bounds).unwrap();
+                    let r = o.flush_to(&mut sock, now).unwrap();
                     prop_assert_eq!(r.bytes, sock.out.len() - before);
-                    prop_assert!(o.len() <= bounds.max_events);
-                    prop_assert!(o.queued_bytes() <= bounds.max_bytes);
+                    dropped += u64::from(r.evicted[rel]);
+                    if r.blocked {
+                        dropped += u64::from(o.trim(bounds).evicted[rel]);
+                    }
+                    kept_up = o.is_empty();
                 }
             }
+            let held = if kept_up { pass } else { bounds };
+            prop_assert!(o.len() <= held.max_events);
+            prop_assert!(o.queued_bytes() <= held.max_bytes);
         }
         sock.capacity = usize::MAX;
         sock.per_call = usize::MAX;
-        o.flush_to(&mut sock, B).unwrap();
+        dropped += u64::from(o.flush_to(&mut sock, bounds).unwrap().evicted[rel]);
         prop_assert!(o.is_empty());
         // Frames arrived whole (every frame parses), ids strictly increase.
         let text = String::from_utf8(sock.out.clone()).unwrap();
@@ -312,6 +326,9 @@ proptest! {
                 prop_assert!(g < n, "gap for {} after a newer frame: {:?}", id, seen);
             }
         }
+        // Every reliable frame not delivered was counted once as dropped.
+        let delivered = reliable.iter().filter(|id| ids.contains(id)).count() as u64;
+        prop_assert_eq!(dropped, reliable.len() as u64 - delivered);
     }
 }
 

@@ -51,11 +51,14 @@
 //! 11. `--outbox-max-bytes`/`--outbox-max-events` bound what a stream keeps for a client that
 //!     has fallen behind, not how far the loop's pass may run ahead of a stream whose client
 //!     keeps up. A stream that is writable and emptied by its last write queues under the
-//!     larger [`PASS_BOUNDS`] (what it waits for is the loop, whose backlog the lag budget
-//!     bounds in time: invariants 6 and 9), so each `writev` carries everything that arrived
-//!     during a pass at any outbox size. When its write blocks with frames left, the outbox
-//!     is trimmed to the client's bounds at once, by class with a gap notice (as a push would
-//!     evict), so a client that stops reading keeps no more than it did before.
+//!     larger [`PASS_BOUNDS`]: what it waits for is the loop, and the pace gate bounds the
+//!     loop's queued writing in time (invariant 9; before the loop has measured its write
+//!     rate, to about one drain's deliveries), so each `writev` carries everything that
+//!     arrived during a pass at any outbox size. Without a lag budget there is no pace gate,
+//!     and every stream queues under the configured bounds. When a stream's write blocks with
+//!     frames left, its outbox is trimmed to the configured bounds at once, by class with a
+//!     gap notice (as a push would evict), so a client that stops reading keeps no more than
+//!     its bounds once its socket is full.
 //! 4. A connection is flushed only while `writable`; after `WouldBlock` its frames wait for the
 //!    WRITABLE edge, and the drop-oldest outbox bounds what waits.
 
@@ -72,7 +75,10 @@ use crate::publish::Class;
 use super::{Worker, DRAIN_BUDGET};
 
 /// The bounds a kept-up stream's outbox queues under (invariant 11): the default outbox's.
-pub(super) const PASS_BOUNDS: Bounds = Bounds { max_events: 1024, max_bytes: 1 << 20 };
+pub(super) const PASS_BOUNDS: Bounds = Bounds {
+    max_events: crate::config::DEFAULT_OUTBOX_MAX_EVENTS,
+    max_bytes: crate::config::DEFAULT_OUTBOX_MAX_BYTES,
+};
 
 /// The bounds for streams whose clients keep up: the larger of `client`'s and [`PASS_BOUNDS`].
 pub(super) fn pass_bounds(client: Bounds) -> Bounds {
@@ -86,7 +92,7 @@ pub(super) fn pass_bounds(client: Bounds) -> Bounds {
 pub(super) const FLUSH_BUDGET: usize = 256;
 /// Deliveries queued per iteration (≈ 2 ms at ~25 ns each): with 10,000 subscribers a topic
 /// drains about 7 events per iteration, so a backlog of events cannot hold up the writes.
-const FANOUT_BUDGET: usize = 65_536;
+pub(super) const FANOUT_BUDGET: usize = 65_536;
 
 /// Connections with output waiting to be written: answers, then streams, each in order.
 ///
@@ -199,7 +205,8 @@ impl Worker {
             return;
         }
         let was_closed = self.pace.is_closed();
-        if self.pace.full(self.shared.hub.lag_budget(), Instant::now()) {
+        let budget = self.shared.hub.lag_budget();
+        if self.pace.full(budget, Instant::now()) {
             // Invariant 9: come back next iteration (the flush queue keeps the loop busy).
             // Each closing counts as an intake pause, as invariant 6's do.
             LoopStats::add(&self.stats().intake_pauses, u64::from(!was_closed));
@@ -212,6 +219,8 @@ impl Worker {
         let mut newest_taken = None;
         // Invariant 10: one clock read per drain, not one per delivery.
         let due = (!self.write_delay.is_zero()).then(|| Instant::now() + self.write_delay);
+        // Invariant 11: the pass's bounds need the pace gate that bounds the pass in time.
+        let pass = if budget.is_zero() { self.bounds } else { self.pass_bounds };
         while drained < DRAIN_BUDGET && tally.pushes < FANOUT_BUDGET && !tally.behind {
             let Ok(msg) = self.inbox.rx.try_recv() else { break };
             drained += 1;
@@ -219,7 +228,7 @@ impl Worker {
                 LoopMsg::Event(event) => {
                     newest_taken = Some(event.accepted_at);
                     self.history.record(&event);
-                    self.fan_out(&event, &mut tally, due);
+                    self.fan_out(&event, &mut tally, due, pass);
                 }
                 LoopMsg::Ping(probe) => probe.answer(self.index),
                 LoopMsg::Block(d) => std::thread::sleep(d),
@@ -282,7 +291,8 @@ impl Worker {
     }
 
     /// Queues one event to every local subscriber of its topic.
-    fn fan_out(&mut self, event: &Arc<Event>, tally: &mut FanOut, due: Option<Instant>) {
+    /// `pass`: the bounds of streams whose clients keep up (invariant 11).
+    fn fan_out(&mut self, event: &Arc<Event>, tally: &mut FanOut, due: Option<Instant>, pass: Bounds) {
         if self.overloaded && event.class == Class::Droppable {
             tally.shed += self.topics.subscribers(&event.topic).count() as u64;
             return;
@@ -294,11 +304,11 @@ impl Worker {
             }
             // Invariant 11: a stream whose client keeps up queues under the pass's bounds.
             let kept_up = conn.writable && conn.kept_up;
-            let bounds = if kept_up { self.pass_bounds } else { self.bounds };
+            let bounds = if kept_up { pass } else { self.bounds };
             let outcome = conn.outbox.push_event(event.clone(), bounds);
             tally.add(&outcome, event.class, conn.outbox.queued_bytes());
             tally.for_pass += u64::from(kept_up && !outcome.rejected);
-            tally.behind |= kept_up && conn.outbox.nearly_full(self.pass_bounds, event.frame.len());
+            tally.behind |= kept_up && conn.outbox.nearly_full(pass, event.frame.len());
             conn.last_queued_ms = self.now_ms;
             self.dirty.push_delivery(key, conn, event.accepted_at, due);
         }

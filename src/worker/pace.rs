@@ -10,7 +10,9 @@
 //! 2. The loop measures how many frames per second it writes while streams wait for their
 //!    write ([`BusyRate`]); `frames / rate` is then how long the queued work takes to write.
 //! 3. While that exceeds `--max-delivery-lag-ms / PASS_SHARE_OF_BUDGET`, the loop takes no
-//!    event from the hub ([`super::delivery`] invariant 9). Fan-out queues a delivery in tens
+//!    event from the hub ([`super::delivery`] invariant 9). Before a rate is measured, it
+//!    takes none while more than [`UNMEASURED_MAX_FRAMES`] frames wait for the pass, so a
+//!    burst on a fresh loop cannot queue more than about one drain's deliveries unseen. Fan-out queues a delivery in tens
 //!    of nanoseconds and a write takes a microsecond or more, so without this gate one
 //!    iteration's intake can queue seconds of writing that the hub's admission never sees.
 //! 4. Frames per event is a moving average over drains that queued any (the recent fan-out);
@@ -24,6 +26,10 @@ use crate::busy_rate::BusyRate;
 /// The queued writing may take this fraction of `--max-delivery-lag-ms` before the intake
 /// waits; the rest of the budget is for events waiting in the hub channel behind it.
 pub(super) const PASS_SHARE_OF_BUDGET: u32 = 4;
+
+/// Frames the pass may have waiting before a write rate is measured (invariant 3): one drain's
+/// deliveries.
+const UNMEASURED_MAX_FRAMES: u64 = super::delivery::FANOUT_BUDGET as u64;
 
 /// How far one drain moves the frames-per-event average toward what it saw (invariant 4):
 /// a quarter, so a single drain of an unusual topic does not swing the event rate.
@@ -87,7 +93,11 @@ impl Pace {
     /// Whether the intake must wait at `now` (invariant 3) under this lag budget (zero:
     /// never); a gate closed for a whole budget opens (invariant 1).
     pub(super) fn full(&mut self, budget: Duration, now: Instant) -> bool {
-        if budget.is_zero() || self.queued_time() <= budget / PASS_SHARE_OF_BUDGET {
+        let within = match self.write_rate.rate() {
+            rate if rate > 0.0 => self.queued_time() <= budget / PASS_SHARE_OF_BUDGET,
+            _ => self.frames <= UNMEASURED_MAX_FRAMES,
+        };
+        if budget.is_zero() || within {
             self.closed_since = None;
             return false;
         }
@@ -111,8 +121,12 @@ mod tests {
         let t = |ms| t0 + Duration::from_millis(ms);
         let budget = Duration::from_millis(1_000);
         let mut pace = Pace::new(t0);
-        pace.queued(100, 1_000_000);
-        assert!(!pace.full(budget, t(0)), "no write rate measured yet: no gate");
+        pace.queued(6, 60_000);
+        const { assert!(60_000 <= UNMEASURED_MAX_FRAMES) };
+        assert!(!pace.full(budget, t(0)), "no write rate measured yet: one drain's frames may wait");
+        pace.queued(94, 940_000);
+        assert!(pace.full(budget, t(0)), "no write rate measured yet: more may not");
+        assert!(!pace.full(Duration::ZERO, t(0)), "no budget, no gate");
         pace.wrote(t(100), 100_000, true);
         assert_eq!(pace.queued_time(), Duration::from_millis(900), "1 M frames/s, 900 k left");
         assert_eq!(pace.event_rate(), 100.0, "10,000 frames an event");

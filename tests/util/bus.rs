@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use std::io::{self, BufReader, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::Command;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -256,8 +256,10 @@ pub struct Published {
     pub refused: Vec<String>,
 }
 
-/// The node a publisher is waiting on, if any.
-pub type InFlight = Arc<Mutex<Option<SocketAddr>>>;
+/// The node a publisher is waiting on, if any, with the attempt's number (attempts are
+/// numbered from 1 in the order they start): a test that stops a node can wait for an attempt
+/// that started after the stop, which the node cannot have answered.
+pub type InFlight = Arc<Mutex<Option<(SocketAddr, u64)>>>;
 
 /// A publisher on its own thread; see [`publish_paced`].
 pub struct Publisher {
@@ -265,6 +267,8 @@ pub struct Publisher {
     pub progress: Arc<AtomicUsize>,
     /// The node of the attempt in flight, if one is.
     pub in_flight: InFlight,
+    /// Attempts started so far (the number of the latest).
+    pub attempts: Arc<AtomicU64>,
     finish: mpsc::Sender<()>,
     thread: JoinHandle<Published>,
 }
@@ -297,6 +301,8 @@ pub fn publish_paced(live: Live, topic: &str, count: usize, interval: Duration) 
     let (finish, finished) = mpsc::channel::<()>();
     let done = progress.clone();
     let in_flight = InFlight::default();
+    let attempts = Arc::new(AtomicU64::new(0));
+    let started = attempts.clone();
     let waiting_on = in_flight.clone();
     let topic = topic.to_string();
     let thread = std::thread::spawn(move || {
@@ -309,14 +315,21 @@ pub fn publish_paced(live: Live, topic: &str, count: usize, interval: Duration) 
         while k < count || finished.try_recv() == Err(mpsc::TryRecvError::Empty) {
             let due = start + interval * k as u32;
             std::thread::sleep(due.saturating_duration_since(Instant::now()));
-            publish_one(&live, &mut clients, &waiting_on, &topic, (k, &format!("e{k}")), &mut out);
+            publish_one(
+                &live,
+                &mut clients,
+                (&waiting_on, &started),
+                &topic,
+                (k, &format!("e{k}")),
+                &mut out,
+            );
             k += 1;
             done.store(k, Ordering::Release);
         }
-        publish_one(&live, &mut clients, &waiting_on, &topic, (k, "end"), &mut out);
+        publish_one(&live, &mut clients, (&waiting_on, &started), &topic, (k, "end"), &mut out);
         out
     });
-    Publisher { progress, in_flight, finish, thread }
+    Publisher { progress, in_flight, attempts, finish, thread }
 }
 
 /// Publishes event `k` (data `{stem}.{attempt}`), trying the live nodes in turn from
@@ -324,7 +337,7 @@ pub fn publish_paced(live: Live, topic: &str, count: usize, interval: Duration) 
 fn publish_one(
     live: &Live,
     clients: &mut HashMap<SocketAddr, Client>,
-    in_flight: &InFlight,
+    (in_flight, attempts): (&InFlight, &AtomicU64),
     topic: &str,
     (k, stem): (usize, &str),
     out: &mut Published,
@@ -335,7 +348,8 @@ fn publish_one(
         assert!(!nodes.is_empty(), "no live node to publish on");
         let addr = nodes[(k + attempt) % nodes.len()];
         let data = format!("{stem}.{attempt}");
-        *in_flight.lock().unwrap_or_else(|e| e.into_inner()) = Some(addr);
+        let number = attempts.fetch_add(1, Ordering::AcqRel) + 1;
+        *in_flight.lock().unwrap_or_else(|e| e.into_inner()) = Some((addr, number));
         let answer = try_publish(clients, addr, topic, &data);
         *in_flight.lock().unwrap_or_else(|e| e.into_inner()) = None;
         match answer {
