@@ -16,6 +16,7 @@ from report.py's OUTBOX_MARK to the next mark in RESULTS.md is replaced (or appe
 
 import argparse
 import json
+import math
 import os
 import re
 import statistics
@@ -29,14 +30,14 @@ def runs(run_dir):
     """{size: [(tag, report, frames per write or None)]} for every O- run found."""
     d = os.path.join(run_dir, "sse-edge")
     out = {}
-    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+    for name in os.listdir(d) if os.path.isdir(d) else []:
         m = re.fullmatch(r"O-(\w+)-r(\d+)\.json", name)
         if not m:
             continue
         with open(os.path.join(d, name)) as f:
             rep = json.load(f)
-        out.setdefault(m.group(1), []).append((f"r{m.group(2)}", rep, frames_per_write(d, name[:-5])))
-    return out
+        out.setdefault(m.group(1), []).append((int(m.group(2)), rep, frames_per_write(d, name[:-5])))
+    return {size: [(f"r{n}", rep, fpw) for n, rep, fpw in sorted(rs, key=lambda r: r[0])] for size, rs in out.items()}
 
 
 def frames_per_write(d, tag):
@@ -69,8 +70,12 @@ def figures(rep):
         "acc_p99": acc.get("p99", float("nan")),
         "accepted": praw.get("accepted", 0),
         "planned": praw.get("planned", 0),
-        "cpu": srv.get("cpu_s_per_million_deliveries") or float("nan"),
+        "cpu": nan_if_none(srv.get("cpu_s_per_million_deliveries")),
     }
+
+
+def nan_if_none(x):
+    return float("nan") if x is None else x
 
 
 def label(size):
@@ -99,9 +104,10 @@ def table(by_size):
 def summary(by_size):
     """The ratio of the median deliveries/s and the worst readers' p99 from acceptance."""
     med = {s: statistics.median(figures(r)["dps"] for _, r, _ in by_size[s]) for s in by_size if by_size[s]}
-    if "default" not in med or "16384" not in med:
-        return "Both sizes are needed for the ratio.\n"
-    worst = max(figures(r)["acc_p99"] for _, r, _ in by_size["16384"])
+    if "default" not in med or "16384" not in med or not med["default"]:
+        return "Both sizes, with deliveries, are needed for the ratio.\n"
+    p99s = [figures(r)["acc_p99"] for _, r, _ in by_size["16384"]]
+    worst = float("nan") if any(math.isnan(p) for p in p99s) else max(p99s)
     lost = sum(figures(r)["missing"] for _, r, _ in by_size["16384"])
     return (
         f"\n16 KiB against the default, medians of {len(by_size['16384'])} and {len(by_size['default'])} "

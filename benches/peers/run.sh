@@ -373,8 +373,13 @@ scenario_outbox() {
   local n size
   for ((n = 1; n <= REPEAT; n++)); do
     for size in default 16384; do
-      if [[ $size == default ]]; then SSE_EDGE_ARGS= fresh_peer || return 1
-      else SSE_EDGE_ARGS="--outbox-max-bytes $size" fresh_peer || return 1; fi
+      # The flag, not the environment, sets the size: an exported SSE_EDGE_OUTBOX_MAX_BYTES
+      # would otherwise change the default run too.
+      if [[ $size == default ]]; then
+        SSE_EDGE_OUTBOX_MAX_BYTES=1048576 SSE_EDGE_OUTBOX_MAX_EVENTS=1024 SSE_EDGE_ARGS= fresh_peer || return 1
+      else
+        SSE_EDGE_ARGS="--outbox-max-bytes $size" fresh_peer || return 1
+      fi
       load "O-$size-r$n" --streams "$M4_STREAMS" --slow 0.2 --rate "$M4_RATE" --duration "$O_SECONDS" \
         --payload-bytes 1024
     done
@@ -545,6 +550,8 @@ meta = {
         "M3": {"streams": $M3_STREAMS, "rates": [int(x) for x in "$M3_RATES".split()], "seconds": $M3_SECONDS, "payload": 100},
         "M4": {"streams": $M4_STREAMS, "rate": $M4_RATE, "seconds": $M4_SECONDS, "payload": 1024, "slow": 0.2},
         "M4b": {"streams": $M4_STREAMS, "rate": $M4B_RATE, "seconds": $M4_SECONDS, "payload": 1024, "slow": 0.2},
+        "O": {"streams": $M4_STREAMS, "rate": $M4_RATE, "seconds": $O_SECONDS, "payload": 1024, "slow": 0.2,
+              "outbox_bytes": [1048576, 16384]},
     },
 }
 # A run of some scenarios or peers only (e.g. --scenarios M3, --peers sse-edge) adds to the
