@@ -254,6 +254,30 @@ fn read_on_thread(mut reader: SseClient, n: usize) -> thread::JoinHandle<(SseCli
     })
 }
 
+/// Opens `readers` streams on topic `burst`, holds loop 0 for `hold` while `events` events
+/// are published in one batch, has each reader read them on its own thread and checks that
+/// every reader got every event, in order; gives the readers back, still open.
+fn burst_to_readers(server: &TestServer, readers: usize, events: usize, hold: Duration) -> Vec<SseClient> {
+    let subs: Vec<SseClient> =
+        (0..readers).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
+    server.wait_stats("streams", |s| s.streams == readers as u64);
+    let msgs: Vec<Message> = (0..events).map(|n| Message::new("burst", n.to_string())).collect();
+    assert!(server.handle().debug_block_loop(0, hold));
+    server.handle().publisher().publish_batch(&msgs).unwrap();
+    let threads: Vec<_> = subs.into_iter().map(|r| read_on_thread(r, events)).collect();
+    let want: Vec<String> = (0..events).map(|n| n.to_string()).collect();
+    threads
+        .into_iter()
+        .map(|t| {
+            let (reader, got) = t.join().unwrap();
+            let got: Vec<String> = got.into_iter().map(|e| e.data).collect();
+            assert_eq!(got.len(), events, "{:?}", server.stats());
+            assert_eq!(got, want, "no gap, no loss");
+            reader
+        })
+        .collect()
+}
+
 /// Publishes a burst sixteen times a 16-frame outbox to four readers while the loop is held;
 /// returns the node's stats after every reader got every event, in order.
 fn burst_to_readers_with_a_small_outbox(max_delivery_lag_ms: u64) -> sse_edge::Stats {
@@ -266,17 +290,7 @@ fn burst_to_readers_with_a_small_outbox(max_delivery_lag_ms: u64) -> sse_edge::S
         threads: Some(1),
         ..Config::loopback()
     });
-    let readers: Vec<SseClient> =
-        (0..4).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
-    server.wait_stats("streams", |s| s.streams == 4);
-    let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("burst", n.to_string())).collect();
-    assert!(server.handle().debug_block_loop(0, Duration::from_millis(300)));
-    server.handle().publisher().publish_batch(&msgs).unwrap();
-    let threads: Vec<_> = readers.into_iter().map(|r| read_on_thread(r, EVENTS)).collect();
-    for t in threads {
-        let got: Vec<String> = t.join().unwrap().1.into_iter().map(|e| e.data).collect();
-        assert_eq!(got, (0..EVENTS).map(|n| n.to_string()).collect::<Vec<_>>(), "no gap, no loss");
-    }
+    burst_to_readers(&server, 4, EVENTS, Duration::from_millis(300));
     let s = server.stats();
     assert_eq!((s.frames_evicted, s.gaps_reported), (0, 0), "{s:?}");
     s
@@ -313,23 +327,9 @@ fn a_loop_behind_on_writing_pauses_its_intake_and_readers_lose_nothing() {
         threads: Some(1),
         ..Config::loopback()
     });
-    let readers: Vec<SseClient> =
-        (0..2).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
-    server.wait_stats("streams", |s| s.streams == 2);
-    let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("burst", n.to_string())).collect();
     // The loop takes the whole batch in one drain when it wakes (publishing it takes a few
     // milliseconds of the second it sleeps), so a stream's outbox reaches the pass's bound.
-    assert!(server.handle().debug_block_loop(0, Duration::from_secs(1)));
-    server.handle().publisher().publish_batch(&msgs).unwrap();
-    let threads: Vec<_> = readers.into_iter().map(|r| read_on_thread(r, EVENTS)).collect();
-    let mut open = Vec::new();
-    for t in threads {
-        let (reader, got) = t.join().unwrap();
-        open.push(reader);
-        let got: Vec<String> = got.into_iter().map(|e| e.data).collect();
-        assert_eq!(got.len(), EVENTS, "{:?}", server.stats());
-        assert_eq!(got, (0..EVENTS).map(|n| n.to_string()).collect::<Vec<_>>(), "no gap, no loss");
-    }
+    let _open = burst_to_readers(&server, 2, EVENTS, Duration::from_secs(1));
     let s = server.stats();
     assert_eq!((s.frames_evicted, s.gaps_reported), (0, 0), "{s:?}");
     assert!(s.intake_pauses > 0, "the burst was taken in steps: {s:?}");
