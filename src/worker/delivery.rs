@@ -47,7 +47,8 @@
 //!     no timer per connection or per event, one clock read per drain. Only deliveries are
 //!     delayed: answers, heartbeats, notices and a socket turning writable are written in
 //!     the next pass, a stream already queued by one of them takes its new events along,
-//!     and a draining loop releases every delayed stream at once.
+//!     and a draining loop, or one whose intake pauses (invariant 6), releases every
+//!     delayed stream at once.
 //! 11. `--outbox-max-bytes`/`--outbox-max-events` bound what a stream keeps for a client that
 //!     has fallen behind, not how far the loop's pass may run ahead of a stream whose client
 //!     keeps up. A stream that is writable and emptied by its last write queues under the
@@ -244,6 +245,10 @@ impl Worker {
         }
         self.drain_more = drained == DRAIN_BUDGET || tally.pushes >= FANOUT_BUDGET;
         if tally.behind {
+            // The pause waits for every stream queued now, delayed ones included (invariant
+            // 10): a loop that is behind has no writes to hold back, and a delayed stream left
+            // out would take pushes past its bound while the intake went on.
+            self.dirty.release_due(true);
             self.write_behind = self.dirty.streams_len().max(1);
         }
         let stats = self.stats();
