@@ -243,41 +243,6 @@ fn pipelining_client_that_never_reads_responses_is_no_longer_read() {
     }
 }
 
-/// Reads `n` events on its own thread (readers keep up concurrently, as real ones do).
-/// Reads `n` published events (the node's own notices skipped) on its own thread, so readers
-/// keep up concurrently, as real ones do; stops early at a read error (a timeout): the
-/// caller's assertion then shows what arrived. Gives the reader back, still open.
-fn read_on_thread(mut reader: SseClient, n: usize) -> thread::JoinHandle<(SseClient, Vec<SseEvent>)> {
-    thread::spawn(move || {
-        let got = (0..n).map_while(|_| reader.next_published().ok()).collect();
-        (reader, got)
-    })
-}
-
-/// Opens `readers` streams on topic `burst`, holds loop 0 for `hold` while `events` events
-/// are published in one batch, has each reader read them on its own thread and checks that
-/// every reader got every event, in order; gives the readers back, still open.
-fn burst_to_readers(server: &TestServer, readers: usize, events: usize, hold: Duration) -> Vec<SseClient> {
-    let subs: Vec<SseClient> =
-        (0..readers).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
-    server.wait_stats("streams", |s| s.streams == readers as u64);
-    let msgs: Vec<Message> = (0..events).map(|n| Message::new("burst", n.to_string())).collect();
-    assert!(server.handle().debug_block_loop(0, hold));
-    server.handle().publisher().publish_batch(&msgs).unwrap();
-    let threads: Vec<_> = subs.into_iter().map(|r| read_on_thread(r, events)).collect();
-    let want: Vec<String> = (0..events).map(|n| n.to_string()).collect();
-    threads
-        .into_iter()
-        .map(|t| {
-            let (reader, got) = t.join().unwrap();
-            let got: Vec<String> = got.into_iter().map(|e| e.data).collect();
-            assert_eq!(got.len(), events, "{:?}", server.stats());
-            assert_eq!(got, want, "no gap, no loss");
-            reader
-        })
-        .collect()
-}
-
 /// Publishes a burst sixteen times a 16-frame outbox to four readers while the loop is held;
 /// returns the node's stats after every reader got every event, in order.
 fn burst_to_readers_with_a_small_outbox(max_delivery_lag_ms: u64) -> sse_edge::Stats {

@@ -7,7 +7,7 @@ mod util;
 use std::time::Duration;
 
 use sse_edge::{Config, Message};
-use util::{SseClient, TestServer};
+use util::{burst_to_readers, SseClient, TestServer};
 
 const STREAMS: usize = 20;
 const EVENTS: usize = 10;
@@ -80,26 +80,9 @@ fn a_write_delay_does_not_let_a_burst_evict_from_readers_that_keep_up() {
         hub_queue_events: 2 * EVENTS,
         ..Config::loopback()
     });
-    let readers: Vec<SseClient> =
-        (0..2).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
-    server.wait_stats("streams", |s| s.streams == 2);
-    let msgs: Vec<Message> = (0..EVENTS).map(|n| Message::new("burst", n.to_string())).collect();
-    // The loop takes the whole batch in one drain when it wakes.
-    assert!(server.handle().debug_block_loop(0, Duration::from_secs(1)));
-    let ids: Vec<u64> =
-        server.handle().publisher().publish_batch(&msgs).expect("published").into_iter().flatten().collect();
-    assert_eq!(ids.len(), EVENTS);
-    // Each reader reads on its own thread, as real ones do, so both keep up.
-    let threads: Vec<_> = readers
-        .into_iter()
-        .map(|mut r| {
-            std::thread::spawn(move || (0..EVENTS).map_while(|_| r.next_published().ok()).collect::<Vec<_>>())
-        })
-        .collect();
-    for (n, t) in threads.into_iter().enumerate() {
-        let got: Vec<u64> = t.join().expect("reader thread").iter().map(|e| e.id_u64()).collect();
-        assert_eq!(got, ids, "reader {n} got every event, in order: {:?}", server.stats());
-    }
+    // The loop takes the whole batch in one drain when it wakes; each reader reads on its
+    // own thread, as real ones do, so both keep up.
+    burst_to_readers(&server, 2, EVENTS, Duration::from_secs(1));
     let s = server.stats();
     assert_eq!((s.frames_evicted, s.gaps_reported), (0, 0), "{s:?}");
     assert!(s.intake_pauses > 0, "{s:?}");

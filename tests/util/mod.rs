@@ -298,6 +298,49 @@ impl SseClient {
     }
 }
 
+/// Reads `n` published events (the node's own notices skipped) on its own thread, so readers
+/// keep up concurrently, as real ones do; stops early at a read error (a timeout): the
+/// caller's assertion then shows what arrived. Gives the reader back, still open.
+pub fn read_on_thread(
+    mut reader: SseClient,
+    n: usize,
+) -> std::thread::JoinHandle<(SseClient, Vec<SseEvent>)> {
+    std::thread::spawn(move || {
+        let got = (0..n).map_while(|_| reader.next_published().ok()).collect();
+        (reader, got)
+    })
+}
+
+/// Opens `readers` streams on topic `burst`, holds loop 0 for `hold` while `events` events
+/// are published in one batch, has each reader read them on its own thread and checks that
+/// every reader got every event, in order; gives the readers back, still open.
+pub fn burst_to_readers(
+    server: &TestServer,
+    readers: usize,
+    events: usize,
+    hold: Duration,
+) -> Vec<SseClient> {
+    let subs: Vec<SseClient> =
+        (0..readers).map(|_| SseClient::connect(server.addr, "/events?topic=burst")).collect();
+    server.wait_stats("streams", |s| s.streams == readers as u64);
+    let msgs: Vec<sse_edge::Message> =
+        (0..events).map(|n| sse_edge::Message::new("burst", n.to_string())).collect();
+    assert!(server.handle().debug_block_loop(0, hold));
+    server.handle().publisher().publish_batch(&msgs).unwrap();
+    let threads: Vec<_> = subs.into_iter().map(|r| read_on_thread(r, events)).collect();
+    let want: Vec<String> = (0..events).map(|n| n.to_string()).collect();
+    threads
+        .into_iter()
+        .map(|t| {
+            let (reader, got) = t.join().unwrap();
+            let got: Vec<String> = got.into_iter().map(|e| e.data).collect();
+            assert_eq!(got.len(), events, "{:?}", server.stats());
+            assert_eq!(got, want, "no gap, no loss");
+            reader
+        })
+        .collect()
+}
+
 /// Parses one frame the way an EventSource would; `None` for comment-only frames.
 pub fn parse_frame(raw: &str) -> Option<SseEvent> {
     let (mut id, mut event, mut data, mut has_data) = (None, None, String::new(), false);
